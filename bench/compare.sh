@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# Side-by-side performance comparison: the echo backend directly, nginx 1.22 as a pass-through
+# WebSocket proxy, and wsnorm (threads = 1, default rules rewriting every message), all in one run.
+#
+#   bench/compare.sh [--quick] [--rounds N] [--idle-conns N] [--out FILE] [--no-build]
+#
+# The proxy under test runs on CPU 0 (taskset -c 0); the load generator and the echo backend
+# (both `wsnorm-load`, single-threaded) on CPU 1. For each target:
+#   * ping-pong, 50 connections, 1 message in flight, then 16 in flight per connection:
+#     round trips/s, p50/p99 latency, and the proxy's CPU time per round trip (utime+stime from
+#     /proc/PID/stat over the measured window, ticks -> us via CLK_TCK; for nginx master+worker);
+#     rounds are interleaved (direct, nginx, wsnorm, direct, ...) and the median is reported;
+#   * memory: VmRSS of the proxy (nginx: master+worker) before and after opening N idle
+#     connections through it (and again after one message on each), divided by N.
+# Prints a table with the ratios wsnorm/nginx and writes a JSON result file.
+# Everything is on 127.0.0.1, every wait is bounded, and every process started is killed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+quick=0
+rounds=3
+idle_conns=5000
+out=""
+build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --rounds) rounds=$2; shift ;;
+    --idle-conns) idle_conns=$2; shift ;;
+    --out) out=$2; shift ;;
+    --no-build) build=0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$quick" = 1 ]; then
+  rounds=1; m1=300; m16=600; [ "$idle_conns" = 5000 ] && idle_conns=1000
+else
+  m1=${M1:-2000}; m16=${M16:-5000}
+fi
+conns=50
+port_base=${PORT_BASE:-19400}
+echo_port=$((port_base + 1)); nginx_port=$((port_base + 2))
+wsnorm_port=$((port_base + 3)); admin_port=$((port_base + 4))
+[ -n "$out" ] || out="$root/bench/results/compare-$(date -u +%Y%m%d-%H%M%S).json"
+mkdir -p "$(dirname "$out")"
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "compare.sh: $*"; exit 1; }
+
+# --- prerequisites ---------------------------------------------------------------------------
+need_apt=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v jq >/dev/null || need_apt+=(jq)
+command -v taskset >/dev/null || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]} with apt-get"
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
+
+if [ "$build" = 1 ]; then
+  cargo build --release --bin wsnorm --bin wsnorm-load >&2
+fi
+wsnorm_bin=$root/target/release/wsnorm
+load_bin=$root/target/release/wsnorm-load
+[ -x "$wsnorm_bin" ] && [ -x "$load_bin" ] || die "binaries missing (build first)"
+
+# Each proxy holds 2 descriptors per idle connection; the load tool and the echo backend one.
+want_fds=$((2 * idle_conns + 1000))
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$hard" -lt "$want_fds" ]; then
+  die "ulimit -Hn is $hard; $want_fds file descriptors needed for $idle_conns idle connections"
+fi
+ulimit -n "$want_fds"
+
+# --- processes -------------------------------------------------------------------------------
+tmp=$(mktemp -d /tmp/wsnorm-compare.XXXXXX)
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 50); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  if [ "${KEEP_TMP:-0}" = 1 ]; then log "logs kept in $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+forget() { # drop an exited pid from the kill list (it could be reused)
+  local keep=() p
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+  for _ in $(seq 1 100); do port_open "$1" && return 0; sleep 0.1; done
+  die "nothing listens on port $1 after 10 s (see $tmp)"
+}
+for p in $echo_port $nginx_port $wsnorm_port $admin_port; do
+  port_open "$p" && die "port $p is in use (set PORT_BASE)"
+done
+
+# Echo backend on CPU 1.
+taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
+echo_pid=$!; pids+=("$echo_pid")
+wait_port "$echo_port"
+
+# nginx: 1 worker, its own prefix, conf, pid and logs; pass-through WebSocket proxy.
+mkdir -p "$tmp/nginx/logs" "$tmp/nginx/tmp"
+cat >"$tmp/nginx/nginx.conf" <<EOF
+worker_processes 1;
+worker_rlimit_nofile $want_fds;
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/logs/error.log warn;
+events {
+    worker_connections $((2 * idle_conns + 1000 > 12000 ? 2 * idle_conns + 1000 : 12000));
+}
+http {
+    access_log off;
+    client_body_temp_path $tmp/nginx/tmp/body;
+    proxy_temp_path $tmp/nginx/tmp/proxy;
+    fastcgi_temp_path $tmp/nginx/tmp/fastcgi;
+    uwsgi_temp_path $tmp/nginx/tmp/uwsgi;
+    scgi_temp_path $tmp/nginx/tmp/scgi;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / {
+            proxy_pass http://127.0.0.1:$echo_port;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host \$host;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+        }
+    }
+}
+EOF
+taskset -c 0 "$nginx_bin" -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" &
+nginx_pid=$!; pids+=("$nginx_pid")
+wait_port "$nginx_port"
+nginx_worker=""
+for _ in $(seq 1 50); do
+  nginx_worker=$(pgrep -P "$nginx_pid" | head -n1 || true)
+  [ -n "$nginx_worker" ] && break
+  sleep 0.1
+done
+[ -n "$nginx_worker" ] || die "no nginx worker process"
+
+# wsnorm: the shipped config with threads = 1 and room for the idle connections.
+sed -e 's/^threads = .*/threads = 1/' \
+    -e "s/^max_connections = .*/max_connections = $((idle_conns + 1000))/" \
+    config/wsnorm.toml >"$tmp/wsnorm.toml"
+grep -q '^threads = 1$' "$tmp/wsnorm.toml" || die "could not set threads = 1"
+taskset -c 0 "$wsnorm_bin" --config "$tmp/wsnorm.toml" --listen "127.0.0.1:$wsnorm_port" \
+  --admin "127.0.0.1:$admin_port" --upstream "127.0.0.1:$echo_port" \
+  --log-format json 2>"$tmp/wsnorm.log" &
+wsnorm_pid=$!; pids+=("$wsnorm_pid")
+wait_port "$wsnorm_port"
+
+url_direct="ws://127.0.0.1:$echo_port/ws"
+url_nginx="ws://127.0.0.1:$nginx_port/ws"
+url_wsnorm="ws://127.0.0.1:$wsnorm_port/ws"
+clk_tck=$(getconf CLK_TCK)
+
+# Arguments per target: URL, CPU pids, options (the echo backend selects no subprotocol, so
+# only wsnorm is offered agent_chat; only wsnorm rewrites).
+target_args() {
+  case "$1" in
+    direct) echo "--url $url_direct --subprotocol= --cpu-pid $echo_pid" ;;
+    nginx) echo "--url $url_nginx --subprotocol= --cpu-pid $nginx_pid --cpu-pid $nginx_worker" ;;
+    wsnorm) echo "--url $url_wsnorm --subprotocol=agent_chat --expect-rewrite --cpu-pid $wsnorm_pid" ;;
+  esac
+}
+
+pingpong() { # target k messages label outfile
+  # shellcheck disable=SC2046
+  timeout 150 taskset -c 1 "$load_bin" pingpong $(target_args "$1") --clk-tck "$clk_tck" \
+    -n "$conns" -k "$2" -m "$3" --warmup 50 --max-secs 120 --label "$4" >"$5" \
+    || die "load run $4 failed (exit $?)"
+  local errors mismatches
+  errors=$(jq .errors "$5"); mismatches=$(jq .mismatches "$5")
+  if [ "$errors" != 0 ] || [ "$mismatches" != 0 ]; then
+    die "$4: $errors errors, $mismatches mismatches: $(jq -r .first_error "$5")"
+  fi
+}
+
+# Functional check and warm-up for every target.
+for t in direct nginx wsnorm; do
+  pingpong "$t" 1 200 "warmup-$t" "$tmp/warmup-$t.json"
+done
+log "all targets answer correctly (wsnorm rewrites every message exactly)"
+
+# --- ping-pong, interleaved rounds -----------------------------------------------------------
+started=$(date +%s)
+for r in $(seq 1 "$rounds"); do
+  for t in direct nginx wsnorm; do
+    for k in 1 16; do
+      m=$m1; [ "$k" = 16 ] && m=$m16
+      f="$tmp/pp-$t-k$k-r$r.json"
+      pingpong "$t" "$k" "$m" "$t k=$k round $r" "$f"
+      log "$(jq -r '"\(.label): \(.msg_per_s|floor) msg/s p50 \(.p50_us) us p99 \(.p99_us) us cpu/msg \(.proxy_cpu_us_per_msg // 0 | .*100|round/100) us"' "$f")"
+    done
+  done
+done
+
+# --- idle memory -----------------------------------------------------------------------------
+rss_kib() { # pids...
+  local total=0 p v
+  for p in "$@"; do
+    v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+wait_event() { # file event seconds
+  local i
+  for i in $(seq 1 $(($3 * 10))); do
+    grep -q "\"event\":\"$2\"" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "idle load: no '$2' event within $3 s"
+}
+idle_run() { # target pids...
+  local t=$1; shift
+  local f="$tmp/idle-$t.out" before opened touched ipid url
+  case "$t" in nginx) url=$url_nginx; sp="--subprotocol=" ;; wsnorm) url=$url_wsnorm; sp="--subprotocol=agent_chat" ;; esac
+  sleep 1
+  before=$(rss_kib "$@")
+  taskset -c 1 "$load_bin" idle --url "$url" "$sp" -n "$idle_conns" --touch \
+    --touch-after-secs 4 --hold-secs 90 >"$f" 2>"$tmp/idle-$t.err" &
+  ipid=$!; pids+=("$ipid")
+  wait_event "$f" open 60
+  sleep 2
+  opened=$(rss_kib "$@")
+  wait_event "$f" touched 60
+  sleep 2
+  touched=$(rss_kib "$@")
+  kill -TERM "$ipid" 2>/dev/null || true
+  wait "$ipid" 2>/dev/null || true
+  forget "$ipid"
+  jq -c --arg t "$t" --argjson before "$before" --argjson opened "$opened" \
+    --argjson touched "$touched" --argjson n "$idle_conns" -s '
+    (map(select(.event=="open"))[0]) as $o | (map(select(.event=="touched"))[0]) as $u |
+    { target: $t, connections: $n, connections_ok: $o.connections_ok, open_errors: $o.errors,
+      touch_errors: ($u.errors // null), rss_before_kib: $before, rss_open_kib: $opened,
+      rss_touched_kib: $touched,
+      kib_per_conn_open: (($opened - $before) / $n),
+      kib_per_conn_touched: (($touched - $before) / $n) }' "$f" >"$tmp/idle-$t.json"
+  [ "$(jq .connections_ok "$tmp/idle-$t.json")" = "$idle_conns" ] \
+    || die "idle $t: only $(jq .connections_ok "$tmp/idle-$t.json") of $idle_conns opened: $(jq -r 'select(.first_error) | .first_error' "$f" | head -n1)"
+  # Let the proxy see the closes before the next measurement.
+  sleep 3
+  log "$(jq -r '"idle \(.target): \(.connections_ok) conns, RSS \(.rss_before_kib) -> \(.rss_open_kib) -> \(.rss_touched_kib) KiB: \(.kib_per_conn_open*100|round/100) KiB/conn open, \(.kib_per_conn_touched*100|round/100) after one message"' "$tmp/idle-$t.json")"
+}
+idle_run nginx "$nginx_pid" "$nginx_worker"
+idle_run wsnorm "$wsnorm_pid"
+elapsed=$(($(date +%s) - started))
+
+# --- summary ---------------------------------------------------------------------------------
+cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
+  --arg cpu "$cpu_model" --argjson nproc "$(nproc)" --argjson rounds "$rounds" \
+  --argjson quick "$quick" --arg nginx "$("$nginx_bin" -v 2>&1 | sed 's/.*nginx\///')" \
+  --argjson elapsed "$elapsed" --slurpfile idle_n "$tmp/idle-nginx.json" \
+  --slurpfile idle_w "$tmp/idle-wsnorm.json" '
+  def median: sort | if length == 0 then null elif length % 2 == 1 then .[length/2|floor]
+    else (.[length/2 - 1] + .[length/2]) / 2 end;
+  def target($t; $k): map(select(.label | startswith("\($t) k=\($k) "))) |
+    { runs: length,
+      msg_per_s: (map(.msg_per_s) | median),
+      p50_us: (map(.p50_us) | median),
+      p99_us: (map(.p99_us) | median),
+      max_us: (map(.max_us) | median),
+      cpu_us_per_msg: (map(.proxy_cpu_us_per_msg) | median),
+      sched_us_per_msg: (map(.proxy_sched_us_per_msg) | median),
+      cpu_us_per_msg_all: map(.proxy_cpu_us_per_msg) };
+  def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b end;
+  . as $runs |
+  { date: $date, machine: { nproc: $nproc, cpu: $cpu, kernel: $kernel }, nginx_version: $nginx,
+    rounds: $rounds, quick: ($quick == 1), seconds: $elapsed,
+    pingpong: { k1: { direct: ($runs | target("direct"; 1)), nginx: ($runs | target("nginx"; 1)),
+                      wsnorm: ($runs | target("wsnorm"; 1)) },
+                k16: { direct: ($runs | target("direct"; 16)), nginx: ($runs | target("nginx"; 16)),
+                       wsnorm: ($runs | target("wsnorm"; 16)) } },
+    idle: { nginx: $idle_n[0], wsnorm: $idle_w[0] },
+    runs: $runs } |
+  .ratios = {
+    cpu_per_msg_k1: ratio(.pingpong.k1.wsnorm.cpu_us_per_msg; .pingpong.k1.nginx.cpu_us_per_msg),
+    cpu_per_msg_k16: ratio(.pingpong.k16.wsnorm.cpu_us_per_msg; .pingpong.k16.nginx.cpu_us_per_msg),
+    p99_k1: ratio(.pingpong.k1.wsnorm.p99_us; .pingpong.k1.nginx.p99_us),
+    p99_k16: ratio(.pingpong.k16.wsnorm.p99_us; .pingpong.k16.nginx.p99_us),
+    rss_per_idle_conn: ratio(.idle.wsnorm.kib_per_conn_open; .idle.nginx.kib_per_conn_open),
+    rss_per_idle_conn_touched: ratio(.idle.wsnorm.kib_per_conn_touched; .idle.nginx.kib_per_conn_touched) }
+  ' "$tmp"/pp-*.json >"$out"
+
+jq -r '
+  def f($x; $d): if $x == null then "-" else ($x * pow(10; $d) | round) / pow(10; $d) | tostring end;
+  def row($k; $t): .pingpong[$k][$t] as $r |
+    "| \($k) | \($t) | \(f($r.msg_per_s; 0)) | \(f($r.p50_us; 0)) | \(f($r.p99_us; 0)) | \(f($r.cpu_us_per_msg; 2)) |";
+  def ok($c): if $c then "met" else "NOT met" end;
+  "machine: \(.machine.nproc) CPUs, \(.machine.cpu), kernel \(.machine.kernel); nginx \(.nginx_version); \(.rounds) round(s), medians",
+  "",
+  "| load | target | round trips/s | p50 us | p99 us | proxy CPU us/round trip |",
+  "|---|---|---:|---:|---:|---:|",
+  row("k1"; "direct"), row("k1"; "nginx"), row("k1"; "wsnorm"),
+  row("k16"; "direct"), row("k16"; "nginx"), row("k16"; "wsnorm"),
+  "",
+  "(direct: the CPU column is the echo backend itself)",
+  "",
+  "| idle connections | RSS before KiB | after open KiB | after 1 msg KiB | KiB/conn open | KiB/conn after 1 msg |",
+  "|---|---:|---:|---:|---:|---:|",
+  (.idle | to_entries[] | .value |
+    "| \(.target) x\(.connections) | \(.rss_before_kib) | \(.rss_open_kib) | \(.rss_touched_kib) | \(f(.kib_per_conn_open; 2)) | \(f(.kib_per_conn_touched; 2)) |"),
+  "",
+  "| goal | wsnorm/nginx | goal | verdict |",
+  "|---|---:|---:|---|",
+  "| proxy CPU per round trip, K=1 | \(f(.ratios.cpu_per_msg_k1; 2)) | <= 1.2 | \(ok(.ratios.cpu_per_msg_k1 <= 1.2)) |",
+  "| proxy CPU per round trip, K=16 | \(f(.ratios.cpu_per_msg_k16; 2)) | <= 1.2 | \(ok(.ratios.cpu_per_msg_k16 <= 1.2)) |",
+  "| p99 round trip, K=1 | \(f(.ratios.p99_k1; 2)) | <= 1.0 | \(ok(.ratios.p99_k1 <= 1.0)) |",
+  "| p99 round trip, K=16 (not a goal) | \(f(.ratios.p99_k16; 2)) | - | - |",
+  "| RSS per idle connection | \(f(.ratios.rss_per_idle_conn; 2)) (\(f(.idle.wsnorm.kib_per_conn_open; 1)) KiB) | <= 17.5 KiB | \(ok(.idle.wsnorm.kib_per_conn_open <= 17.5)) |",
+  "| RSS per idle connection after 1 message | \(f(.ratios.rss_per_idle_conn_touched; 2)) (\(f(.idle.wsnorm.kib_per_conn_touched; 1)) KiB) | <= 17.5 KiB | \(ok(.idle.wsnorm.kib_per_conn_touched <= 17.5)) |",
+  "",
+  "took \(.seconds) s"
+' "$out"
+log "results: $out"

@@ -1,0 +1,93 @@
+//! Command line: `wsnorm` runs the proxy; subcommands check a config and run the demo peers.
+//! Runtime settings given here (or in `WSNORM_*` variables) override the config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Overrides, Upstream};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wsnorm",
+    version,
+    about = "WebSocket normalization sidecar: agent_chat negotiation and JSON rewrite rules in front of a chat backend."
+)]
+pub struct Cli {
+    /// Config file (TOML). Without one, the embedded default (config/wsnorm.toml) applies.
+    #[arg(long, global = true, env = "WSNORM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Proxy listen address, overriding `server.listen`.
+    #[arg(long, global = true, env = "WSNORM_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Backend address (host:port or http:// / ws:// URL), overriding `upstream.address`.
+    #[arg(long, global = true, env = "WSNORM_UPSTREAM")]
+    pub upstream: Option<Upstream>,
+    /// Admin listen address, overriding `server.admin`.
+    #[arg(long, global = true, env = "WSNORM_ADMIN")]
+    pub admin: Option<SocketAddr>,
+    /// Log format; default json, or text when standard error is a terminal.
+    #[arg(long, global = true, env = "WSNORM_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config and print the effective settings and rules; exit 0 if valid, 1 if not.
+    Check,
+    /// Run rule fixture files against the configured rules; print a diff per failure; exit 0/1.
+    TestRules {
+        /// Fixture files (TOML, or JSON lines with .jsonl); see config/tests/.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Read messages from stdin (one per line) and print what the rules make of them.
+    Rewrite {
+        /// client_to_backend or backend_to_client.
+        #[arg(long, default_value = "client_to_backend")]
+        direction: String,
+    },
+    /// Ask a running wsnorm's admin listener for /healthz; exit 0 when healthy (for HEALTHCHECK).
+    Health {
+        /// Admin address; default: the config's `server.admin` (or --admin).
+        #[arg(long = "addr")]
+        addr: Option<SocketAddr>,
+    },
+    /// Run the strict demo backend (the fragile backend wsnorm exists for).
+    DemoBackend {
+        /// Where the demo backend listens.
+        #[arg(long = "bind", default_value = "127.0.0.1:8000")]
+        bind: SocketAddr,
+        /// Do not print every received message.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Send the incident message through wsnorm and show what the backend received.
+    DemoClient {
+        /// WebSocket URL to connect to (wsnorm's listen address).
+        #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+        url: String,
+        /// Bearer token to send (the demo backend refuses connections without one).
+        #[arg(long, default_value = crate::demo::client::DEMO_TOKEN)]
+        token: String,
+    },
+}
+
+impl Cli {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            admin: self.admin,
+            upstream: self.upstream.clone(),
+        }
+    }
+}

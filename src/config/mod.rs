@@ -1,0 +1,409 @@
+//! Configuration: the TOML file (or the embedded default), command-line/env overrides, and
+//! validation. Everything here is checked once at load time; the running proxy only ever sees a
+//! validated [`Config`] and [`CompiledRules`].
+
+mod route;
+
+pub use route::{Route, RouteConfig, RouteSet, UpstreamSubprotocols};
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::rules::{self, CompiledRules, RuleConfig};
+
+/// The documented example in `config/wsnorm.toml`; it doubles as the built-in default.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/wsnorm.toml");
+
+/// Why a configuration could not be used. Every message names the file and, where the parser
+/// knows it, the line and key; the caller should print it and keep the previous config (or exit).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, or a value of the wrong type or form.
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    /// Values that parse but do not make sense together; one line per problem.
+    #[error("{file}: invalid configuration:\n{}", problems.join("\n"))]
+    Invalid { file: String, problems: Vec<String> },
+}
+
+/// The whole file. Unknown keys anywhere are errors: a typo in a rules file must not go live
+/// silently.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    upstream: UpstreamConfig,
+    #[serde(default)]
+    websocket: WebSocketConfig,
+    #[serde(default)]
+    rules: Option<Vec<Spanned<RuleConfig>>>,
+}
+
+/// `[server]`: listeners and process-wide limits. These cannot change without a restart.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub threads: usize,
+    pub max_connections: usize,
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            threads: 1,
+            max_connections: 10_000,
+            drain_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[upstream]`: the one backend wsnorm talks to.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub address: Upstream,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            address: Upstream {
+                host: "127.0.0.1".into(),
+                port: 8000,
+            },
+        }
+    }
+}
+
+/// A backend address as `host:port`; `http://` and `ws://` URLs are accepted and reduced to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    /// `host:port`, as dialled and as sent in `Host`.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let rest = match s.split_once("://") {
+            Some(("http" | "ws", rest)) => rest,
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "upstream `{s}`: scheme `{scheme}` is not supported (use host:port, http:// or ws://)"
+                ))
+            }
+            None => s,
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.contains('/') {
+            return Err(format!(
+                "upstream `{s}`: give host:port only, without a path"
+            ));
+        }
+        let (host, port) = authority
+            .rsplit_once(':')
+            .ok_or_else(|| format!("upstream `{s}`: expected host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("upstream `{s}`: empty host"));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("upstream `{s}`: `{port}` is not a port number"))?;
+        Ok(Upstream {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What to do when a client offers subprotocols and none is in `websocket.subprotocols`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NoCommonSubprotocol {
+    /// Complete the handshake without `Sec-WebSocket-Protocol` (RFC 6455 behaviour).
+    Accept,
+    /// Refuse with HTTP 400.
+    Reject,
+}
+
+/// `[websocket]`: handshake and relay settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    pub subprotocols: Vec<String>,
+    pub no_common_subprotocol: NoCommonSubprotocol,
+    pub token_subprotocol_prefixes: Vec<String>,
+    pub tokens_to_authorization: bool,
+    pub handshake_timeout_ms: u64,
+    pub max_message_bytes: usize,
+    pub ping_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            subprotocols: vec!["agent_chat".into()],
+            no_common_subprotocol: NoCommonSubprotocol::Accept,
+            token_subprotocol_prefixes: ["jwt.", "jwt-auth.", "bearer.", "staging-auth."]
+                .map(String::from)
+                .to_vec(),
+            tokens_to_authorization: false,
+            handshake_timeout_ms: 10_000,
+            max_message_bytes: 1 << 20,
+            ping_interval_secs: 20,
+            idle_timeout_secs: 60,
+            routes: ["/ws", "/ws/*", "/api/v1/websocket"]
+                .map(|p| Spanned::new(0..0, RouteConfig::drop_unknown(p)))
+                .to_vec(),
+        }
+    }
+}
+
+impl WebSocketConfig {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// True when `protocol` carries a credential and so must never be echoed or logged.
+    pub fn is_token_subprotocol(&self, protocol: &str) -> bool {
+        self.token_subprotocol_prefixes
+            .iter()
+            .any(|p| protocol.starts_with(p.as_str()))
+    }
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub upstream: Option<Upstream>,
+}
+
+/// A loaded, validated configuration with its rules compiled.
+#[derive(Debug)]
+pub struct Config {
+    /// Where it came from: a path, or `<embedded default>`.
+    pub source: String,
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub websocket: WebSocketConfig,
+    pub routes: RouteSet,
+    pub rules: CompiledRules,
+}
+
+impl Config {
+    /// Loads `path`, or the embedded default when `None`, and applies `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    file: path.display().to_string(),
+                    source,
+                })?;
+                Self::from_toml(&path.display().to_string(), &text, overrides)
+            }
+            None => Self::from_toml("<embedded default>", DEFAULT_CONFIG_TOML, overrides),
+        }
+    }
+
+    /// Parses and validates `text`; `file` names it in error messages.
+    pub fn from_toml(file: &str, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let parsed: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let mut server = parsed.server;
+        let mut upstream = parsed.upstream;
+        if let Some(listen) = overrides.listen {
+            server.listen = listen;
+        }
+        if let Some(admin) = overrides.admin {
+            server.admin = admin;
+        }
+        if let Some(address) = &overrides.upstream {
+            upstream.address = address.clone();
+        }
+
+        let line_of = |span: std::ops::Range<usize>| line_number(text, span.start);
+        let mut problems = Vec::new();
+        validate(&server, &parsed.websocket, &mut problems);
+        let routes = RouteSet::build(&parsed.websocket.routes, &line_of, &mut problems);
+        let rules = match parsed.rules {
+            None => CompiledRules::compile(&rules::default_rules()).map_err(|e| e.to_string()),
+            Some(spanned) => {
+                let lines: Vec<usize> = spanned.iter().map(|r| line_of(r.span())).collect();
+                let plain: Vec<RuleConfig> = spanned.into_iter().map(Spanned::into_inner).collect();
+                CompiledRules::compile(&plain).map_err(|e| {
+                    // The engine names the rule by index; add where it starts in the file.
+                    let line = rule_index(&e.to_string())
+                        .and_then(|i| lines.get(i).copied())
+                        .map(|l| format!(" (rules entry at line {l})"))
+                        .unwrap_or_default();
+                    format!("{e}{line}")
+                })
+            }
+        };
+        let rules = match rules {
+            Ok(rules) => Some(rules),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+        match (rules, problems.is_empty()) {
+            (Some(rules), true) => Ok(Config {
+                source: file.to_string(),
+                server,
+                upstream,
+                websocket: parsed.websocket,
+                routes,
+                rules,
+            }),
+            _ => Err(ConfigError::Invalid {
+                file: file.to_string(),
+                problems,
+            }),
+        }
+    }
+
+    /// A readable summary of the effective settings and rules, for `wsnorm check`.
+    pub fn describe(&self) -> String {
+        let ws = &self.websocket;
+        let mut out = format!(
+            "config: {}\nlisten: {}\nadmin: {}\nupstream: {}\nthreads: {}\nmax_connections: {}\n\
+             subprotocols: {:?} (no common: {:?})\nhandshake_timeout_ms: {}\nmax_message_bytes: {}\n\
+             ping_interval_secs: {}\nidle_timeout_secs: {}\n",
+            self.source,
+            self.server.listen,
+            self.server.admin,
+            self.upstream.address.authority(),
+            self.server.threads,
+            self.server.max_connections,
+            ws.subprotocols,
+            ws.no_common_subprotocol,
+            ws.handshake_timeout_ms,
+            ws.max_message_bytes,
+            ws.ping_interval_secs,
+            ws.idle_timeout_secs,
+        );
+        out.push_str(&self.routes.describe());
+        out.push_str(&format!("rules ({}):\n", self.rules.len()));
+        out.push_str(&self.rules.describe());
+        out
+    }
+}
+
+fn validate(server: &ServerConfig, ws: &WebSocketConfig, problems: &mut Vec<String>) {
+    if server.threads == 0 {
+        problems.push("server.threads: must be at least 1".into());
+    }
+    if server.drain_timeout_secs > 3600 {
+        problems.push("server.drain_timeout_secs: at most 3600".into());
+    }
+    if server.max_connections == 0 {
+        problems.push("server.max_connections: must be at least 1".into());
+    }
+    if ws.handshake_timeout_ms == 0 {
+        problems.push("websocket.handshake_timeout_ms: must be greater than 0".into());
+    }
+    if ws.ping_interval_secs == 0 {
+        problems.push("websocket.ping_interval_secs: must be at least 1".into());
+    }
+    if ws.idle_timeout_secs <= ws.ping_interval_secs {
+        problems.push(format!(
+            "websocket.idle_timeout_secs: must be longer than ping_interval_secs ({})",
+            ws.ping_interval_secs
+        ));
+    }
+    if ws.max_message_bytes < 125 {
+        problems.push("websocket.max_message_bytes: must be at least 125".into());
+    }
+    for (i, p) in ws.subprotocols.iter().enumerate() {
+        if !is_token(p) {
+            problems.push(format!(
+                "websocket.subprotocols[{i}]: `{p}` is not a valid subprotocol token"
+            ));
+        }
+    }
+    for (i, p) in ws.token_subprotocol_prefixes.iter().enumerate() {
+        if p.is_empty() {
+            problems.push(format!(
+                "websocket.token_subprotocol_prefixes[{i}]: must not be empty"
+            ));
+        }
+    }
+}
+
+/// RFC 7230 `token`: what a subprotocol name may contain.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn line_number(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Finds `rules[N]` in an engine error message.
+fn rule_index(message: &str) -> Option<usize> {
+    let start = message.find("rules[")? + "rules[".len();
+    let end = start + message[start..].find(']')?;
+    message[start..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! `[[websocket.routes]]`: which paths are WebSocket endpoints and what each offers upstream.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// What subprotocols to offer the backend on a route.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamSubprotocols {
+    /// Offer only the client's protocols listed in `backend_subprotocols` (and token-bearing ones).
+    DropUnknown,
+    /// Offer the client's list as it came.
+    Forward,
+    /// Offer exactly `fixed_subprotocol` (and token-bearing ones).
+    Fixed,
+}
+
+/// One route as written in the file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// `/exact` or `/prefix/*`.
+    pub path: String,
+    #[serde(default = "default_policy")]
+    pub upstream_subprotocols: UpstreamSubprotocols,
+    #[serde(default)]
+    pub backend_subprotocols: Vec<String>,
+    #[serde(default)]
+    pub fixed_subprotocol: Option<String>,
+}
+
+fn default_policy() -> UpstreamSubprotocols {
+    UpstreamSubprotocols::DropUnknown
+}
+
+impl RouteConfig {
+    pub(super) fn drop_unknown(path: &str) -> Self {
+        Self {
+            path: path.to_string(),
+            upstream_subprotocols: UpstreamSubprotocols::DropUnknown,
+            backend_subprotocols: Vec::new(),
+            fixed_subprotocol: None,
+        }
+    }
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The pattern as configured, used as the `route` field of the connection span.
+    pub pattern: String,
+    matcher: Matcher,
+    pub policy: UpstreamSubprotocols,
+    pub backend_subprotocols: Vec<String>,
+    pub fixed_subprotocol: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    Exact(String),
+    /// `/ws/*` keeps `/ws/`: it matches `/ws/x` but not `/ws` or `/wsx`.
+    Prefix(String),
+}
+
+impl Route {
+    fn matches(&self, path: &str) -> bool {
+        match &self.matcher {
+            Matcher::Exact(p) => path == p,
+            Matcher::Prefix(p) => path.len() > p.len() && path.starts_with(p.as_str()),
+        }
+    }
+
+    /// The subprotocols to offer the backend, from the client's offer. Token-bearing protocols
+    /// are decided by the caller; `offer` holds only the others.
+    pub fn upstream_offer<'a>(&'a self, offer: &[&'a str]) -> Vec<&'a str> {
+        match self.policy {
+            UpstreamSubprotocols::Forward => offer.to_vec(),
+            UpstreamSubprotocols::DropUnknown => offer
+                .iter()
+                .copied()
+                .filter(|p| self.backend_subprotocols.iter().any(|b| b == p))
+                .collect(),
+            UpstreamSubprotocols::Fixed => self.fixed_subprotocol.as_deref().into_iter().collect(),
+        }
+    }
+}
+
+/// All routes, matched in file order.
+#[derive(Debug, Clone, Default)]
+pub struct RouteSet {
+    routes: Vec<Route>,
+}
+
+impl RouteSet {
+    pub(super) fn build(
+        configs: &[Spanned<RouteConfig>],
+        line_of: &dyn Fn(std::ops::Range<usize>) -> usize,
+        problems: &mut Vec<String>,
+    ) -> RouteSet {
+        let mut routes = Vec::new();
+        for (i, spanned) in configs.iter().enumerate() {
+            let rc = spanned.get_ref();
+            let at = match spanned.span() {
+                s if s.is_empty() => format!("websocket.routes[{i}]"),
+                s => format!("websocket.routes[{i}] (line {})", line_of(s)),
+            };
+            let before = problems.len();
+            if !rc.path.starts_with('/') {
+                problems.push(format!("{at}.path: `{}` must start with `/`", rc.path));
+            }
+            let matcher = match rc.path.strip_suffix('*') {
+                Some(prefix) if prefix.ends_with('/') => Matcher::Prefix(prefix.to_string()),
+                Some(_) => {
+                    problems.push(format!(
+                        "{at}.path: `{}`: `*` is only allowed as a last segment (`/x/*`)",
+                        rc.path
+                    ));
+                    continue;
+                }
+                None if rc.path.contains('*') || rc.path.contains('?') => {
+                    problems.push(format!(
+                        "{at}.path: `{}`: only a trailing `/*` wildcard is allowed, and no query",
+                        rc.path
+                    ));
+                    continue;
+                }
+                None => Matcher::Exact(rc.path.clone()),
+            };
+            match (rc.upstream_subprotocols, &rc.fixed_subprotocol) {
+                (UpstreamSubprotocols::Fixed, None) => problems.push(format!(
+                    "{at}.fixed_subprotocol: required when upstream_subprotocols = \"fixed\""
+                )),
+                (UpstreamSubprotocols::Fixed, Some(p)) if !super::is_token(p) => problems.push(
+                    format!("{at}.fixed_subprotocol: `{p}` is not a valid subprotocol token"),
+                ),
+                (UpstreamSubprotocols::Fixed, Some(_)) | (_, None) => {}
+                (_, Some(_)) => problems.push(format!(
+                    "{at}.fixed_subprotocol: only used with upstream_subprotocols = \"fixed\""
+                )),
+            }
+            if problems.len() == before {
+                routes.push(Route {
+                    pattern: rc.path.clone(),
+                    matcher,
+                    policy: rc.upstream_subprotocols,
+                    backend_subprotocols: rc.backend_subprotocols.clone(),
+                    fixed_subprotocol: rc.fixed_subprotocol.clone(),
+                });
+            }
+        }
+        RouteSet { routes }
+    }
+
+    /// The first route whose pattern matches `path` (without query string).
+    pub fn find(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(path))
+    }
+
+    pub(super) fn describe(&self) -> String {
+        let mut out = String::from("websocket routes:\n");
+        for r in &self.routes {
+            out.push_str(&format!(
+                "  {} -> upstream subprotocols: {:?}",
+                r.pattern, r.policy
+            ));
+            match r.policy {
+                UpstreamSubprotocols::DropUnknown => {
+                    out.push_str(&format!(" (backend knows {:?})", r.backend_subprotocols))
+                }
+                UpstreamSubprotocols::Fixed => out.push_str(&format!(
+                    " ({:?})",
+                    r.fixed_subprotocol.as_deref().unwrap_or("")
+                )),
+                UpstreamSubprotocols::Forward => {}
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

@@ -1,0 +1,148 @@
+use super::*;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml("test.toml", text, &Overrides::default())
+}
+
+#[test]
+fn embedded_default_matches_the_documented_defaults() {
+    let config = Config::load(None, &Overrides::default()).unwrap();
+    assert_eq!(config.source, "<embedded default>");
+    assert_eq!(config.server, ServerConfig::default());
+    assert_eq!(config.upstream, UpstreamConfig::default());
+    let ws = WebSocketConfig::default();
+    assert_eq!(config.websocket.subprotocols, ws.subprotocols);
+    assert_eq!(config.websocket.max_message_bytes, 1 << 20);
+    assert_eq!(
+        config.websocket.token_subprotocol_prefixes,
+        ws.token_subprotocol_prefixes
+    );
+    let names: Vec<&str> = config.rules.rule_names().collect();
+    assert_eq!(names, ["iso-timestamps", "agent-aliases"]);
+    assert!(config.routes.find("/ws").is_some());
+    assert!(config.routes.find("/ws/factory").is_some());
+    assert!(config.routes.find("/api/v1/websocket").is_some());
+    assert!(config.routes.find("/wsx").is_none());
+    assert!(config.routes.find("/api/v1/other").is_none());
+}
+
+#[test]
+fn an_empty_file_gives_the_same_defaults_as_no_file() {
+    let empty = load("").unwrap();
+    let embedded = Config::load(None, &Overrides::default()).unwrap();
+    assert_eq!(empty.server, embedded.server);
+    assert_eq!(empty.websocket.routes.len(), 3);
+    assert_eq!(empty.rules.describe(), embedded.rules.describe());
+}
+
+#[test]
+fn an_unknown_key_names_file_line_and_key() {
+    let err = load("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("test.toml: "), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("listen_port"), "{err}");
+}
+
+#[test]
+fn a_bad_value_names_line_and_key() {
+    let err = load("\n[upstream]\naddress = \"ftp://x:1\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("address"), "{err}");
+    assert!(err.contains("scheme `ftp`"), "{err}");
+}
+
+#[test]
+fn route_problems_are_all_reported_with_their_line() {
+    let text = r#"
+[[websocket.routes]]
+path = "ws"
+
+[[websocket.routes]]
+path = "/a/*/b"
+
+[[websocket.routes]]
+path = "/c"
+upstream_subprotocols = "fixed"
+"#;
+    let err = load(text).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(
+        problems[0].contains("websocket.routes[0] (line 2).path"),
+        "{problems:?}"
+    );
+    assert!(problems[1].contains("routes[1]"), "{problems:?}");
+    assert!(
+        problems[2].contains("fixed_subprotocol: required"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn semantic_limits_are_checked() {
+    let err = load(
+        "[websocket]\nmax_message_bytes = 10\nsubprotocols = [\"a b\"]\n[server]\nthreads = 0\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("server.threads"), "{err}");
+    assert!(err.contains("websocket.max_message_bytes"), "{err}");
+    assert!(err.contains("websocket.subprotocols[0]"), "{err}");
+}
+
+#[test]
+fn overrides_win_over_the_file() {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:1234".parse().unwrap()),
+        admin: None,
+        upstream: Some("ws://backend:9000/".parse().unwrap()),
+    };
+    let config = Config::from_toml("t", "[server]\nlisten = \"0.0.0.0:1\"\n", &overrides).unwrap();
+    assert_eq!(config.server.listen.port(), 1234);
+    assert_eq!(config.upstream.address.authority(), "backend:9000");
+    assert_eq!(config.server.admin, ServerConfig::default().admin);
+}
+
+#[test]
+fn upstream_accepts_host_port_and_urls() {
+    let ok = |s: &str| s.parse::<Upstream>().unwrap().authority();
+    assert_eq!(ok("127.0.0.1:8000"), "127.0.0.1:8000");
+    assert_eq!(ok("http://api:80"), "api:80");
+    assert_eq!(ok("[::1]:8000"), "[::1]:8000");
+    for bad in [
+        "nohost",
+        ":80",
+        "h:notaport",
+        "http://h:1/path",
+        "https://h:1",
+    ] {
+        assert!(bad.parse::<Upstream>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn custom_rules_replace_the_defaults() {
+    let text = r#"
+[[rules]]
+name = "backend-ts"
+kind = "timestamp"
+direction = "backend_to_client"
+paths = ["data.timestamp"]
+"#;
+    let config = load(text).unwrap();
+    let names: Vec<&str> = config.rules.rule_names().collect();
+    assert_eq!(names, ["backend-ts"]);
+}
+
+#[test]
+fn a_bad_rule_is_reported_with_its_line() {
+    let text = "\n\n[[rules]]\nname = \"x\"\nkind = \"rename\"\npaths = [\"type\"]\nmap = {}\n";
+    let err = load(text).unwrap_err().to_string();
+    assert!(err.contains("line 3"), "{err}");
+}

@@ -1,0 +1,20 @@
+//! Demo and test fixtures that imitate the fragile agent_chat backend wsnorm sits in front of.
+//!
+//! * [`backend`] is a *strict* imitation of the Python FastAPI chat backend: it negotiates no
+//!   WebSocket subprotocol (so strict clients such as Chrome or tungstenite fail when they offer
+//!   `agent_chat` directly), refuses handshakes without a token with HTTP 403, closes the
+//!   connection with 1011 when a message carries an ISO string `timestamp`, and silently drops
+//!   `execute_agent` messages. Every JSON object it receives is first answered with
+//!   `{"type":"received","raw":"<exact text>"}`, so tests (and newcomers) can see the exact bytes
+//!   that reached it. It also serves a few plain HTTP routes (`/health`, `/api/echo`,
+//!   `/api/status/{code}`, `/api/stream`) for proxy tests.
+//! * [`client`] is a tiny demo client that offers `agent_chat`, sends the incident message
+//!   (`execute_agent` with a naive ISO timestamp) and prints what the backend actually received.
+//!   Run it through wsnorm to see the rewrite; run it directly against the backend to see the
+//!   incident.
+//!
+//! Both are used by the `wsnorm demo-backend` / `wsnorm demo-client` subcommands and, started
+//! in-process on port 0, as the real server in integration tests.
+
+pub mod backend;
+pub mod client;

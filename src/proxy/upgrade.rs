@@ -1,0 +1,200 @@
+//! The client side of a WebSocket upgrade: is it one, is it valid (RFC 6455 §4.2.1), and which
+//! subprotocols go where. Pure functions over the request header, tested without sockets.
+
+use base64::Engine;
+use pingora::http::RequestHeader;
+
+use crate::config::{NoCommonSubprotocol, Route, WebSocketConfig};
+use crate::metrics::HandshakeResult;
+
+/// A refused handshake: the status and the plain-text reason the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: String,
+    pub result: HandshakeResult,
+}
+
+impl Refusal {
+    fn bad_request(status: u16, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason: reason.into(),
+            result: HandshakeResult::BadRequest,
+        }
+    }
+}
+
+/// True when the request asks for a WebSocket upgrade (whatever else is wrong with it).
+pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
+    header_tokens(req, "upgrade").any(|t| t.eq_ignore_ascii_case("websocket"))
+}
+
+/// A validated upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientUpgrade {
+    pub key: String,
+    /// Every subprotocol the client offered, in its order.
+    pub offered: Vec<String>,
+}
+
+/// Checks method, version, `Connection` and the key.
+pub fn validate(req: &RequestHeader) -> Result<ClientUpgrade, Refusal> {
+    if req.method != http::Method::GET {
+        return Err(Refusal::bad_request(
+            405,
+            "WebSocket upgrade requires the GET method",
+        ));
+    }
+    if req.version != http::Version::HTTP_11 {
+        return Err(Refusal::bad_request(
+            400,
+            "WebSocket upgrade requires HTTP/1.1",
+        ));
+    }
+    if !header_tokens(req, "connection").any(|t| t.eq_ignore_ascii_case("upgrade")) {
+        return Err(Refusal::bad_request(
+            400,
+            "WebSocket upgrade requires `Connection: Upgrade`",
+        ));
+    }
+    match req
+        .headers
+        .get("sec-websocket-version")
+        .map(|v| v.as_bytes())
+    {
+        Some(b"13") => {}
+        _ => {
+            return Err(Refusal::bad_request(
+                426,
+                "unsupported Sec-WebSocket-Version: only 13 is supported",
+            ))
+        }
+    }
+    let key = req
+        .headers
+        .get("sec-websocket-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| {
+            base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .is_ok_and(|raw| raw.len() == 16)
+        })
+        .ok_or_else(|| {
+            Refusal::bad_request(
+                400,
+                "missing or invalid Sec-WebSocket-Key (must be 16 bytes, base64)",
+            )
+        })?;
+    Ok(ClientUpgrade {
+        key: key.to_string(),
+        offered: header_tokens(req, "sec-websocket-protocol")
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
+/// The outcome of subprotocol negotiation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Negotiation {
+    /// Echoed to the client on the 101.
+    pub client_protocol: Option<String>,
+    /// Offered to the backend, in the client's order.
+    pub upstream_offer: Vec<String>,
+    /// A token moved from a subprotocol into `Authorization: Bearer` (tokens_to_authorization).
+    pub bearer: Option<String>,
+}
+
+/// Picks the client's subprotocol and what to offer upstream.
+///
+/// The client gets the first protocol of `websocket.subprotocols` (config order = preference)
+/// that it offered. Token-bearing protocols go to the backend and are echoed only when selected.
+pub fn negotiate(
+    offered: &[String],
+    ws: &WebSocketConfig,
+    route: &Route,
+    has_authorization: bool,
+) -> Result<Negotiation, Refusal> {
+    let client_protocol = ws
+        .subprotocols
+        .iter()
+        .find(|p| offered.iter().any(|o| o == *p))
+        .cloned();
+    if client_protocol.is_none()
+        && !offered.is_empty()
+        && ws.no_common_subprotocol == NoCommonSubprotocol::Reject
+    {
+        return Err(Refusal {
+            status: 400,
+            reason: format!(
+                "no supported subprotocol offered; supported: {}",
+                ws.subprotocols.join(", ")
+            ),
+            result: HandshakeResult::NoCommonSubprotocol,
+        });
+    }
+
+    let plain: Vec<&str> = offered
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !ws.is_token_subprotocol(p))
+        .collect();
+    let kept = route.upstream_offer(&plain);
+    let mut bearer = None;
+    // A fixed protocol the client never offered goes first; the rest keep the client's order.
+    let mut upstream_offer: Vec<String> = kept
+        .iter()
+        .filter(|k| !plain.contains(k))
+        .map(|k| k.to_string())
+        .collect();
+    for p in offered {
+        if ws.is_token_subprotocol(p) {
+            if ws.tokens_to_authorization && !has_authorization && bearer.is_none() {
+                if let Some(token) = token_of(p, &ws.token_subprotocol_prefixes) {
+                    bearer = Some(token);
+                    continue;
+                }
+            }
+            upstream_offer.push(p.clone());
+        } else if kept.contains(&p.as_str()) {
+            upstream_offer.push(p.clone());
+        }
+    }
+    Ok(Negotiation {
+        client_protocol,
+        upstream_offer,
+        bearer,
+    })
+}
+
+/// The credential inside a token-bearing subprotocol such as `jwt.<base64url>`.
+fn token_of(protocol: &str, prefixes: &[String]) -> Option<String> {
+    let prefix = prefixes.iter().find(|p| protocol.starts_with(p.as_str()))?;
+    let rest = &protocol[prefix.len()..];
+    if rest.is_empty() {
+        return None;
+    }
+    // A raw three-part JWT is used as is; otherwise it is base64url of the token.
+    if rest.split('.').count() == 3 {
+        return Some(rest.to_string());
+    }
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(rest.trim_end_matches('='))
+        .ok()?;
+    String::from_utf8(decoded).ok()
+}
+
+/// Comma-separated tokens of every instance of a header.
+fn header_tokens<'a>(req: &'a RequestHeader, name: &str) -> impl Iterator<Item = &'a str> {
+    req.headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,361 @@
+//! The backend side of a WebSocket upgrade: dial the configured backend, send the handshake,
+//! read its answer. Done before the client gets its 101, so a refusal reaches the client as the
+//! backend's own status and body.
+//!
+//! tungstenite's client handshake is strict in a way that does not fit a proxy (a backend that
+//! does not echo an offered subprotocol is an error there, but old backends do exactly that), so
+//! the request is written here and the answer parsed with httparse; the accept key comes from
+//! tungstenite.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
+
+use crate::config::Upstream;
+
+/// Largest backend response head accepted.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Largest refusal body relayed to the client; the rest is cut.
+const MAX_REFUSAL_BODY: usize = 64 * 1024;
+
+/// Why the backend handshake did not produce a WebSocket.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The backend could not be reached: answer 502.
+    #[error("cannot connect to backend {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Connect plus handshake took longer than the handshake timeout: answer 504.
+    #[error("backend handshake timed out after {0:?}")]
+    Timeout(Duration),
+    /// The backend answered with a non-101 status: relay it to the client as it is.
+    #[error("backend refused the upgrade with HTTP {}", .0.status)]
+    Refused(Refusal),
+    /// The backend's answer is not a valid WebSocket handshake response: answer 502.
+    #[error("backend answered something that is not a WebSocket handshake: {0}")]
+    BadResponse(String),
+}
+
+/// A backend's non-101 answer.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub content_type: Option<Vec<u8>>,
+    pub body: Vec<u8>,
+}
+
+/// What goes into the backend handshake request.
+pub struct HandshakeRequest<'a> {
+    pub path_and_query: &'a str,
+    /// End-to-end headers to pass on, already filtered.
+    pub headers: Vec<(&'a str, &'a [u8])>,
+    pub subprotocols: &'a [String],
+}
+
+/// An established backend WebSocket, before any frame was read.
+#[derive(Debug)]
+pub struct Connected {
+    pub stream: TcpStream,
+    /// Bytes the backend sent right after its 101 (already frames).
+    pub leftover: Vec<u8>,
+    pub protocol: Option<String>,
+}
+
+/// Connects and performs the handshake within `timeout`.
+pub async fn handshake(
+    upstream: &Upstream,
+    req: &HandshakeRequest<'_>,
+    timeout: Duration,
+) -> Result<Connected, UpstreamError> {
+    tokio::time::timeout(timeout, handshake_inner(upstream, req))
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout(timeout)))
+}
+
+async fn handshake_inner(
+    upstream: &Upstream,
+    req: &HandshakeRequest<'_>,
+) -> Result<Connected, UpstreamError> {
+    let addr = upstream.authority();
+    let mut stream = TcpStream::connect((upstream.host.as_str(), upstream.port))
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    // Small messages are the norm; do not let Nagle hold them back.
+    let _ = stream.set_nodelay(true);
+    let key = generate_key();
+    let head = request_head(req, &key);
+    stream
+        .write_all(&head)
+        .await
+        .map_err(|e| UpstreamError::BadResponse(format!("writing the handshake: {e}")))?;
+
+    let mut buf = Vec::with_capacity(1024);
+    let (head_len, response) = loop {
+        let mut chunk = [0u8; 2048];
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| UpstreamError::BadResponse(format!("reading the response: {e}")))?;
+        if n == 0 {
+            return Err(UpstreamError::BadResponse(
+                "connection closed before a complete response".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(parsed) = parse_head(&buf)? {
+            break parsed;
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Err(UpstreamError::BadResponse(format!(
+                "response head larger than {MAX_HEAD_BYTES} bytes"
+            )));
+        }
+    };
+    let leftover = buf.split_off(head_len);
+
+    if response.status != 101 {
+        let body = read_refusal_body(&mut stream, &response, leftover).await;
+        return Err(UpstreamError::Refused(Refusal {
+            status: response.status,
+            content_type: response.header("content-type").map(<[u8]>::to_vec),
+            body,
+        }));
+    }
+    let protocol = verify_switch(&response, &key, req.subprotocols)?;
+    Ok(Connected {
+        stream,
+        leftover,
+        protocol,
+    })
+}
+
+fn request_head(req: &HandshakeRequest<'_>, key: &str) -> Vec<u8> {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(b"GET ");
+    head.extend_from_slice(req.path_and_query.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &req.headers {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ");
+    head.extend_from_slice(key.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    if !req.subprotocols.is_empty() {
+        head.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        head.extend_from_slice(req.subprotocols.join(", ").as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// A parsed response head with owned headers.
+struct ResponseHead {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl ResponseHead {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, UpstreamError> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Partial) => Ok(None),
+        Ok(httparse::Status::Complete(len)) => {
+            let status = resp
+                .code
+                .ok_or_else(|| UpstreamError::BadResponse("no status code".into()))?;
+            let headers = resp
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), h.value.to_vec()))
+                .collect();
+            Ok(Some((len, ResponseHead { status, headers })))
+        }
+        Err(e) => Err(UpstreamError::BadResponse(format!("not HTTP: {e}"))),
+    }
+}
+
+/// Checks a 101 answer against RFC 6455 §4.1 and returns the backend's subprotocol, if any.
+/// A backend that selects none of several offered protocols is accepted: old backends do that.
+fn verify_switch(
+    resp: &ResponseHead,
+    key: &str,
+    offered: &[String],
+) -> Result<Option<String>, UpstreamError> {
+    if !resp.has_token("upgrade", "websocket") {
+        return Err(UpstreamError::BadResponse(
+            "101 without `Upgrade: websocket`".into(),
+        ));
+    }
+    if !resp.has_token("connection", "upgrade") {
+        return Err(UpstreamError::BadResponse(
+            "101 without `Connection: Upgrade`".into(),
+        ));
+    }
+    let expected = derive_accept_key(key.as_bytes());
+    if resp.header("sec-websocket-accept") != Some(expected.as_bytes()) {
+        return Err(UpstreamError::BadResponse(
+            "wrong or missing Sec-WebSocket-Accept".into(),
+        ));
+    }
+    if resp.header("sec-websocket-extensions").is_some() {
+        return Err(UpstreamError::BadResponse(
+            "backend enabled an extension that was not offered".into(),
+        ));
+    }
+    match resp.header("sec-websocket-protocol") {
+        None => Ok(None),
+        Some(p) => {
+            let p = String::from_utf8_lossy(p).trim().to_string();
+            if offered.contains(&p) {
+                Ok(Some(p))
+            } else {
+                // Do not echo the value: it may carry a token.
+                Err(UpstreamError::BadResponse(
+                    "backend selected a subprotocol that was not offered".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Reads the body of a refusal (Content-Length, chunked, or up to close), bounded in size and
+/// time; a body that cannot be read completely is relayed as far as it came.
+async fn read_refusal_body(
+    stream: &mut TcpStream,
+    resp: &ResponseHead,
+    mut body: Vec<u8>,
+) -> Vec<u8> {
+    let chunked = resp.has_token("transfer-encoding", "chunked");
+    let length = resp
+        .header("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let done = |b: &[u8]| match (chunked, length) {
+        (true, _) => b.windows(5).any(|w| w == b"0\r\n\r\n"),
+        (false, Some(n)) => b.len() >= n,
+        (false, None) => false,
+    };
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while !done(&body) && body.len() < MAX_REFUSAL_BODY {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    // The handshake timeout bounds the whole exchange; this bounds a body that never ends.
+    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+    if chunked {
+        body = dechunk(&body);
+    }
+    if let Some(n) = length {
+        body.truncate(n);
+    }
+    body.truncate(MAX_REFUSAL_BODY);
+    body
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size_text = std::str::from_utf8(&raw[..line_end]).unwrap_or("");
+        let size_hex = size_text.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size_hex, 16) else {
+            break;
+        };
+        let data = &raw[line_end + 2..];
+        if size == 0 || data.len() < size {
+            out.extend_from_slice(&data[..size.min(data.len())]);
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        raw = data.get(size + 2..).unwrap_or(&[]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dechunk_joins_chunks_and_stops_at_the_last() {
+        assert_eq!(
+            dechunk(b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n"),
+            b"Wikipedia"
+        );
+        assert_eq!(dechunk(b"4\r\nWi"), b"Wi");
+        assert_eq!(dechunk(b"zz\r\n"), b"");
+    }
+
+    #[test]
+    fn a_101_is_checked_against_the_key_and_the_offer() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let head = |extra: &str| {
+            let text = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n{extra}\r\n"
+            );
+            parse_head(text.as_bytes()).unwrap().unwrap().1
+        };
+        let offered = vec!["agent_chat".to_string()];
+        assert_eq!(verify_switch(&head(""), key, &offered).unwrap(), None);
+        assert_eq!(
+            verify_switch(
+                &head("Sec-WebSocket-Protocol: agent_chat\r\n"),
+                key,
+                &offered
+            )
+            .unwrap(),
+            Some("agent_chat".into())
+        );
+        assert!(verify_switch(&head("Sec-WebSocket-Protocol: other\r\n"), key, &offered).is_err());
+        assert!(verify_switch(
+            &head("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+            key,
+            &offered
+        )
+        .is_err());
+        assert!(verify_switch(&head(""), "AAAAAAAAAAAAAAAAAAAAAA==", &offered).is_err());
+    }
+
+    #[test]
+    fn garbage_is_not_http() {
+        assert!(matches!(
+            parse_head(b"\x00\x01garbage\r\n\r\n"),
+            Err(UpstreamError::BadResponse(_))
+        ));
+        assert!(parse_head(b"HTTP/1.1 101 Swi").unwrap().is_none());
+    }
+}

@@ -1,0 +1,491 @@
+//! Rule configuration (the `[[rules]]` tables of the wsnorm TOML file).
+//!
+//! [`RuleConfig`] deserializes through an internally tagged raw form (`kind = "timestamp"`
+//! or `kind = "rename"`, unknown keys refused) and is validated while it is deserialized
+//! (name syntax, path syntax, `naive_timezone`, empty `paths` / `map`, rename chains), so a
+//! TOML parser reports the offending `[[rules]]` table; the message names the rule and the
+//! key. [`super::CompiledRules::compile`] repeats the per-rule checks (configs can also be
+//! built in code) and adds the cross-rule ones (duplicate names), naming the rule index.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use super::path::{FieldPath, PathError};
+use super::Direction;
+
+/// Which traffic a rule applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectionFilter {
+    ClientToBackend,
+    BackendToClient,
+    Both,
+}
+
+impl DirectionFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectionFilter::ClientToBackend => "client_to_backend",
+            DirectionFilter::BackendToClient => "backend_to_client",
+            DirectionFilter::Both => "both",
+        }
+    }
+
+    /// Does the filter let `dir` through?
+    pub fn matches(self, dir: Direction) -> bool {
+        matches!(
+            (self, dir),
+            (DirectionFilter::Both, _)
+                | (DirectionFilter::ClientToBackend, Direction::ClientToBackend)
+                | (DirectionFilter::BackendToClient, Direction::BackendToClient)
+        )
+    }
+}
+
+/// How a timestamp rule writes converted values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// JSON number of seconds with a fraction: `1757350201.447585`, `1757350201.0`.
+    UnixSeconds,
+    /// JSON integer of milliseconds: `1757350201447`.
+    UnixMillis,
+    /// JSON string, UTC: `"2025-09-08T16:50:01.447585Z"`.
+    Rfc3339,
+}
+
+impl OutputFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::UnixSeconds => "unix_seconds",
+            OutputFormat::UnixMillis => "unix_millis",
+            OutputFormat::Rfc3339 => "rfc3339",
+        }
+    }
+}
+
+/// How bare numbers and numeric strings are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpochUnit {
+    /// By magnitude: |v| < 1e11 seconds, < 1e14 millis, < 1e17 micros, else nanos.
+    Auto,
+    Seconds,
+    Millis,
+    Micros,
+    Nanos,
+}
+
+impl EpochUnit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EpochUnit::Auto => "auto",
+            EpochUnit::Seconds => "seconds",
+            EpochUnit::Millis => "millis",
+            EpochUnit::Micros => "micros",
+            EpochUnit::Nanos => "nanos",
+        }
+    }
+}
+
+/// What a timestamp rule does with a value it cannot read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalid {
+    /// Replace it by the current time (the backend's own fallback).
+    Now,
+    /// Leave it as it is.
+    Keep,
+    /// Remove the member from its object (array elements are kept).
+    Remove,
+    /// Do not forward the message; answer the sender with an `INVALID_TIMESTAMP` error.
+    Reject,
+}
+
+impl OnInvalid {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnInvalid::Now => "now",
+            OnInvalid::Keep => "keep",
+            OnInvalid::Remove => "remove",
+            OnInvalid::Reject => "reject",
+        }
+    }
+}
+
+/// The fixed offset zone-less ISO strings are read in: `UTC` or `±hh:mm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NaiveTimezone {
+    offset_secs: i32,
+}
+
+/// Why a `naive_timezone` value was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("expected \"UTC\" or a fixed offset like \"+02:00\" / \"-07:00\" (named zones are not supported), got {0:?}")]
+pub struct OffsetError(pub String);
+
+impl NaiveTimezone {
+    pub const UTC: NaiveTimezone = NaiveTimezone { offset_secs: 0 };
+
+    /// Parse `UTC` (any case), `Z`, `±hh:mm`, `±hhmm` or `±hh` (|offset| < 24 h).
+    pub fn parse(s: &str) -> Result<NaiveTimezone, OffsetError> {
+        let err = || OffsetError(s.to_owned());
+        if s.eq_ignore_ascii_case("utc") || s == "Z" {
+            return Ok(NaiveTimezone::UTC);
+        }
+        let b = s.as_bytes();
+        let sign = match b.first() {
+            Some(b'+') => 1,
+            Some(b'-') => -1,
+            _ => return Err(err()),
+        };
+        let rest = &b[1..];
+        let two = |at: usize| -> Option<i32> {
+            let d = rest.get(at..at + 2)?;
+            if d.iter().all(u8::is_ascii_digit) {
+                Some(i32::from(d[0] - b'0') * 10 + i32::from(d[1] - b'0'))
+            } else {
+                None
+            }
+        };
+        let (hh, mm) = match rest.len() {
+            2 => (two(0), Some(0)),
+            4 => (two(0), two(2)),
+            5 if rest[2] == b':' => (two(0), two(3)),
+            _ => (None, None),
+        };
+        match (hh, mm) {
+            (Some(hh), Some(mm)) if hh <= 23 && mm <= 59 => Ok(NaiveTimezone {
+                offset_secs: sign * (hh * 3600 + mm * 60),
+            }),
+            _ => Err(err()),
+        }
+    }
+
+    /// Seconds east of UTC.
+    pub fn offset_secs(self) -> i32 {
+        self.offset_secs
+    }
+}
+
+impl fmt::Display for NaiveTimezone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.offset_secs == 0 {
+            return f.write_str("UTC");
+        }
+        let sign = if self.offset_secs < 0 { '-' } else { '+' };
+        let a = self.offset_secs.unsigned_abs();
+        write!(f, "{sign}{:02}:{:02}", a / 3600, a % 3600 / 60)
+    }
+}
+
+/// A `kind = "timestamp"` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimestampRuleConfig {
+    pub name: String,
+    pub direction: DirectionFilter,
+    pub paths: Vec<FieldPath>,
+    /// Only messages whose top-level `type` is one of these; empty = all messages.
+    pub types: Vec<String>,
+    pub output: OutputFormat,
+    pub naive_timezone: NaiveTimezone,
+    pub epoch_unit: EpochUnit,
+    pub on_invalid: OnInvalid,
+}
+
+/// A `kind = "rename"` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenameRuleConfig {
+    pub name: String,
+    pub direction: DirectionFilter,
+    pub paths: Vec<FieldPath>,
+    /// Only messages whose top-level `type` is one of these; empty = all messages.
+    pub types: Vec<String>,
+    /// String value -> replacement string value.
+    pub map: BTreeMap<String, String>,
+}
+
+/// One `[[rules]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawRuleConfig")]
+pub enum RuleConfig {
+    Timestamp(TimestampRuleConfig),
+    Rename(RenameRuleConfig),
+}
+
+impl RuleConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            RuleConfig::Timestamp(r) => &r.name,
+            RuleConfig::Rename(r) => &r.name,
+        }
+    }
+
+    /// `"timestamp"` or `"rename"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RuleConfig::Timestamp(_) => "timestamp",
+            RuleConfig::Rename(_) => "rename",
+        }
+    }
+
+    pub fn direction(&self) -> DirectionFilter {
+        match self {
+            RuleConfig::Timestamp(r) => r.direction,
+            RuleConfig::Rename(r) => r.direction,
+        }
+    }
+
+    pub fn paths(&self) -> &[FieldPath] {
+        match self {
+            RuleConfig::Timestamp(r) => &r.paths,
+            RuleConfig::Rename(r) => &r.paths,
+        }
+    }
+
+    pub fn types(&self) -> &[String] {
+        match self {
+            RuleConfig::Timestamp(r) => &r.types,
+            RuleConfig::Rename(r) => &r.types,
+        }
+    }
+
+    /// Per-rule checks (everything except cross-rule ones). `index` is the rule's position
+    /// in the list when known.
+    pub(crate) fn validate(&self, index: Option<usize>) -> Result<(), RuleError> {
+        let rule = || RuleRef {
+            index,
+            name: self.name().to_owned(),
+        };
+        validate_name(self.name()).map_err(|reason| RuleError::InvalidName {
+            rule: rule(),
+            reason,
+        })?;
+        if self.paths().is_empty() {
+            return Err(RuleError::EmptyPaths { rule: rule() });
+        }
+        if let RuleConfig::Rename(r) = self {
+            if r.map.is_empty() {
+                return Err(RuleError::EmptyMap { rule: rule() });
+            }
+            for (from, to) in &r.map {
+                if from != to && r.map.get(to).is_some_and(|next| next != to) {
+                    return Err(RuleError::RenameChain {
+                        rule: rule(),
+                        from: from.clone(),
+                        to: to.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("must not be empty");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err("may only contain A-Z, a-z, 0-9, '_', '.' and '-'");
+    }
+    Ok(())
+}
+
+/// Names a rule in error messages: `rules[1] "agent-aliases"`, or `rule "agent-aliases"`
+/// when the position is not known (errors raised while deserializing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleRef {
+    pub index: Option<usize>,
+    pub name: String,
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "rules[{i}] {:?}", self.name),
+            None => write!(f, "rule {:?}", self.name),
+        }
+    }
+}
+
+/// A configuration error. Every message names the rule (index and/or name) and the key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("{rule}: key `name`: invalid rule name: {reason}")]
+    InvalidName { rule: RuleRef, reason: &'static str },
+    #[error("{rule}: key `name`: duplicate rule name (first used by rules[{first}])")]
+    DuplicateName { rule: RuleRef, first: usize },
+    #[error("{rule}: key `paths`: must list at least one path")]
+    EmptyPaths { rule: RuleRef },
+    #[error("{rule}: key `paths`: invalid path {path:?}: {source}")]
+    InvalidPath {
+        rule: RuleRef,
+        path: String,
+        source: PathError,
+    },
+    #[error("{rule}: key `naive_timezone`: {source}")]
+    InvalidTimezone { rule: RuleRef, source: OffsetError },
+    #[error("{rule}: key `map`: must contain at least one entry")]
+    EmptyMap { rule: RuleRef },
+    #[error(
+        "{rule}: key `map`: {from:?} -> {to:?} but {to:?} is itself renamed; rules apply once, so map {from:?} directly to the final value"
+    )]
+    RenameChain {
+        rule: RuleRef,
+        from: String,
+        to: String,
+    },
+}
+
+// ---- raw (serde) form -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum RawRuleConfig {
+    Timestamp(RawTimestamp),
+    Rename(RawRename),
+}
+
+fn default_direction() -> DirectionFilter {
+    DirectionFilter::ClientToBackend
+}
+fn default_output() -> OutputFormat {
+    OutputFormat::UnixSeconds
+}
+fn default_epoch_unit() -> EpochUnit {
+    EpochUnit::Auto
+}
+fn default_on_invalid() -> OnInvalid {
+    OnInvalid::Now
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimestamp {
+    name: String,
+    #[serde(default = "default_direction")]
+    direction: DirectionFilter,
+    paths: Vec<String>,
+    #[serde(default)]
+    types: Vec<String>,
+    #[serde(default = "default_output")]
+    output: OutputFormat,
+    #[serde(default)]
+    naive_timezone: Option<String>,
+    #[serde(default = "default_epoch_unit")]
+    epoch_unit: EpochUnit,
+    #[serde(default = "default_on_invalid")]
+    on_invalid: OnInvalid,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRename {
+    name: String,
+    #[serde(default = "default_direction")]
+    direction: DirectionFilter,
+    paths: Vec<String>,
+    #[serde(default)]
+    types: Vec<String>,
+    map: BTreeMap<String, String>,
+}
+
+fn parse_paths(name: &str, paths: &[String]) -> Result<Vec<FieldPath>, RuleError> {
+    paths
+        .iter()
+        .map(|p| {
+            FieldPath::parse(p).map_err(|source| RuleError::InvalidPath {
+                rule: RuleRef {
+                    index: None,
+                    name: name.to_owned(),
+                },
+                path: p.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+impl TryFrom<RawRuleConfig> for RuleConfig {
+    type Error = RuleError;
+
+    fn try_from(raw: RawRuleConfig) -> Result<Self, Self::Error> {
+        let cfg = match raw {
+            RawRuleConfig::Timestamp(r) => {
+                let paths = parse_paths(&r.name, &r.paths)?;
+                let naive_timezone = match &r.naive_timezone {
+                    None => NaiveTimezone::UTC,
+                    Some(s) => {
+                        NaiveTimezone::parse(s).map_err(|source| RuleError::InvalidTimezone {
+                            rule: RuleRef {
+                                index: None,
+                                name: r.name.clone(),
+                            },
+                            source,
+                        })?
+                    }
+                };
+                RuleConfig::Timestamp(TimestampRuleConfig {
+                    name: r.name,
+                    direction: r.direction,
+                    paths,
+                    types: r.types,
+                    output: r.output,
+                    naive_timezone,
+                    epoch_unit: r.epoch_unit,
+                    on_invalid: r.on_invalid,
+                })
+            }
+            RawRuleConfig::Rename(r) => {
+                let paths = parse_paths(&r.name, &r.paths)?;
+                RuleConfig::Rename(RenameRuleConfig {
+                    name: r.name,
+                    direction: r.direction,
+                    paths,
+                    types: r.types,
+                    map: r.map,
+                })
+            }
+        };
+        cfg.validate(None)?;
+        Ok(cfg)
+    }
+}
+
+/// The built-in rules: ISO/epoch timestamps at `timestamp` and `payload.timestamp` become
+/// Unix seconds, and the `type` aliases `execute_agent` / `EXECUTE_AGENT` become
+/// `start_agent` (both client -> backend).
+pub fn default_rules() -> Vec<RuleConfig> {
+    let path = |p: &str| FieldPath::parse(p).expect("built-in path is valid");
+    vec![
+        RuleConfig::Timestamp(TimestampRuleConfig {
+            name: "iso-timestamps".to_owned(),
+            direction: DirectionFilter::ClientToBackend,
+            paths: vec![path("timestamp"), path("payload.timestamp")],
+            types: Vec::new(),
+            output: OutputFormat::UnixSeconds,
+            naive_timezone: NaiveTimezone::UTC,
+            epoch_unit: EpochUnit::Auto,
+            on_invalid: OnInvalid::Now,
+        }),
+        RuleConfig::Rename(RenameRuleConfig {
+            name: "agent-aliases".to_owned(),
+            direction: DirectionFilter::ClientToBackend,
+            paths: vec![path("type")],
+            types: Vec::new(),
+            map: [
+                ("execute_agent", "start_agent"),
+                ("EXECUTE_AGENT", "start_agent"),
+            ]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect(),
+        }),
+    ]
+}

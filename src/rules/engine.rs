@@ -1,0 +1,844 @@
+//! Compiled rules and their application to one message.
+//!
+//! One `apply`: validate (UTF-8, serde_json, nesting depth), collect the top-level members
+//! (on the stack for up to 16), then run the rules in order. Rules do not modify the text;
+//! they record edits (replace a value / remove a member) in an overlay keyed by the
+//! original offset of the value, and later rules look values up through that overlay, so
+//! they see the message as earlier rules left it. At the end the edits are spliced into
+//! one copy of the original. Small replacement texts are stored inline, rename targets are
+//! borrowed from the compiled rules: a typical rewrite allocates only the overlay node and
+//! the output.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use super::config::{
+    DirectionFilter, EpochUnit, NaiveTimezone, OnInvalid, OutputFormat, RuleConfig, RuleError,
+    RuleRef,
+};
+use super::json::{self, Member, MemberList, Parsed};
+use super::path::{push_escaped_key, FieldPath, Segment};
+use super::timestamp::{
+    convert_timestamp, format_timestamp, write_unix_seconds, ByteSink, TimestampError,
+    TimestampInput,
+};
+use super::{Direction, Observer, Outcome, RuleResult, TimestampFormat, UnixTime};
+
+/// Validated, precomputed rules. `Send + Sync`; share it behind an `Arc`.
+#[derive(Debug)]
+pub struct CompiledRules {
+    rules: Vec<CompiledRule>,
+    /// Is there any rule for [client_to_backend, backend_to_client]?
+    any_for: [bool; 2],
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    name: String,
+    direction: DirectionFilter,
+    types: Vec<String>,
+    paths: Vec<FieldPath>,
+    action: Action,
+}
+
+#[derive(Debug)]
+enum Action {
+    Timestamp(TimestampAction),
+    Rename(RenameAction),
+}
+
+#[derive(Debug)]
+struct TimestampAction {
+    output: OutputFormat,
+    naive_tz: NaiveTimezone,
+    unit: EpochUnit,
+    on_invalid: OnInvalid,
+}
+
+#[derive(Debug)]
+struct RenameAction {
+    /// (source string, JSON-encoded target), sorted by source; identity entries dropped.
+    lookup: Vec<(String, Vec<u8>)>,
+    /// The configured map, for `describe`.
+    map: BTreeMap<String, String>,
+}
+
+fn dir_index(dir: Direction) -> usize {
+    match dir {
+        Direction::ClientToBackend => 0,
+        Direction::BackendToClient => 1,
+    }
+}
+
+impl CompiledRules {
+    /// Validate and precompute `rules`. Errors name the rule (index and name) and the key.
+    pub fn compile(rules: &[RuleConfig]) -> Result<CompiledRules, RuleError> {
+        let mut compiled = Vec::with_capacity(rules.len());
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut any_for = [false; 2];
+        for (index, cfg) in rules.iter().enumerate() {
+            cfg.validate(Some(index))?;
+            if let Some(&first) = seen.get(cfg.name()) {
+                return Err(RuleError::DuplicateName {
+                    rule: RuleRef {
+                        index: Some(index),
+                        name: cfg.name().to_owned(),
+                    },
+                    first,
+                });
+            }
+            seen.insert(cfg.name(), index);
+            for dir in Direction::ALL {
+                any_for[dir_index(dir)] |= cfg.direction().matches(dir);
+            }
+            let action = match cfg {
+                RuleConfig::Timestamp(t) => Action::Timestamp(TimestampAction {
+                    output: t.output,
+                    naive_tz: t.naive_timezone,
+                    unit: t.epoch_unit,
+                    on_invalid: t.on_invalid,
+                }),
+                RuleConfig::Rename(r) => {
+                    // BTreeMap iteration order is sorted by key, as binary search needs.
+                    let lookup = r
+                        .map
+                        .iter()
+                        .filter(|(from, to)| from != to)
+                        .map(|(from, to)| {
+                            let mut json = Vec::with_capacity(to.len() + 2);
+                            json::push_json_string(&mut json, to);
+                            (from.clone(), json)
+                        })
+                        .collect();
+                    Action::Rename(RenameAction {
+                        lookup,
+                        map: r.map.clone(),
+                    })
+                }
+            };
+            compiled.push(CompiledRule {
+                name: cfg.name().to_owned(),
+                direction: cfg.direction(),
+                types: cfg.types().to_vec(),
+                paths: cfg.paths().to_vec(),
+                action,
+            });
+        }
+        Ok(CompiledRules {
+            rules: compiled,
+            any_for,
+        })
+    }
+
+    /// No rules: every message is [`Outcome::Unchanged`].
+    pub fn empty() -> CompiledRules {
+        CompiledRules {
+            rules: Vec::new(),
+            any_for: [false; 2],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.name.as_str())
+    }
+
+    /// Human summary of the effective rules (defaults filled in), one block per rule.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        if self.rules.is_empty() {
+            s.push_str("no rules: every message is forwarded unchanged\n");
+            return s;
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            let kind = match r.action {
+                Action::Timestamp(_) => "timestamp",
+                Action::Rename(_) => "rename",
+            };
+            let _ = writeln!(s, "rules[{i}] {:?} (kind = {kind})", r.name);
+            let _ = writeln!(s, "  direction: {}", r.direction.as_str());
+            if r.types.is_empty() {
+                s.push_str("  types: (all messages)\n");
+            } else {
+                let types = quoted_list(r.types.iter().map(String::as_str));
+                let _ = writeln!(s, "  types: {types}");
+            }
+            // Paths as TOML literal strings: exactly what the config says, no escaping.
+            let paths: Vec<String> = r.paths.iter().map(|p| format!("'{p}'")).collect();
+            let paths = paths.join(", ");
+            let _ = writeln!(s, "  paths: {paths}");
+            match &r.action {
+                Action::Timestamp(t) => {
+                    let _ = writeln!(
+                        s,
+                        "  output: {}; naive_timezone: {}; epoch_unit: {}; on_invalid: {}",
+                        t.output.as_str(),
+                        t.naive_tz,
+                        t.unit.as_str(),
+                        t.on_invalid.as_str()
+                    );
+                    let idempotent = matches!(
+                        (t.unit, t.output),
+                        (EpochUnit::Auto, _)
+                            | (_, OutputFormat::Rfc3339)
+                            | (EpochUnit::Seconds, OutputFormat::UnixSeconds)
+                            | (EpochUnit::Millis, OutputFormat::UnixMillis)
+                    );
+                    if !idempotent {
+                        let _ = writeln!(
+                            s,
+                            "  warning: epoch_unit {} with output {} is not idempotent \
+                             (a converted number would be read as {} again)",
+                            t.unit.as_str(),
+                            t.output.as_str(),
+                            t.unit.as_str()
+                        );
+                    }
+                    let array_paths = r.paths.iter().any(|p| {
+                        matches!(
+                            p.segments().last(),
+                            Some(Segment::Any | Segment::Index { .. })
+                        )
+                    });
+                    if t.on_invalid == OnInvalid::Remove && array_paths {
+                        s.push_str("  note: on_invalid = remove keeps invalid array elements\n");
+                    }
+                }
+                Action::Rename(rn) => {
+                    let pairs: Vec<String> = rn
+                        .map
+                        .iter()
+                        .map(|(a, b)| format!("{a:?} -> {b:?}"))
+                        .collect();
+                    let _ = writeln!(s, "  map: {}", pairs.join(", "));
+                }
+            }
+        }
+        s
+    }
+
+    /// Apply the rules to one message. `now` is used for `on_invalid = "now"` and for
+    /// reject replies; the engine never reads a clock.
+    pub fn apply(
+        &self,
+        dir: Direction,
+        msg: &[u8],
+        now: UnixTime,
+        obs: &mut impl Observer,
+    ) -> Outcome {
+        if !self.any_for[dir_index(dir)] {
+            return Outcome::Unchanged;
+        }
+        let Ok(src) = std::str::from_utf8(msg) else {
+            return Outcome::NotJson;
+        };
+        let mut top = MemberList::new();
+        match json::parse(src, &mut top) {
+            Parsed::Object { start } => {
+                self.run(dir, src, top.as_slice(), start, now.normalized(), obs)
+            }
+            Parsed::Other => Outcome::Unchanged,
+            Parsed::NotJson => Outcome::NotJson,
+        }
+    }
+
+    fn run<'a>(
+        &self,
+        dir: Direction,
+        src: &'a str,
+        top: &[Member<'a>],
+        top_start: usize,
+        now: UnixTime,
+        obs: &mut dyn Observer,
+    ) -> Outcome {
+        let mut edits = Edits::default();
+        for rule in &self.rules {
+            if !rule.direction.matches(dir) {
+                continue;
+            }
+            if !rule.types.is_empty() {
+                let matches = current_top_value(top, &edits, "type")
+                    .and_then(json::unescape)
+                    .is_some_and(|t| rule.types.iter().any(|x| *x == *t));
+                if !matches {
+                    continue;
+                }
+            }
+            let mut run = Run {
+                src,
+                edits: &mut edits,
+                obs: &mut *obs,
+                now,
+                rule,
+                matched: false,
+                changed: false,
+                invalid: false,
+                reject: None,
+            };
+            for path in &rule.paths {
+                run.walk_top(top, top_start, path);
+                if run.reject.is_some() {
+                    break;
+                }
+            }
+            let Run {
+                matched,
+                changed,
+                invalid,
+                reject,
+                ..
+            } = run;
+            if let Some(rej) = reject {
+                obs.rule_result(&rule.name, dir, RuleResult::Rejected);
+                let message_id = current_top_value(top, &edits, "message_id")
+                    .filter(|v| matches!(v.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')));
+                return Outcome::Rejected {
+                    reply: reject_reply(&rule.name, &rej, message_id, now),
+                    rule: rule.name.clone(),
+                };
+            }
+            if matched {
+                let result = if changed {
+                    RuleResult::Rewritten
+                } else if invalid {
+                    RuleResult::Invalid
+                } else {
+                    RuleResult::Unchanged
+                };
+                obs.rule_result(&rule.name, dir, result);
+            }
+        }
+        if edits.map.is_empty() {
+            return Outcome::Unchanged;
+        }
+        let out = splice(src, &edits);
+        if out == src.as_bytes() {
+            Outcome::Unchanged
+        } else {
+            Outcome::Rewritten(out)
+        }
+    }
+}
+
+fn quoted_list<'s>(items: impl Iterator<Item = &'s str>) -> String {
+    items
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The current text of the last (not removed) top-level member named `key`.
+fn current_top_value<'x>(
+    top: &'x [Member<'_>],
+    edits: &'x Edits<'_>,
+    key: &str,
+) -> Option<&'x str> {
+    for m in top.iter().rev() {
+        if !m.key_is(key) {
+            continue;
+        }
+        match edits.get(m.start) {
+            Some(Edit::Remove { .. }) => continue,
+            Some(Edit::Replace { text, .. }) => return std::str::from_utf8(text.as_bytes()).ok(),
+            None => return Some(m.raw),
+        }
+    }
+    None
+}
+
+// ---- edits overlay ---------------------------------------------------------------------
+
+const INLINE: usize = 46;
+
+/// Replacement bytes: short ones inline, rename targets borrowed from the rules.
+#[derive(Clone, Debug)]
+enum Text<'r> {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(Vec<u8>),
+    Shared(&'r [u8]),
+}
+
+impl Text<'_> {
+    fn new() -> Self {
+        Text::Inline {
+            len: 0,
+            buf: [0; INLINE],
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Text::Inline { len, buf } => &buf[..usize::from(*len)],
+            Text::Heap(v) => v,
+            Text::Shared(b) => b,
+        }
+    }
+}
+
+impl ByteSink for Text<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        match self {
+            Text::Inline { len, buf } => {
+                let l = usize::from(*len);
+                if let Some(dst) = buf.get_mut(l..l + bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                    *len += bytes.len() as u8; // l + bytes.len() <= INLINE < 256
+                } else {
+                    let mut v = Vec::with_capacity(l + bytes.len());
+                    v.extend_from_slice(&buf[..l]);
+                    v.extend_from_slice(bytes);
+                    *self = Text::Heap(v);
+                }
+            }
+            Text::Heap(v) => v.extend_from_slice(bytes),
+            Text::Shared(b) => {
+                let mut v = b.to_vec();
+                v.extend_from_slice(bytes);
+                *self = Text::Heap(v);
+            }
+        }
+    }
+}
+
+/// An edit of the value whose original text starts at the map key.
+#[derive(Debug)]
+enum Edit<'r> {
+    /// The value (original bytes up to `end`) now reads `text`.
+    Replace { end: usize, text: Text<'r> },
+    /// The member holding the value was removed from the object whose `{` is at `obj`.
+    Remove { obj: usize },
+}
+
+#[derive(Debug, Default)]
+struct Edits<'r> {
+    map: BTreeMap<usize, Edit<'r>>,
+    has_removals: bool,
+}
+
+impl<'r> Edits<'r> {
+    #[inline]
+    fn get(&self, start: usize) -> Option<&Edit<'r>> {
+        if self.map.is_empty() {
+            None
+        } else {
+            self.map.get(&start)
+        }
+    }
+
+    /// Forget edits strictly inside the value at `start..end` (it is being replaced).
+    fn clear_inside(&mut self, start: usize, end: usize) {
+        let inner = start + 1..end;
+        if self.map.range(inner.clone()).next().is_some() {
+            let keys: Vec<usize> = self.map.range(inner).map(|(k, _)| *k).collect();
+            for k in keys {
+                self.map.remove(&k);
+            }
+        }
+    }
+
+    fn replace(&mut self, start: usize, end: usize, text: Text<'r>) {
+        self.clear_inside(start, end);
+        self.map.insert(start, Edit::Replace { end, text });
+    }
+
+    fn remove(&mut self, start: usize, end: usize, obj: usize) {
+        self.clear_inside(start, end);
+        self.map.insert(start, Edit::Remove { obj });
+        self.has_removals = true;
+    }
+}
+
+/// Build the output: the original with every edit spliced in.
+fn splice(src: &str, edits: &Edits<'_>) -> Vec<u8> {
+    let bytes = src.as_bytes();
+    if !edits.has_removals {
+        // Fast path: replacements only, already in order and never nested.
+        let extra: usize = edits
+            .map
+            .values()
+            .map(|e| match e {
+                Edit::Replace { text, .. } => text.as_bytes().len(),
+                Edit::Remove { .. } => 0,
+            })
+            .sum();
+        let mut out = Vec::with_capacity(bytes.len() + extra);
+        let mut cur = 0;
+        for (&start, edit) in &edits.map {
+            if let Edit::Replace { end, text } = edit {
+                if let (Some(before), true) = (bytes.get(cur..start), *end <= bytes.len()) {
+                    out.extend_from_slice(before);
+                    out.extend_from_slice(text.as_bytes());
+                    cur = *end;
+                }
+            }
+        }
+        out.extend_from_slice(bytes.get(cur..).unwrap_or_default());
+        return out;
+    }
+    let mut ops: Vec<(usize, usize, &[u8])> = Vec::with_capacity(edits.map.len());
+    let mut removed: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut extra = 0;
+    for (&start, edit) in &edits.map {
+        match edit {
+            Edit::Replace { end, text } => {
+                ops.push((start, *end, text.as_bytes()));
+                extra += text.as_bytes().len();
+            }
+            Edit::Remove { obj } => removed.entry(*obj).or_default().push(start),
+        }
+    }
+    for (obj, starts) in removed {
+        // `starts` is sorted (BTreeMap order). spans: (key start, value end, value start)
+        let spans = json::member_spans(src, obj);
+        let gone = |i: usize| starts.binary_search(&spans[i].2).is_ok();
+        let n = spans.len();
+        let mut i = 0;
+        while i < n {
+            if !gone(i) {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < n && gone(j) {
+                j += 1;
+            }
+            let range = if j < n {
+                // a kept member follows: delete up to its key (takes the commas after)
+                (spans[i].0, spans[j].0)
+            } else if i > 0 {
+                // trailing run: delete from the end of the previous (kept) value
+                (spans[i - 1].1, spans[n - 1].1)
+            } else {
+                // every member goes
+                (spans[0].0, spans[n - 1].1)
+            };
+            ops.push((range.0, range.1, b""));
+            i = j;
+        }
+    }
+    ops.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let mut out = Vec::with_capacity(bytes.len() + extra);
+    let mut cur = 0;
+    for (s, e, text) in ops {
+        // Skip edits nested in an earlier deletion (and anything malformed).
+        if s < cur || e < s || e > bytes.len() {
+            continue;
+        }
+        out.extend_from_slice(&bytes[cur..s]);
+        out.extend_from_slice(text);
+        cur = e;
+    }
+    out.extend_from_slice(&bytes[cur..]);
+    out
+}
+
+// ---- walking paths ---------------------------------------------------------------------
+
+/// Where a matched value lives.
+#[derive(Clone, Copy)]
+enum Container {
+    /// A member of the object whose `{` is at this offset.
+    Object(usize),
+    /// An array element.
+    Array,
+}
+
+/// The concrete path to a value, as a linked list on the stack (rendered only for
+/// reject replies). Keys are kept as their JSON literals and decoded when rendered.
+enum Trail<'t> {
+    Root,
+    Key(&'t Trail<'t>, &'t str),
+    Index(&'t Trail<'t>, usize),
+}
+
+impl Trail<'_> {
+    fn render(&self) -> String {
+        let mut parts = Vec::new();
+        let mut t = self;
+        loop {
+            match t {
+                Trail::Root => break,
+                Trail::Key(parent, raw) => {
+                    let mut s = String::new();
+                    let key = json::unescape(raw);
+                    push_escaped_key(&mut s, key.as_deref().unwrap_or(raw));
+                    parts.push(s);
+                    t = parent;
+                }
+                Trail::Index(parent, i) => {
+                    parts.push(i.to_string());
+                    t = parent;
+                }
+            }
+        }
+        parts.reverse();
+        parts.join(".")
+    }
+}
+
+struct Rejection {
+    path: String,
+    reason: String,
+}
+
+enum Decision<'r> {
+    Keep,
+    Replace(Text<'r>),
+    Remove,
+    Reject(String),
+}
+
+#[inline]
+fn segment_matches_member(seg: &Segment, m: &Member<'_>) -> bool {
+    match seg {
+        Segment::Any => true,
+        Segment::Key(k) | Segment::Index { key: k, .. } => m.key_is(k),
+    }
+}
+
+/// One rule's pass over the message.
+struct Run<'a, 'c, 'r> {
+    src: &'a str,
+    edits: &'c mut Edits<'r>,
+    obs: &'c mut dyn Observer,
+    now: UnixTime,
+    rule: &'r CompiledRule,
+    matched: bool,
+    changed: bool,
+    invalid: bool,
+    reject: Option<Rejection>,
+}
+
+impl<'a, 'r> Run<'a, '_, 'r> {
+    fn walk_top(&mut self, top: &[Member<'a>], top_start: usize, path: &FieldPath) {
+        let Some((seg, rest)) = path.segments().split_first() else {
+            return;
+        };
+        for m in top {
+            if self.reject.is_some() {
+                return;
+            }
+            if segment_matches_member(seg, m) {
+                let trail = Trail::Key(&Trail::Root, m.key_raw);
+                self.visit(m.start, m.raw, rest, Container::Object(top_start), &trail);
+            }
+        }
+    }
+
+    /// A value matched by the path so far; `rest` are the remaining segments.
+    fn visit(
+        &mut self,
+        start: usize,
+        raw: &'a str,
+        rest: &[Segment],
+        container: Container,
+        trail: &Trail<'_>,
+    ) {
+        match self.edits.get(start) {
+            Some(Edit::Remove { .. }) => {}
+            Some(Edit::Replace { end, text }) => {
+                // Replacements are scalars: only a terminal can match them.
+                if rest.is_empty() {
+                    let (end, text) = (*end, text.clone());
+                    if let Ok(cur) = std::str::from_utf8(text.as_bytes()) {
+                        self.terminal(start, end, cur, container, trail);
+                    }
+                }
+            }
+            None if rest.is_empty() => {
+                self.terminal(start, start + raw.len(), raw, container, trail)
+            }
+            None => self.descend(start, raw, rest, trail),
+        }
+    }
+
+    fn descend(&mut self, start: usize, raw: &'a str, segs: &[Segment], trail: &Trail<'_>) {
+        let Some((seg, rest)) = segs.split_first() else {
+            return;
+        };
+        let src = self.src;
+        match raw.as_bytes().first() {
+            Some(b'{') => {
+                json::members(src, start, &mut |m| {
+                    if self.reject.is_none() && segment_matches_member(seg, &m) {
+                        let t = Trail::Key(trail, m.key_raw);
+                        self.visit(m.start, m.raw, rest, Container::Object(start), &t);
+                    }
+                });
+            }
+            Some(b'[') => {
+                json::elements(src, start, &mut |i, v, vstart| {
+                    if self.reject.is_none() && seg.matches_index(i) {
+                        let t = Trail::Index(trail, i);
+                        self.visit(vstart, v, rest, Container::Array, &t);
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn terminal(
+        &mut self,
+        start: usize,
+        end: usize,
+        cur: &str,
+        container: Container,
+        trail: &Trail<'_>,
+    ) {
+        self.matched = true;
+        let rule = self.rule;
+        let decision = match &rule.action {
+            Action::Timestamp(ts) => self.timestamp_decision(ts, cur),
+            Action::Rename(rn) => rename_decision(rn, cur),
+        };
+        match decision {
+            Decision::Keep => {}
+            Decision::Replace(text) => {
+                self.edits.replace(start, end, text);
+                self.changed = true;
+            }
+            Decision::Remove => {
+                if let Container::Object(obj) = container {
+                    self.edits.remove(start, end, obj);
+                    self.changed = true;
+                }
+            }
+            Decision::Reject(reason) => {
+                self.reject = Some(Rejection {
+                    path: trail.render(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn timestamp_decision(&mut self, ts: &TimestampAction, cur: &str) -> Decision<'r> {
+        let result = match cur.as_bytes().first() {
+            Some(b'n') => return Decision::Keep, // null
+            Some(b'"') => match json::unescape(cur) {
+                Some(s) => self.convert(ts, TimestampInput::Str(&s), false, cur),
+                None => Err(TimestampError::Unparseable.to_string()),
+            },
+            Some(b'-' | b'0'..=b'9') => self.convert(ts, TimestampInput::Number(cur), true, cur),
+            Some(b't' | b'f') => Err("a boolean is not a timestamp".to_owned()),
+            Some(b'{') => Err("an object is not a timestamp".to_owned()),
+            Some(b'[') => Err("an array is not a timestamp".to_owned()),
+            _ => Err(TimestampError::Unparseable.to_string()),
+        };
+        match result {
+            Ok(d) => d,
+            Err(reason) => {
+                self.obs.timestamp_input(TimestampFormat::Invalid);
+                self.invalid = true;
+                match ts.on_invalid {
+                    OnInvalid::Now => {
+                        let mut out = Text::new();
+                        match format_timestamp(self.now, ts.output, &mut out) {
+                            Ok(()) => Decision::Replace(out),
+                            Err(_) => Decision::Keep,
+                        }
+                    }
+                    OnInvalid::Keep => Decision::Keep,
+                    OnInvalid::Remove => Decision::Remove,
+                    OnInvalid::Reject => Decision::Reject(reason),
+                }
+            }
+        }
+    }
+
+    /// Convert a readable value; `Err` (with a reason) if it is not a usable timestamp.
+    fn convert(
+        &mut self,
+        ts: &TimestampAction,
+        input: TimestampInput<'_>,
+        is_number: bool,
+        cur: &str,
+    ) -> Result<Decision<'r>, String> {
+        let p = convert_timestamp(input, ts.naive_tz, ts.unit).map_err(|e| e.to_string())?;
+        let in_output_form = is_number
+            && match ts.output {
+                OutputFormat::UnixSeconds => p.format == TimestampFormat::Seconds,
+                OutputFormat::UnixMillis => {
+                    p.format == TimestampFormat::Millis && p.time.nanos % 1_000_000 == 0
+                }
+                OutputFormat::Rfc3339 => false,
+            };
+        if in_output_form {
+            self.obs.timestamp_input(p.format);
+            return Ok(Decision::Keep);
+        }
+        let mut out = Text::new();
+        format_timestamp(p.time, ts.output, &mut out).map_err(|e| e.to_string())?;
+        self.obs.timestamp_input(p.format);
+        if out.as_bytes() == cur.as_bytes() {
+            Ok(Decision::Keep)
+        } else {
+            Ok(Decision::Replace(out))
+        }
+    }
+}
+
+fn rename_decision<'r>(rn: &'r RenameAction, cur: &str) -> Decision<'r> {
+    if !cur.starts_with('"') {
+        return Decision::Keep;
+    }
+    let Some(s) = json::unescape(cur) else {
+        return Decision::Keep;
+    };
+    match rn.lookup.binary_search_by(|(k, _)| k.as_str().cmp(&s)) {
+        Ok(i) => Decision::Replace(Text::Shared(&rn.lookup[i].1)),
+        Err(_) => Decision::Keep,
+    }
+}
+
+fn reject_reply(rule: &str, rej: &Rejection, message_id: Option<&str>, now: UnixTime) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(
+        br#"{"type":"error_message","error_code":"INVALID_TIMESTAMP","error_message":"#,
+    );
+    let text = format!(
+        "invalid timestamp in field \"{}\": {}",
+        rej.path, rej.reason
+    );
+    json::push_json_string(&mut out, &text);
+    out.extend_from_slice(br#","details":{"rule":"#);
+    json::push_json_string(&mut out, rule);
+    out.extend_from_slice(br#","path":"#);
+    json::push_json_string(&mut out, &rej.path);
+    if let Some(id) = message_id {
+        out.extend_from_slice(br#","message_id":"#);
+        out.extend_from_slice(id.as_bytes());
+    }
+    out.extend_from_slice(br#"},"timestamp":"#);
+    write_unix_seconds(now, &mut out);
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_text_spills_to_heap() {
+        let mut t = Text::new();
+        t.put(b"0123456789");
+        assert!(matches!(t, Text::Inline { .. }));
+        for _ in 0..10 {
+            t.put(b"0123456789");
+        }
+        assert!(matches!(t, Text::Heap(_)));
+        assert_eq!(t.as_bytes(), "0123456789".repeat(11).as_bytes());
+        let mut s = Text::Shared(b"ab");
+        s.put(b"c");
+        assert_eq!(s.as_bytes(), b"abc");
+    }
+}

@@ -1,0 +1,870 @@
+//! Timestamp parsing and formatting, with exact arithmetic.
+//!
+//! * ISO-8601 / RFC 3339 strings are scanned by hand for their fields, then handed to
+//!   chrono (`NaiveDate`, `NaiveDateTime`, `FixedOffset`) for validation and calendar
+//!   math. Accepted: `YYYY-MM-DD(T|t| )HH:MM:SS[.fraction][zone]` where the fraction has
+//!   any number (>= 1) of digits (digits after the 9th are truncated), and the zone is
+//!   `Z`, `z`, `±hh:mm`, `±hhmm` or `±hh`. Without a zone the string is read in the
+//!   rule's `naive_timezone`. A leap second (`:60`) is read as the first instant of the
+//!   next minute.
+//! * Numbers (JSON numbers and numeric strings) are converted by exact decimal
+//!   arithmetic on their digit text (no `f64` anywhere): `1757350201.447585` seconds is
+//!   exactly 1757350201 s + 447585000 ns. Digits below one nanosecond are truncated toward
+//!   negative infinity. Numeric strings may carry a leading `+`, may omit the digits on
+//!   one side of the dot (`.5`, `5.`) and may have an exponent; no whitespace, no
+//!   `inf`/`nan`.
+//! * With [`EpochUnit::Auto`] a number's unit is chosen by magnitude: |v| < 1e11 seconds,
+//!   < 1e14 milliseconds, < 1e17 microseconds, otherwise nanoseconds.
+//! * Valid instants are those chrono can represent (about ±262,000 years); `rfc3339`
+//!   output additionally needs a year in 0000..=9999.
+
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat};
+
+use super::config::{EpochUnit, NaiveTimezone, OutputFormat};
+use super::{TimestampFormat, UnixTime};
+
+/// A timestamp value to convert: the unescaped content of a JSON string, or the text
+/// of a JSON number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampInput<'a> {
+    Str(&'a str),
+    Number(&'a str),
+}
+
+/// The result of reading a timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParsedTimestamp {
+    /// The instant (normalized: `0 <= nanos < 1e9`).
+    pub time: UnixTime,
+    /// How it was written.
+    pub format: TimestampFormat,
+}
+
+/// Why a value is not a usable timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    #[error("not an ISO-8601 / RFC 3339 date-time or a Unix epoch number")]
+    Unparseable,
+    #[error("the date or time fields are out of range (e.g. month 13, day 31 of a 30-day month, hour 24)")]
+    InvalidDate,
+    #[error("the instant is outside the supported range")]
+    OutOfRange,
+    #[error("the instant cannot be written as RFC 3339 (year outside 0000-9999)")]
+    NotRfc3339,
+}
+
+/// Read a timestamp: an ISO string, a numeric string or a JSON number.
+///
+/// `naive_tz` applies to zone-less ISO strings, `unit` to numbers and numeric strings.
+/// The detected format is [`TimestampFormat::IsoNaive`], [`TimestampFormat::IsoZoned`],
+/// [`TimestampFormat::NumericString`] for strings, and the (resolved) unit
+/// ([`TimestampFormat::Seconds`] ... [`TimestampFormat::Nanos`]) for JSON numbers.
+pub fn convert_timestamp(
+    input: TimestampInput<'_>,
+    naive_tz: NaiveTimezone,
+    unit: EpochUnit,
+) -> Result<ParsedTimestamp, TimestampError> {
+    match input {
+        TimestampInput::Number(text) => {
+            let (time, unit) = parse_epoch(text, unit)?;
+            Ok(ParsedTimestamp {
+                time,
+                format: unit_format(unit),
+            })
+        }
+        TimestampInput::Str(s) => {
+            if let Some(dec) = parse_decimal(s.as_bytes()) {
+                let (time, _) = decimal_to_time(&dec, unit)?;
+                return Ok(ParsedTimestamp {
+                    time,
+                    format: TimestampFormat::NumericString,
+                });
+            }
+            let (time, zoned) = parse_iso(s, naive_tz)?;
+            Ok(ParsedTimestamp {
+                time,
+                format: if zoned {
+                    TimestampFormat::IsoZoned
+                } else {
+                    TimestampFormat::IsoNaive
+                },
+            })
+        }
+    }
+}
+
+fn unit_format(unit: EpochUnit) -> TimestampFormat {
+    match unit {
+        EpochUnit::Seconds | EpochUnit::Auto => TimestampFormat::Seconds,
+        EpochUnit::Millis => TimestampFormat::Millis,
+        EpochUnit::Micros => TimestampFormat::Micros,
+        EpochUnit::Nanos => TimestampFormat::Nanos,
+    }
+}
+
+/// Read a number (JSON number syntax, or the more lenient numeric-string syntax) as an
+/// epoch value. Returns the instant and the unit used (never `Auto`).
+pub fn parse_epoch(text: &str, unit: EpochUnit) -> Result<(UnixTime, EpochUnit), TimestampError> {
+    let dec = parse_decimal(text.as_bytes()).ok_or(TimestampError::Unparseable)?;
+    decimal_to_time(&dec, unit)
+}
+
+/// Read an ISO-8601 / RFC 3339 date-time. Returns the instant and whether the string
+/// carried a zone.
+pub fn parse_iso(s: &str, naive_tz: NaiveTimezone) -> Result<(UnixTime, bool), TimestampError> {
+    let b = s.as_bytes();
+    if b.len() < 19 {
+        return Err(TimestampError::Unparseable);
+    }
+    let bad = TimestampError::Unparseable;
+    let year = digits(b, 0, 4).ok_or(bad)?;
+    let month = digits(b, 5, 2).ok_or(bad)?;
+    let day = digits(b, 8, 2).ok_or(bad)?;
+    let hour = digits(b, 11, 2).ok_or(bad)?;
+    let minute = digits(b, 14, 2).ok_or(bad)?;
+    let second = digits(b, 17, 2).ok_or(bad)?;
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(bad);
+    }
+    let mut i = 19;
+    let mut nanos: u32 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while let Some(d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+            if i - start < 9 {
+                nanos = nanos * 10 + u32::from(d - b'0');
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return Err(bad);
+        }
+        if n < 9 {
+            nanos *= 10u32.pow((9 - n) as u32);
+        }
+    }
+    let (offset_secs, zoned) = match b.get(i) {
+        None => (naive_tz.offset_secs(), false),
+        Some(b'Z' | b'z') if i + 1 == b.len() => (0, true),
+        Some(&sign @ (b'+' | b'-')) => {
+            let rest = &b[i + 1..];
+            let (hh, mm) = match rest.len() {
+                2 => (digits(rest, 0, 2), Some(0)),
+                4 => (digits(rest, 0, 2), digits(rest, 2, 2)),
+                5 if rest[2] == b':' => (digits(rest, 0, 2), digits(rest, 3, 2)),
+                _ => (None, None),
+            };
+            let (hh, mm) = (hh.ok_or(bad)?, mm.ok_or(bad)?);
+            if hh > 23 || mm > 59 {
+                return Err(TimestampError::InvalidDate);
+            }
+            let secs = (hh * 3600 + mm * 60) as i32;
+            (if sign == b'-' { -secs } else { secs }, true)
+        }
+        Some(_) => return Err(bad),
+    };
+    let date =
+        NaiveDate::from_ymd_opt(year as i32, month, day).ok_or(TimestampError::InvalidDate)?;
+    // chrono represents a leap second as second 59 with nanoseconds >= 1e9.
+    let (second, nanos) = if second == 60 {
+        (59, nanos + 1_000_000_000)
+    } else {
+        (second, nanos)
+    };
+    let dt = date
+        .and_hms_nano_opt(hour, minute, second, nanos)
+        .ok_or(TimestampError::InvalidDate)?;
+    // Years 0000-9999 and offsets under a day are always in chrono's range.
+    let mut secs = dt.and_utc().timestamp() - i64::from(offset_secs);
+    let mut nanos = nanos;
+    if nanos >= 1_000_000_000 {
+        secs += 1;
+        nanos -= 1_000_000_000;
+    }
+    Ok((UnixTime { secs, nanos }, zoned))
+}
+
+/// `len` ASCII digits at `b[at..at+len]` as a number.
+#[inline]
+fn digits(b: &[u8], at: usize, len: usize) -> Option<u32> {
+    let mut v = 0u32;
+    for &c in b.get(at..at + len)? {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(c - b'0');
+    }
+    Some(v)
+}
+
+/// A decimal number as written: sign, integer digits, fraction digits, exponent.
+struct Decimal<'a> {
+    neg: bool,
+    int: &'a [u8],
+    frac: &'a [u8],
+    exp: i64,
+}
+
+/// Cap for exponents: far beyond anything representable, far from i64 overflow.
+const EXP_CAP: i64 = 1_000_000_000_000;
+
+/// `[+-]? digits* ('.' digits*)? ([eE] [+-]? digits+)?` with at least one mantissa digit.
+/// (A superset of JSON's number grammar.)
+fn parse_decimal(b: &[u8]) -> Option<Decimal<'_>> {
+    let mut i = 0;
+    let neg = match b.first() {
+        Some(b'-') => {
+            i = 1;
+            true
+        }
+        Some(b'+') => {
+            i = 1;
+            false
+        }
+        _ => false,
+    };
+    let start = i;
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    let int = &b[start..i];
+    let mut frac: &[u8] = &[];
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let s = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        frac = &b[s..i];
+    }
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let mut exp: i64 = 0;
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        let eneg = match b.get(i) {
+            Some(b'-') => {
+                i += 1;
+                true
+            }
+            Some(b'+') => {
+                i += 1;
+                false
+            }
+            _ => false,
+        };
+        let s = i;
+        while let Some(d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+            exp = (exp * 10 + i64::from(d - b'0')).min(EXP_CAP);
+            i += 1;
+        }
+        if i == s {
+            return None;
+        }
+        if eneg {
+            exp = -exp;
+        }
+    }
+    if i != b.len() {
+        return None;
+    }
+    Some(Decimal {
+        neg,
+        int,
+        frac,
+        exp,
+    })
+}
+
+/// Exact conversion of a decimal epoch value to an instant.
+fn decimal_to_time(
+    d: &Decimal<'_>,
+    unit: EpochUnit,
+) -> Result<(UnixTime, EpochUnit), TimestampError> {
+    let all = || d.int.iter().chain(d.frac.iter()).copied();
+    let total_len = d.int.len() + d.frac.len();
+    let lead = all().take_while(|&c| c == b'0').count();
+    let nd = (total_len - lead) as i64; // significant digits
+                                        // value = D * 10^e10 where D is the significant digit string.
+    let e10 = d.exp.saturating_sub(d.frac.len() as i64).max(-EXP_CAP);
+    let unit = match unit {
+        EpochUnit::Auto => {
+            // Number of integer digits of |value| (<= 0 for |value| < 1).
+            let int_digits = if nd == 0 { 0 } else { nd.saturating_add(e10) };
+            match int_digits {
+                i64::MIN..=11 => EpochUnit::Seconds,
+                12..=14 => EpochUnit::Millis,
+                15..=17 => EpochUnit::Micros,
+                _ => EpochUnit::Nanos,
+            }
+        }
+        u => u,
+    };
+    if nd == 0 {
+        return Ok((UnixTime { secs: 0, nanos: 0 }, unit));
+    }
+    let unit_pow: i64 = match unit {
+        EpochUnit::Seconds | EpochUnit::Auto => 0,
+        EpochUnit::Millis => 3,
+        EpochUnit::Micros => 6,
+        EpochUnit::Nanos => 9,
+    };
+    // |seconds| = D * 10^p. Significant digit k (0-based) has weight 10^(nd-1-k+p):
+    // digits with weight >= 1 form whole seconds, the next 9 form nanoseconds, the rest
+    // are dropped (rounding toward negative infinity below).
+    let p = e10 - unit_pow;
+    let int_digits = nd + p;
+    if int_digits > 18 {
+        return Err(TimestampError::OutOfRange);
+    }
+    let mut secs: u64 = 0;
+    let mut nanos: u32 = 0;
+    let mut dropped_nonzero = false;
+    for (k, c) in all().skip(lead).enumerate() {
+        let v = c - b'0';
+        let k = k as i64;
+        if k < int_digits {
+            secs = secs * 10 + u64::from(v);
+        } else {
+            let frac_pos = k - int_digits; // 0 = tenths
+            if frac_pos < 9 {
+                nanos += u32::from(v) * POW10[(8 - frac_pos) as usize];
+            } else if v != 0 {
+                dropped_nonzero = true;
+                break;
+            }
+        }
+    }
+    if int_digits > nd {
+        // whole seconds with trailing zeros implied by the exponent (< 10^18)
+        secs *= 10u64.pow((int_digits - nd) as u32);
+    }
+    let secs = i64::try_from(secs).map_err(|_| TimestampError::OutOfRange)?;
+    let time = if !d.neg {
+        UnixTime { secs, nanos }
+    } else if nanos == 0 && !dropped_nonzero {
+        UnixTime {
+            secs: -secs,
+            nanos: 0,
+        }
+    } else {
+        // floor: -(S + F) with 0 < F < 1 is (-S - 1) + (1 - F); F rounded up to whole ns
+        let up = nanos + u32::from(dropped_nonzero); // <= 1e9
+        UnixTime {
+            secs: -secs - 1,
+            nanos: (1_000_000_000 - up) % 1_000_000_000,
+        }
+    };
+    check_range(time)?;
+    Ok((time, unit))
+}
+
+const POW10: [u32; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// Chrono's representable range, in whole seconds.
+const MIN_SECS: i64 = DateTime::<chrono::Utc>::MIN_UTC.timestamp();
+const MAX_SECS: i64 = DateTime::<chrono::Utc>::MAX_UTC.timestamp();
+
+fn check_range(t: UnixTime) -> Result<(), TimestampError> {
+    if (MIN_SECS..=MAX_SECS).contains(&t.secs) {
+        Ok(())
+    } else {
+        Err(TimestampError::OutOfRange)
+    }
+}
+
+/// Where formatted timestamps are written (a `Vec<u8>`, or the engine's inline buffer).
+pub trait ByteSink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl ByteSink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Write `t` in the given output form (a JSON number, or a JSON string for rfc3339).
+pub fn format_timestamp(
+    t: UnixTime,
+    output: OutputFormat,
+    out: &mut impl ByteSink,
+) -> Result<(), TimestampError> {
+    match output {
+        OutputFormat::UnixSeconds => {
+            write_unix_seconds(t, out);
+            Ok(())
+        }
+        OutputFormat::UnixMillis => {
+            write_unix_millis(t, out);
+            Ok(())
+        }
+        OutputFormat::Rfc3339 => write_rfc3339(t, out),
+    }
+}
+
+/// Seconds as a JSON number with a fraction: `1757350201.447585`, `1757350201.0`,
+/// `-1.5`. Up to 9 fraction digits, trailing zeros trimmed, at least one digit.
+pub fn write_unix_seconds(t: UnixTime, out: &mut impl ByteSink) {
+    let t = t.normalized();
+    let (neg, int, frac) = if t.secs < 0 && t.nanos > 0 {
+        // e.g. secs -2, nanos 5e8 = -1.5
+        (true, (t.secs + 1).unsigned_abs(), 1_000_000_000 - t.nanos)
+    } else {
+        (t.secs < 0, t.secs.unsigned_abs(), t.nanos)
+    };
+    if neg {
+        out.put(b"-");
+    }
+    write_u128(u128::from(int), out);
+    out.put(b".");
+    if frac == 0 {
+        out.put(b"0");
+        return;
+    }
+    let mut buf = [b'0'; 9];
+    let mut f = frac;
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    let len = 9 - buf.iter().rev().take_while(|&&c| c == b'0').count();
+    out.put(&buf[..len]);
+}
+
+/// Integer milliseconds as a JSON number, truncated toward negative infinity.
+pub fn write_unix_millis(t: UnixTime, out: &mut impl ByteSink) {
+    let t = t.normalized();
+    let ms = i128::from(t.secs) * 1000 + i128::from(t.nanos / 1_000_000);
+    if ms < 0 {
+        out.put(b"-");
+    }
+    write_u128(ms.unsigned_abs(), out);
+}
+
+/// RFC 3339 in UTC as a JSON string: `"2025-09-08T16:50:01.447585Z"` (fraction in groups
+/// of 3 digits, only as long as needed: chrono's `SecondsFormat::AutoSi`).
+pub fn write_rfc3339(t: UnixTime, out: &mut impl ByteSink) -> Result<(), TimestampError> {
+    let t = t.normalized();
+    let dt = DateTime::from_timestamp(t.secs, t.nanos).ok_or(TimestampError::OutOfRange)?;
+    if !(0..=9999).contains(&dt.year()) {
+        return Err(TimestampError::NotRfc3339);
+    }
+    out.put(b"\"");
+    out.put(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes());
+    out.put(b"\"");
+    Ok(())
+}
+
+fn write_u128(v: u128, out: &mut impl ByteSink) {
+    match u64::try_from(v) {
+        Ok(v) => write_u64(v, out),
+        Err(_) => write_u128_slow(v, out),
+    }
+}
+
+fn write_u64(mut v: u64, out: &mut impl ByteSink) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.put(&buf[i..]);
+}
+
+fn write_u128_slow(mut v: u128, out: &mut impl ByteSink) {
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.put(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UTC: NaiveTimezone = NaiveTimezone::UTC;
+
+    fn t(secs: i64, nanos: u32) -> UnixTime {
+        UnixTime { secs, nanos }
+    }
+
+    fn secs_text(
+        input: TimestampInput<'_>,
+        tz: NaiveTimezone,
+        unit: EpochUnit,
+    ) -> Result<(String, TimestampFormat), TimestampError> {
+        let p = convert_timestamp(input, tz, unit)?;
+        let mut out = Vec::new();
+        write_unix_seconds(p.time, &mut out);
+        Ok((String::from_utf8(out).unwrap(), p.format))
+    }
+
+    #[test]
+    fn string_inputs_to_seconds() {
+        use TimestampFormat::*;
+        let plus2 = NaiveTimezone::parse("+02:00").unwrap();
+        let cases: &[(&str, NaiveTimezone, &str, TimestampFormat)] = &[
+            // The incident string: naive ISO is UTC.
+            (
+                "2025-09-08T16:50:01.447585",
+                UTC,
+                "1757350201.447585",
+                IsoNaive,
+            ),
+            (
+                "2025-09-08T16:50:01.447585Z",
+                UTC,
+                "1757350201.447585",
+                IsoZoned,
+            ),
+            (
+                "2025-09-08t16:50:01.447585z",
+                UTC,
+                "1757350201.447585",
+                IsoZoned,
+            ),
+            (
+                "2025-09-08T16:50:01.447585+00:00",
+                UTC,
+                "1757350201.447585",
+                IsoZoned,
+            ),
+            (
+                "2025-09-08T09:50:01.447585-07:00",
+                UTC,
+                "1757350201.447585",
+                IsoZoned,
+            ),
+            (
+                "2025-09-08T09:50:01.447585-0700",
+                UTC,
+                "1757350201.447585",
+                IsoZoned,
+            ),
+            (
+                "2025-09-08T09:50:01.447585-07",
+                UTC,
+                "1757350201.447585",
+                IsoZoned,
+            ),
+            ("2025-09-08T18:20:01+01:30", UTC, "1757350201.0", IsoZoned),
+            (
+                "2025-09-08 16:50:01.447585",
+                UTC,
+                "1757350201.447585",
+                IsoNaive,
+            ),
+            ("2025-09-08T16:50:01", UTC, "1757350201.0", IsoNaive),
+            ("2025-09-08T16:50:01.4", UTC, "1757350201.4", IsoNaive),
+            ("2025-09-08T16:50:01.447", UTC, "1757350201.447", IsoNaive),
+            (
+                "2025-09-08T16:50:01.447585123",
+                UTC,
+                "1757350201.447585123",
+                IsoNaive,
+            ),
+            (
+                "2025-09-08T16:50:01.447585123999",
+                UTC,
+                "1757350201.447585123",
+                IsoNaive,
+            ),
+            ("2025-09-08T16:50:01.000000", UTC, "1757350201.0", IsoNaive),
+            (
+                "2025-09-08T18:50:01.447585",
+                plus2,
+                "1757350201.447585",
+                IsoNaive,
+            ),
+            (
+                "2025-09-08T16:50:01.447585Z",
+                plus2,
+                "1757350201.447585",
+                IsoZoned,
+            ),
+            ("1970-01-01T00:00:00Z", UTC, "0.0", IsoZoned),
+            ("1969-12-31T23:59:59.5Z", UTC, "-0.5", IsoZoned),
+            ("1960-01-01T00:00:00Z", UTC, "-315619200.0", IsoZoned),
+            ("0001-01-01T00:00:00Z", UTC, "-62135596800.0", IsoZoned),
+            ("2016-12-31T23:59:60Z", UTC, "1483228800.0", IsoZoned),
+            // numeric strings
+            ("1757350201.447585", UTC, "1757350201.447585", NumericString),
+            ("1757350201447", UTC, "1757350201.447", NumericString),
+            ("1757350201", UTC, "1757350201.0", NumericString),
+            ("+1757350201.5", UTC, "1757350201.5", NumericString),
+            (".5", UTC, "0.5", NumericString),
+            ("5.", UTC, "5.0", NumericString),
+            ("1.7573502014e9", UTC, "1757350201.4", NumericString),
+            ("-1.5", UTC, "-1.5", NumericString),
+        ];
+        for (input, tz, want, fmt) in cases {
+            let got = secs_text(TimestampInput::Str(input), *tz, EpochUnit::Auto)
+                .unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(got, (want.to_string(), *fmt), "{input}");
+        }
+    }
+
+    #[test]
+    fn invalid_strings() {
+        use TimestampError::*;
+        let cases: &[(&str, TimestampError)] = &[
+            ("", Unparseable),
+            ("not a date", Unparseable),
+            ("2025-09-08", Unparseable),
+            ("2025-09-08T16:50", Unparseable),
+            ("2025-09-08T16:50:01.", Unparseable),
+            ("2025-09-08T16:50:01.447585 ", Unparseable),
+            (" 2025-09-08T16:50:01", Unparseable),
+            ("2025-09-08X16:50:01", Unparseable),
+            ("2025-09-08T16:50:01+2", Unparseable),
+            ("2025-09-08T16:50:01+02:0", Unparseable),
+            ("2025-09-08T16:50:01Zjunk", Unparseable),
+            ("2025/09/08T16:50:01", Unparseable),
+            ("2025-13-08T16:50:01", InvalidDate),
+            ("2025-02-30T16:50:01", InvalidDate),
+            ("2025-09-08T24:00:00", InvalidDate),
+            ("2025-09-08T16:60:00", InvalidDate),
+            ("2025-09-08T16:50:61", InvalidDate),
+            ("2025-09-08T16:50:01+24:00", InvalidDate),
+            ("2025-09-08T16:50:01+02:60", InvalidDate),
+            ("1e400", OutOfRange),
+            ("99999999999999999999999999999999999", OutOfRange),
+            ("-", Unparseable),
+            ("1e", Unparseable),
+            (".", Unparseable),
+            ("0x10", Unparseable),
+            ("inf", Unparseable),
+            ("NaN", Unparseable),
+            ("１２", Unparseable),
+        ];
+        for (input, want) in cases {
+            let got = convert_timestamp(TimestampInput::Str(input), UTC, EpochUnit::Auto);
+            assert_eq!(got, Err(*want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_by_magnitude_and_unit() {
+        use EpochUnit::*;
+        use TimestampFormat as F;
+        let cases: &[(&str, EpochUnit, &str, TimestampFormat)] = &[
+            ("1757350201", Auto, "1757350201.0", F::Seconds),
+            ("1757350201.447585", Auto, "1757350201.447585", F::Seconds),
+            ("1757350201447", Auto, "1757350201.447", F::Millis),
+            ("1757350201447.5", Auto, "1757350201.4475", F::Millis),
+            ("1757350201447585", Auto, "1757350201.447585", F::Micros),
+            (
+                "1757350201447585123",
+                Auto,
+                "1757350201.447585123",
+                F::Nanos,
+            ),
+            ("1.757350201447585e9", Auto, "1757350201.447585", F::Seconds),
+            ("1.757350201447E12", Auto, "1757350201.447", F::Millis),
+            (
+                "17573502014475850e-7",
+                Auto,
+                "1757350201.447585",
+                F::Seconds,
+            ),
+            ("99999999999", Auto, "99999999999.0", F::Seconds),
+            ("100000000000", Auto, "100000000.0", F::Millis),
+            ("99999999999999", Auto, "99999999999.999", F::Millis),
+            ("100000000000000", Auto, "100000000.0", F::Micros),
+            ("100000000000000000", Auto, "100000000.0", F::Nanos),
+            ("0", Auto, "0.0", F::Seconds),
+            ("-0", Auto, "0.0", F::Seconds),
+            ("0.0000000001", Auto, "0.0", F::Seconds),
+            ("-0.0000000001", Auto, "-0.000000001", F::Seconds),
+            ("-1", Auto, "-1.0", F::Seconds),
+            ("-1.5", Auto, "-1.5", F::Seconds),
+            ("-1.9999999999", Auto, "-2.0", F::Seconds),
+            ("-1.0000000001", Auto, "-1.000000001", F::Seconds),
+            ("-1.999999999", Auto, "-1.999999999", F::Seconds),
+            (
+                "12345678901234567890",
+                Auto,
+                "12345678901.23456789",
+                F::Nanos,
+            ),
+            ("1e18", Auto, "1000000000.0", F::Nanos),
+            ("1e11", Seconds, "100000000000.0", F::Seconds),
+            ("-8e12", Seconds, "-8000000000000.0", F::Seconds),
+            ("-315619200", Auto, "-315619200.0", F::Seconds),
+            ("-315619200000", Auto, "-315619200.0", F::Millis),
+            ("1757350201447", Seconds, "1757350201447.0", F::Seconds),
+            ("1757350201", Millis, "1757350.201", F::Millis),
+            ("1757350201", Micros, "1757.350201", F::Micros),
+            ("1757350201", Nanos, "1.757350201", F::Nanos),
+            ("1.5e-9", Seconds, "0.000000001", F::Seconds),
+            (
+                "0.0000000000000000000000000000000000000000000000001e49",
+                Auto,
+                "1.0",
+                F::Seconds,
+            ),
+            ("1e-99999999999999999999999", Auto, "0.0", F::Seconds),
+        ];
+        for (input, unit, want, fmt) in cases {
+            let got = secs_text(TimestampInput::Number(input), UTC, *unit)
+                .unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(got, (want.to_string(), *fmt), "{input} {unit:?}");
+        }
+        for bad in [
+            "1e99999999999999999999999",
+            "123456789012345678901234567890",
+            "9e30",
+        ] {
+            assert_eq!(
+                convert_timestamp(TimestampInput::Number(bad), UTC, Auto),
+                Err(TimestampError::OutOfRange),
+                "{bad}"
+            );
+        }
+        for bad in ["9e12", "-9e12", "1e19", "-99999999999999999999"] {
+            assert_eq!(
+                convert_timestamp(TimestampInput::Number(bad), UTC, Seconds),
+                Err(TimestampError::OutOfRange),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_lengths_are_linear() {
+        let long = format!("0.{}1", "0".repeat(1_000_000));
+        assert_eq!(parse_epoch(&long, EpochUnit::Auto).unwrap().0, t(0, 0));
+        let long = format!("1.{}", "9".repeat(1_000_000));
+        assert_eq!(
+            parse_epoch(&long, EpochUnit::Seconds).unwrap().0,
+            t(1, 999_999_999)
+        );
+        let frac = format!("2025-09-08T16:50:01.{}Z", "1".repeat(1_000_000));
+        assert_eq!(parse_iso(&frac, UTC).unwrap().0, t(1757350201, 111_111_111));
+    }
+
+    #[test]
+    fn output_forms() {
+        let cases: &[(UnixTime, &str, &str, &str)] = &[
+            (
+                t(1757350201, 447_585_000),
+                "1757350201.447585",
+                "1757350201447",
+                "\"2025-09-08T16:50:01.447585Z\"",
+            ),
+            (
+                t(1757350201, 0),
+                "1757350201.0",
+                "1757350201000",
+                "\"2025-09-08T16:50:01Z\"",
+            ),
+            (
+                t(1757350201, 400_000_000),
+                "1757350201.4",
+                "1757350201400",
+                "\"2025-09-08T16:50:01.400Z\"",
+            ),
+            (
+                t(1757350201, 1),
+                "1757350201.000000001",
+                "1757350201000",
+                "\"2025-09-08T16:50:01.000000001Z\"",
+            ),
+            (t(0, 0), "0.0", "0", "\"1970-01-01T00:00:00Z\""),
+            (t(-1, 0), "-1.0", "-1000", "\"1969-12-31T23:59:59Z\""),
+            (
+                t(-1, 500_000_000),
+                "-0.5",
+                "-500",
+                "\"1969-12-31T23:59:59.500Z\"",
+            ),
+            (
+                t(-2, 999_999_999),
+                "-1.000000001",
+                "-1001",
+                "\"1969-12-31T23:59:58.999999999Z\"",
+            ),
+        ];
+        for (time, secs, millis, rfc) in cases {
+            for (output, want) in [
+                (OutputFormat::UnixSeconds, secs),
+                (OutputFormat::UnixMillis, millis),
+                (OutputFormat::Rfc3339, rfc),
+            ] {
+                let mut out = Vec::new();
+                format_timestamp(*time, output, &mut out).unwrap();
+                assert_eq!(
+                    std::str::from_utf8(&out).unwrap(),
+                    *want,
+                    "{time:?} {output:?}"
+                );
+            }
+        }
+        // Not representable as RFC 3339.
+        let far = parse_epoch("253402300800", EpochUnit::Seconds).unwrap().0; // year 10000
+        assert_eq!(
+            write_rfc3339(far, &mut Vec::new()),
+            Err(TimestampError::NotRfc3339)
+        );
+        // Unnormalized input never panics.
+        let mut out = Vec::new();
+        write_unix_seconds(t(1, 2_500_000_000), &mut out);
+        assert_eq!(out, b"3.5");
+        let mut out = Vec::new();
+        write_unix_seconds(t(i64::MIN, 0), &mut out);
+        assert_eq!(out, b"-9223372036854775808.0");
+        assert_eq!(
+            write_rfc3339(t(i64::MAX, 999_999_999), &mut Vec::new()),
+            Err(TimestampError::OutOfRange)
+        );
+    }
+
+    #[test]
+    fn rfc3339_output_reparses_to_itself() {
+        for s in [
+            "2025-09-08T16:50:01.447585Z",
+            "2025-09-08T16:50:01Z",
+            "2025-09-08T16:50:01.400Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+        ] {
+            let (time, zoned) = parse_iso(s, UTC).unwrap();
+            assert!(zoned);
+            let mut out = Vec::new();
+            write_rfc3339(time, &mut out).unwrap();
+            assert_eq!(out, format!("\"{s}\"").into_bytes());
+        }
+    }
+}

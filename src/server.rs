@@ -1,0 +1,126 @@
+//! Assembles the process: pingora's server with the proxy service, the admin service and the
+//! config reloader, and the shutdown sequence.
+//!
+//! Shutdown (SIGTERM or SIGINT): new WebSocket upgrades get 503 and `/readyz` fails; every
+//! relayed WebSocket is closed on both legs with 1001; once none is left (or the drain timeout
+//! passes) pingora stops its listeners and the process exits 0.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::{Admin, BackendProbe, BackendProbeService};
+use crate::config::Overrides;
+use crate::proxy::Proxy;
+use crate::reload::ReloadService;
+use crate::state::AppState;
+
+/// Starts every service and blocks until the process has shut down.
+pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overrides) {
+    let config = state.config.load_full();
+    let conf = ServerConf {
+        threads: config.server.threads,
+        // The drain happens before pingora is told to stop (see `Signals`).
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Proxy {
+            state: state.clone(),
+        },
+        "wsnorm proxy",
+    );
+    proxy.add_tcp(&config.server.listen.to_string());
+
+    let backend = BackendProbe::new(state.clone());
+    let mut admin = Service::new(
+        "wsnorm admin".to_string(),
+        Admin::new(state.clone(), backend.clone()),
+    );
+    admin.add_tcp(&config.server.admin.to_string());
+    admin.threads = Some(1);
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(background_service(
+        "wsnorm backend probe",
+        BackendProbeService(backend),
+    ));
+    if let Some(path) = config_path {
+        server.add_service(background_service(
+            "wsnorm config reload",
+            ReloadService {
+                state: state.clone(),
+                path,
+                overrides,
+            },
+        ));
+    }
+    tracing::info!(
+        listen = %config.server.listen,
+        admin = %config.server.admin,
+        upstream = %config.upstream.address.authority(),
+        config = %config.source,
+        "wsnorm starting."
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals { state }),
+    });
+    tracing::info!("wsnorm stopped.");
+}
+
+/// Turns SIGTERM and SIGINT into a drained, graceful shutdown.
+struct Signals {
+    state: Arc<AppState>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("Cannot listen for SIGTERM/SIGINT; shutting down.");
+            return ShutdownSignal::FastShutdown;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        let drain = Duration::from_secs(self.state.config.load().server.drain_timeout_secs);
+        tracing::info!(
+            signal = name,
+            open_connections = self.state.open_connections(),
+            drain_timeout_secs = drain.as_secs(),
+            "Shutting down: closing WebSockets with 1001."
+        );
+        self.state.shutdown.send_replace(true);
+        let started = Instant::now();
+        while self.state.open_connections() > 0 && started.elapsed() < drain {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        tracing::info!(
+            open_connections = self.state.open_connections(),
+            drained_ms = started.elapsed().as_millis() as u64,
+            "Drain finished."
+        );
+        ShutdownSignal::GracefulTerminate
+    }
+}

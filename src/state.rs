@@ -1,0 +1,91 @@
+//! What the whole process shares: the live config (swapped atomically on reload), metrics, the
+//! connection count and the shutdown signal.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+pub struct AppState {
+    /// Read once per handshake and once per message; replaced whole on reload.
+    pub config: Arc<ArcSwap<Config>>,
+    pub metrics: Arc<Metrics>,
+    /// Set to true once when the process starts shutting down.
+    pub shutdown: watch::Sender<bool>,
+    open_connections: AtomicUsize,
+    next_connection_id: AtomicU64,
+    last_reload: Mutex<Option<ReloadStatus>>,
+}
+
+/// The result of the last config reload, reported by `/readyz`.
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    pub at: SystemTime,
+    pub ok: bool,
+    pub message: String,
+}
+
+impl AppState {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Arc<AppState> {
+        metrics.register_rules(config.rules.rule_names());
+        metrics.register_subprotocols(&config.websocket.subprotocols);
+        Arc::new(AppState {
+            config: Arc::new(ArcSwap::from_pointee(config)),
+            metrics,
+            shutdown: watch::Sender::new(false),
+            open_connections: AtomicUsize::new(0),
+            next_connection_id: AtomicU64::new(1),
+            last_reload: Mutex::new(None),
+        })
+    }
+
+    /// Takes one of `max` connection slots, or `None` when all are in use.
+    pub fn try_open_connection(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
+        let prev = self.open_connections.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            self.open_connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        self.metrics.connections_active.inc();
+        Some(ConnectionSlot {
+            state: self.clone(),
+            id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Acquire)
+    }
+
+    pub fn set_reload_status(&self, status: ReloadStatus) {
+        if let Ok(mut last) = self.last_reload.lock() {
+            *last = Some(status);
+        }
+    }
+
+    pub fn reload_status(&self) -> Option<ReloadStatus> {
+        self.last_reload.lock().ok().and_then(|l| l.clone())
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// One open WebSocket connection; the slot is given back when this is dropped.
+pub struct ConnectionSlot {
+    state: Arc<AppState>,
+    pub id: u64,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.state.open_connections.fetch_sub(1, Ordering::AcqRel);
+        self.state.metrics.connections_active.dec();
+    }
+}

@@ -1,0 +1,240 @@
+//! Test harness: the real `wsnorm` binary on free loopback ports, in front of a real backend.
+#![allow(dead_code)] // Each test file uses a different part of the harness.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub const TOKEN: &str = wsnorm::demo::client::DEMO_TOKEN;
+
+/// A free port on 127.0.0.1 (bound and released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the strict demo backend in this process.
+pub async fn start_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(wsnorm::demo::backend::serve(
+        listener,
+        wsnorm::demo::backend::BackendOptions { verbose: false },
+    ));
+    addr
+}
+
+/// A running wsnorm process; killed when dropped.
+pub struct Wsnorm {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+    config_path: PathBuf,
+    _dir: TempDir,
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "wsnorm-test-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Wsnorm {
+    /// Starts wsnorm for `upstream` with `config` (TOML, may be empty) and waits until it serves.
+    pub async fn start(upstream: &str, config: &str) -> Wsnorm {
+        let dir = TempDir::new();
+        let config_path = dir.0.join("wsnorm.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::spawn(upstream, config_path, dir).await
+    }
+
+    /// Starts wsnorm reading the config file at `path` (kept where it is).
+    pub async fn start_with_config_file(upstream: &str, path: &std::path::Path) -> Wsnorm {
+        Self::spawn(upstream, path.to_path_buf(), TempDir::new()).await
+    }
+
+    async fn spawn(upstream: &str, config_path: PathBuf, dir: TempDir) -> Wsnorm {
+        let log = dir.0.join("wsnorm.log");
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wsnorm"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--listen", &listen.to_string()])
+            .args(["--admin", &admin.to_string()])
+            .args(["--upstream", upstream])
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start wsnorm");
+        let wsnorm = Wsnorm {
+            child,
+            listen,
+            admin,
+            log,
+            config_path,
+            _dir: dir,
+        };
+        wsnorm.wait_listening().await;
+        wsnorm
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.config_path.clone()
+    }
+
+    async fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(self.listen).await.is_ok()
+                && TcpStream::connect(self.admin).await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("wsnorm did not start; log:\n{}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.listen, path)
+    }
+
+    /// Connects offering `protocols`, with the demo token as a Bearer header.
+    pub async fn connect(
+        &self,
+        path: &str,
+        protocols: &str,
+    ) -> Result<(Ws, Option<String>), tokio_tungstenite::tungstenite::Error> {
+        let mut req = self.url(path).into_client_request().unwrap();
+        if !protocols.is_empty() {
+            req.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_str(protocols).unwrap(),
+            );
+        }
+        req.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+        );
+        let (ws, resp) = tokio_tungstenite::connect_async(req).await?;
+        let protocol = resp
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_string());
+        Ok((ws, protocol))
+    }
+
+    /// GET `/metrics` from the admin listener.
+    pub async fn metrics(&self) -> String {
+        http_request(
+            self.admin,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+    }
+}
+
+impl Drop for Wsnorm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a raw HTTP request and returns the whole response.
+pub async fn http_request(addr: SocketAddr, raw: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("response within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The next text message, skipping nothing; panics after 5 s.
+pub async fn next_text(ws: &mut Ws) -> String {
+    match next(ws).await {
+        Message::Text(t) => t.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+pub async fn next(ws: &mut Ws) -> Message {
+    tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("message within 5 s")
+        .expect("stream open")
+        .expect("no error")
+}
+
+/// Reads until the backend's `received` report and returns the raw text it saw.
+pub async fn backend_saw(ws: &mut Ws) -> String {
+    loop {
+        let text = next_text(ws).await;
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if v["type"] == "received" {
+            return v["raw"].as_str().unwrap().to_string();
+        }
+    }
+}
+
+/// Connects and consumes the backend's `connection_established` greeting.
+pub async fn connected(wsnorm: &Wsnorm) -> Ws {
+    let (mut ws, protocol) = wsnorm.connect("/ws", "agent_chat").await.unwrap();
+    assert_eq!(protocol.as_deref(), Some("agent_chat"));
+    let hello = next_text(&mut ws).await;
+    assert!(hello.contains("connection_established"), "{hello}");
+    ws
+}
+
+pub async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_string())).await.unwrap();
+}
+
+/// One sample value from a Prometheus text exposition, or 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
