@@ -73,6 +73,7 @@ load_bin=$root/target/release/wsnorm-load
 
 # Each proxy holds 2 descriptors per idle connection; the load tool and the echo backend one.
 want_fds=$((2 * idle_conns + 1000))
+[ "$want_fds" -ge 10240 ] || want_fds=10240
 hard=$(ulimit -Hn)
 if [ "$hard" != unlimited ] && [ "$hard" -lt "$want_fds" ]; then
   die "ulimit -Hn is $hard; $want_fds file descriptors needed for $idle_conns idle connections"
@@ -125,7 +126,7 @@ daemon off;
 pid $tmp/nginx/nginx.pid;
 error_log $tmp/nginx/logs/error.log warn;
 events {
-    worker_connections $((2 * idle_conns + 1000 > 12000 ? 2 * idle_conns + 1000 : 12000));
+    worker_connections $want_fds;
 }
 http {
     access_log off;

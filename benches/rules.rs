@@ -93,9 +93,10 @@ fn compare_group(c: &mut Criterion, rules: &CompiledRules, name: &str, msg: &str
             )
         })
     });
-    group.bench_function(BenchmarkId::new("serde_value_parse_to_vec", msg.len()), |b| {
-        b.iter(|| serde_roundtrip(black_box(msg.as_bytes())))
-    });
+    group.bench_function(
+        BenchmarkId::new("serde_value_parse_to_vec", msg.len()),
+        |b| b.iter(|| serde_roundtrip(black_box(msg.as_bytes()))),
+    );
     group.finish();
 }
 
@@ -111,7 +112,10 @@ fn timestamps(c: &mut Criterion) {
     let mut group = c.benchmark_group("timestamp");
     let utc = NaiveTimezone::UTC;
     let cases: [(&str, TimestampInput<'static>); 3] = [
-        ("iso_naive", TimestampInput::Str("2025-09-08T16:50:01.447585")),
+        (
+            "iso_naive",
+            TimestampInput::Str("2025-09-08T16:50:01.447585"),
+        ),
         ("iso_z", TimestampInput::Str("2025-09-08T16:50:01.447Z")),
         ("numeric_millis", TimestampInput::Number("1757350201447")),
     ];

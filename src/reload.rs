@@ -40,7 +40,9 @@ pub fn reload(
                 new.server = running.server.clone();
             }
             state.metrics.register_rules(new.rules.rule_names());
-            state.metrics.register_subprotocols(&new.websocket.subprotocols);
+            state
+                .metrics
+                .register_subprotocols(&new.websocket.subprotocols);
             state.config.store(Arc::new(new));
             Ok(needs_restart)
         }

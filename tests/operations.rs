@@ -77,11 +77,18 @@ async fn an_open_connection_picks_up_changed_rules_without_a_drop() {
     assert_eq!(sent_type(&mut ws).await, "run_agent");
 
     // A broken file is refused; the rules in force stay.
-    replace(&wsnorm.config_path(), "[[rules]]\nname = \"alias\"\nkind = \"rename\"\npaths = [\"type\"]\nmapp = {}\n");
+    replace(
+        &wsnorm.config_path(),
+        "[[rules]]\nname = \"alias\"\nkind = \"rename\"\npaths = [\"type\"]\nmapp = {}\n",
+    );
     wait_reloads(&wsnorm, "error", 1.0).await;
     next_text(&mut ws).await; // ack of run_agent
     assert_eq!(sent_type(&mut ws).await, "run_agent");
-    let ready = http_request(wsnorm.admin, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let ready = http_request(
+        wsnorm.admin,
+        "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(ready.contains(r#""last_reload":{"#), "{ready}");
     assert!(ready.contains(r#""ok":false"#), "{ready}");
     let logs = wsnorm.logs();
@@ -116,7 +123,8 @@ async fn a_configmap_symlink_swap_is_picked_up() {
     std::fs::write(v1.join("wsnorm.toml"), RULES_V1).unwrap();
     std::os::unix::fs::symlink("..2026_11_22_01", dir.0.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/wsnorm.toml", dir.0.join("wsnorm.toml")).unwrap();
-    let wsnorm = Wsnorm::start_with_config_file(&backend.to_string(), &dir.0.join("wsnorm.toml")).await;
+    let wsnorm =
+        Wsnorm::start_with_config_file(&backend.to_string(), &dir.0.join("wsnorm.toml")).await;
     let mut ws = connected(&wsnorm).await;
     assert_eq!(sent_type(&mut ws).await, "start_agent");
     next_text(&mut ws).await;
@@ -140,13 +148,20 @@ async fn sigterm_closes_open_websockets_with_1001_and_exits_0() {
         clients.push(connected(&wsnorm).await);
     }
     // A message already received is delivered before the close.
-    send(&mut clients[0], r#"{"type":"execute_agent","timestamp":"2025-09-08T16:50:01Z"}"#).await;
+    send(
+        &mut clients[0],
+        r#"{"type":"execute_agent","timestamp":"2025-09-08T16:50:01Z"}"#,
+    )
+    .await;
     assert!(backend_saw(&mut clients[0]).await.contains("start_agent"));
     let started = Instant::now();
     signal(&wsnorm, "TERM");
     for ws in &mut clients {
         let close = loop {
-            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next())
+                .await
+                .unwrap()
+            {
                 Some(Ok(Message::Close(frame))) => break frame,
                 Some(Ok(_)) => continue,
                 other => panic!("expected a close frame, got {other:?}"),
@@ -159,10 +174,17 @@ async fn sigterm_closes_open_websockets_with_1001_and_exits_0() {
         if let Some(status) = wsnorm.child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "wsnorm did not exit");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "wsnorm did not exit"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(status.success(), "exit status {status}; logs:\n{}", wsnorm.logs());
+    assert!(
+        status.success(),
+        "exit status {status}; logs:\n{}",
+        wsnorm.logs()
+    );
 }
 
 fn wsnorm_cmd(args: &[&str]) -> std::process::Output {
@@ -177,7 +199,11 @@ fn wsnorm_cmd(args: &[&str]) -> std::process::Output {
 fn the_shipped_fixtures_pass_against_the_default_rules() {
     let out = wsnorm_cmd(&["test-rules", "config/tests/default.toml"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains(" 0 failed"), "{stdout}");
     assert!(!stdout.contains(" 0 passed"), "{stdout}");
 }
@@ -205,8 +231,14 @@ output = '{"type":"start_agent"}'
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("FAILED wrong on purpose"), "{stdout}");
-    assert!(stdout.contains(r#"- expected: {"type":"execute_agent"}"#), "{stdout}");
-    assert!(stdout.contains(r#"+ actual:   {"type":"start_agent"}"#), "{stdout}");
+    assert!(
+        stdout.contains(r#"- expected: {"type":"execute_agent"}"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"+ actual:   {"type":"start_agent"}"#),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
 }
 

@@ -206,11 +206,9 @@ async fn backend_refusals_keep_their_status_and_body() {
     let wsnorm = Wsnorm::start(&backend.to_string(), "").await;
 
     // No token: the backend's 403 and its body reach the client.
-    let raw = concat!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    let raw = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Protocol: agent_chat\r\n\r\n"
-    );
+         Sec-WebSocket-Protocol: agent_chat\r\n\r\n";
     let resp = http_request_until(wsnorm.listen, raw, "}").await;
     assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
     assert!(

@@ -3,8 +3,10 @@
 # of messages: the figures deploy/README.md sizes the Kubernetes requests/limits from.
 # Everything runs on loopback, on ports 28000 (demo backend), 28080 (wsnorm), 29090 (admin).
 #
-#   deploy/tools/measure.sh [BINARY] [CONNECTIONS] [MESSAGES_PER_CONNECTION]
-#   deploy/tools/measure.sh target/release/wsnorm 200 50
+#   deploy/tools/measure.sh [BINARY] [CONNECTIONS] [MESSAGES_PER_CONNECTION] [BIG_BYTES]
+#   deploy/tools/measure.sh target/release/wsnorm 200 50 0
+# BIG_BYTES > 0: after the message round every connection sends one message of that size at
+# once (the peak, rss_peak, shows what large messages cost).
 #
 # Needs python3 with `websockets` (pip install websockets). CONFIG=FILE picks the config
 # (default config/wsnorm.toml; the ConfigMap's file gives the same figures).
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/../.."
 bin=${1:-target/release/wsnorm}
 n=${2:-200}
 msgs=${3:-50}
+big=${4:-0}
 config=${CONFIG:-config/wsnorm.toml}
 tick=$(getconf CLK_TCK)
 
@@ -22,9 +25,11 @@ trap cleanup EXIT INT TERM
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 cpu_ms() { awk -v t="$tick" '{print int(($14 + $15) * 1000 / t)}' "/proc/$1/stat"; }
 report() { # label
-  printf '%-34s rss=%6s KiB  cpu_total=%5s ms  threads=%s  active=%s\n' "$1" "$(rss_kib "$wpid")" \
+  printf '%-34s rss=%6s KiB  rss_peak=%6s KiB  cpu_total=%5s ms  threads=%s  active=%s\n' "$1" \
+    "$(rss_kib "$wpid")" "$(hwm_kib "$wpid")" \
     "$(cpu_ms "$wpid")" "$(awk '/^Threads/ {print $2}' "/proc/$wpid/status")" \
     "$(curl -s http://127.0.0.1:29090/metrics | awk '/^wsnorm_connections_active/ {print $2}')"
 }
@@ -43,11 +48,12 @@ sleep 5
 report "idle, after 5 s"
 
 python3 -u deploy/tools/ws_load.py --url ws://127.0.0.1:28080/ws --connections "$n" \
-  --hold 5 --messages "$msgs" --after 5 | while read -r line; do
+  --hold 5 --messages "$msgs" --big "$big" --after 5 | while read -r line; do
   echo "$line"
   case "$line" in
     "STAGE open"*) sleep 4; report "$n idle WebSockets" ;;
     "STAGE sent"*) sleep 2; report "after $((n * msgs)) messages" ;;
+    "STAGE big"*) sleep 2; report "after $n x $big-byte messages" ;;
     "STAGE closed"*) sleep 2; report "all closed" ;;
   esac
 done

@@ -9,7 +9,7 @@ Only ever point it at a wsnorm you run yourself (loopback).
 
 Stages, each announced on stdout with a line starting with `STAGE` (flushed, so a driver script
 can read process figures at that moment): `STAGE open N` once every connection is open and idle,
-`STAGE sent M` after the message round, `STAGE closed` after a clean close (1000) of all.
+`STAGE sent M` after the message round, `STAGE big` after the large messages, `STAGE closed` after a clean close (1000) of all.
 """
 
 import argparse
@@ -42,10 +42,12 @@ async def open_one(url, token):
     )
 
 
-async def converse(ws, n, conn_id):
+async def converse(ws, n, conn_id, pad=0):
     """Sends n messages one after the other, each time waiting for the backend's ack."""
     for i in range(n):
         msg = dict(MESSAGE, message_id=f"c{conn_id}-m{i}")
+        if pad:
+            msg["payload"] = dict(MESSAGE["payload"], text="x" * pad)
         await ws.send(json.dumps(msg))
         while True:
             reply = json.loads(await ws.recv())
@@ -63,6 +65,8 @@ async def main():
     ap.add_argument("--batch", type=int, default=50, help="connections opened concurrently")
     ap.add_argument("--hold", type=float, default=10.0, help="seconds to stay idle once open")
     ap.add_argument("--messages", type=int, default=0, help="messages per connection after the hold")
+    ap.add_argument("--big", type=int, default=0,
+                    help="then one message of about this many bytes per connection, all at once")
     ap.add_argument("--after", type=float, default=3.0, help="seconds to stay open after messages")
     args = ap.parse_args()
 
@@ -80,6 +84,12 @@ async def main():
         took = time.monotonic() - t0
         total = args.messages * len(conns)
         stage(f"sent {total} in {took:.2f}s ({total / took:.0f} msg/s)")
+        await asyncio.sleep(args.after)
+
+    if args.big:
+        t0 = time.monotonic()
+        await asyncio.gather(*(converse(c, 1, i, pad=args.big) for i, c in enumerate(conns)))
+        stage(f"big {len(conns)} x {args.big} bytes in {time.monotonic() - t0:.2f}s")
         await asyncio.sleep(args.after)
 
     await asyncio.gather(*(c.close() for c in conns))

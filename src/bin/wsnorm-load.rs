@@ -185,11 +185,7 @@ impl Messages {
         // What wsnorm's default rules make of it, computed once.
         let expected = if expect_rewrite {
             let head = SENT_HEAD
-                .replacen(
-                    r#""type":"execute_agent""#,
-                    r#""type":"start_agent""#,
-                    1,
-                )
+                .replacen(r#""type":"execute_agent""#, r#""type":"start_agent""#, 1)
                 .replacen(
                     r#""timestamp":"2025-09-08T16:50:01.447585""#,
                     r#""timestamp":1757350201.447585"#,
@@ -236,11 +232,7 @@ async fn connect(opts: &ClientOpts) -> Result<Ws> {
 }
 
 async fn connect_inner(opts: &ClientOpts) -> Result<Ws> {
-    let mut request = opts
-        .url
-        .as_str()
-        .into_client_request()
-        .context("bad URL")?;
+    let mut request = opts.url.as_str().into_client_request().context("bad URL")?;
     let host = request
         .uri()
         .host()
@@ -297,7 +289,10 @@ fn cpu_sample(pids: &[u32]) -> CpuSample {
             for entry in dir.flatten() {
                 let path = entry.path().join("schedstat");
                 if let Ok(s) = std::fs::read_to_string(path) {
-                    if let Some(ns) = s.split_whitespace().next().and_then(|f| f.parse::<u64>().ok())
+                    if let Some(ns) = s
+                        .split_whitespace()
+                        .next()
+                        .and_then(|f| f.parse::<u64>().ok())
                     {
                         total.sched_ns += ns;
                     }
@@ -350,8 +345,12 @@ async fn pingpong(opts: PingPong) -> Result<()> {
 
     let mut tasks = Vec::with_capacity(n);
     for conn in 0..n {
-        let (opts, msgs, barrier, gate) =
-            (opts.clone(), msgs.clone(), barrier.clone(), open_gate.clone());
+        let (opts, msgs, barrier, gate) = (
+            opts.clone(),
+            msgs.clone(),
+            barrier.clone(),
+            open_gate.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             pingpong_conn(conn, &opts, &msgs, &barrier, &gate, run_deadline).await
         }));
@@ -390,7 +389,13 @@ async fn pingpong(opts: PingPong) -> Result<()> {
             first_error.clone_from(&r.error);
         }
     }
-    let q = |p: f64| if hist.is_empty() { 0 } else { hist.value_at_quantile(p) };
+    let q = |p: f64| {
+        if hist.is_empty() {
+            0
+        } else {
+            hist.value_at_quantile(p)
+        }
+    };
     let mut report = json!({
         "mode": "pingpong",
         "label": opts.label,
@@ -419,7 +424,13 @@ async fn pingpong(opts: PingPong) -> Result<()> {
         let ticks = cpu1.ticks.saturating_sub(cpu0.ticks);
         let cpu_us = ticks as f64 * 1e6 / tck as f64;
         let sched_us = cpu1.sched_ns.saturating_sub(cpu0.sched_ns) as f64 / 1e3;
-        let per = |us: f64| if received > 0 { us / received as f64 } else { 0.0 };
+        let per = |us: f64| {
+            if received > 0 {
+                us / received as f64
+            } else {
+                0.0
+            }
+        };
         if let Some(obj) = report.as_object_mut() {
             obj.insert("cpu_pids".into(), json!(opts.cpu_pids));
             obj.insert("clk_tck".into(), json!(tck));

@@ -284,11 +284,10 @@ impl Config {
                 let plain: Vec<RuleConfig> = spanned.into_iter().map(Spanned::into_inner).collect();
                 CompiledRules::compile(&plain).map_err(|e| {
                     // The engine names the rule by index; add where it starts in the file.
-                    let line = rule_index(&e.to_string())
-                        .and_then(|i| lines.get(i).copied())
-                        .map(|l| format!(" (rules entry at line {l})"))
-                        .unwrap_or_default();
-                    format!("{e}{line}")
+                    match e.rule_index().and_then(|i| lines.get(i)) {
+                        Some(line) => format!("{e} (rules entry at line {line})"),
+                        None => e.to_string(),
+                    }
                 })
             }
         };
@@ -396,13 +395,6 @@ fn line_number(text: &str, offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
-}
-
-/// Finds `rules[N]` in an engine error message.
-fn rule_index(message: &str) -> Option<usize> {
-    let start = message.find("rules[")? + "rules[".len();
-    let end = start + message[start..].find(']')?;
-    message[start..end].parse().ok()
 }
 
 #[cfg(test)]

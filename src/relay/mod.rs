@@ -259,6 +259,11 @@ fn transform(msg: Message, dir: Direction, ctx: &RelayContext) -> Forward {
         }
     };
     let config = ctx.config.load();
+    if !config.rules.applies_to(dir) {
+        // No rule for this direction: not parsed, so not known to be JSON.
+        ctx.metrics.message(dir, MessageKind::Text, text.len());
+        return Forward::To(Message::Text(text));
+    }
     let started = Instant::now();
     let outcome = config.rules.apply(
         dir,
@@ -378,12 +383,18 @@ where
             }
             let quiet = state.last_heard.elapsed();
             if quiet >= keepalive.idle_timeout {
-                info!(leg = leg.as_str(), quiet_ms = quiet.as_millis() as u64, "Peer is silent past the idle timeout; closing.");
+                info!(
+                    leg = leg.as_str(),
+                    quiet_ms = quiet.as_millis() as u64,
+                    "Peer is silent past the idle timeout; closing."
+                );
                 self.metrics.close(1006, leg.initiator());
                 self.legs[leg as usize].done = true;
                 self.close_other(leg).await;
             } else if quiet >= keepalive.ping_interval
-                && state.last_ping.is_none_or(|p| p.elapsed() >= keepalive.ping_interval)
+                && state
+                    .last_ping
+                    .is_none_or(|p| p.elapsed() >= keepalive.ping_interval)
             {
                 self.legs[leg as usize].last_ping = Some(tokio::time::Instant::now());
                 if let Err(e) = self.send(leg, Message::Ping(Default::default())).await {

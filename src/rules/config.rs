@@ -331,6 +331,18 @@ pub enum RuleError {
     },
     #[error("{rule}: key `naive_timezone`: {source}")]
     InvalidTimezone { rule: RuleRef, source: OffsetError },
+    #[error("{rule}: key `{key}` does not apply to kind = \"{kind}\"")]
+    KeyNotForKind {
+        rule: RuleRef,
+        key: &'static str,
+        kind: &'static str,
+    },
+    #[error("{rule}: key `{key}` is required for kind = \"{kind}\"")]
+    MissingKey {
+        rule: RuleRef,
+        key: &'static str,
+        kind: &'static str,
+    },
     #[error("{rule}: key `map`: must contain at least one entry")]
     EmptyMap { rule: RuleRef },
     #[error(
@@ -343,57 +355,57 @@ pub enum RuleError {
     },
 }
 
+impl RuleError {
+    /// The position of the offending rule in the list, when known.
+    pub fn rule_index(&self) -> Option<usize> {
+        let rule = match self {
+            RuleError::InvalidName { rule, .. }
+            | RuleError::DuplicateName { rule, .. }
+            | RuleError::EmptyPaths { rule }
+            | RuleError::InvalidPath { rule, .. }
+            | RuleError::InvalidTimezone { rule, .. }
+            | RuleError::KeyNotForKind { rule, .. }
+            | RuleError::MissingKey { rule, .. }
+            | RuleError::EmptyMap { rule }
+            | RuleError::RenameChain { rule, .. } => rule,
+        };
+        rule.index
+    }
+}
+
 // ---- raw (serde) form -------------------------------------------------------------------
 
+/// The `kind` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RuleKind {
+    Timestamp,
+    Rename,
+}
+
+/// All keys of every kind in one flat table. A tagged enum would make the TOML parser buffer
+/// the table and lose the position of an unknown key; flat, it reports the key's own line.
 #[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum RawRuleConfig {
-    Timestamp(RawTimestamp),
-    Rename(RawRename),
+#[serde(deny_unknown_fields)]
+struct RawRuleConfig {
+    name: String,
+    kind: RuleKind,
+    #[serde(default = "default_direction")]
+    direction: DirectionFilter,
+    paths: Vec<String>,
+    #[serde(default)]
+    types: Vec<String>,
+    // timestamp only
+    output: Option<OutputFormat>,
+    naive_timezone: Option<String>,
+    epoch_unit: Option<EpochUnit>,
+    on_invalid: Option<OnInvalid>,
+    // rename only
+    map: Option<BTreeMap<String, String>>,
 }
 
 fn default_direction() -> DirectionFilter {
     DirectionFilter::ClientToBackend
-}
-fn default_output() -> OutputFormat {
-    OutputFormat::UnixSeconds
-}
-fn default_epoch_unit() -> EpochUnit {
-    EpochUnit::Auto
-}
-fn default_on_invalid() -> OnInvalid {
-    OnInvalid::Now
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTimestamp {
-    name: String,
-    #[serde(default = "default_direction")]
-    direction: DirectionFilter,
-    paths: Vec<String>,
-    #[serde(default)]
-    types: Vec<String>,
-    #[serde(default = "default_output")]
-    output: OutputFormat,
-    #[serde(default)]
-    naive_timezone: Option<String>,
-    #[serde(default = "default_epoch_unit")]
-    epoch_unit: EpochUnit,
-    #[serde(default = "default_on_invalid")]
-    on_invalid: OnInvalid,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRename {
-    name: String,
-    #[serde(default = "default_direction")]
-    direction: DirectionFilter,
-    paths: Vec<String>,
-    #[serde(default)]
-    types: Vec<String>,
-    map: BTreeMap<String, String>,
 }
 
 fn parse_paths(name: &str, paths: &[String]) -> Result<Vec<FieldPath>, RuleError> {
@@ -415,41 +427,68 @@ fn parse_paths(name: &str, paths: &[String]) -> Result<Vec<FieldPath>, RuleError
 impl TryFrom<RawRuleConfig> for RuleConfig {
     type Error = RuleError;
 
-    fn try_from(raw: RawRuleConfig) -> Result<Self, Self::Error> {
-        let cfg = match raw {
-            RawRuleConfig::Timestamp(r) => {
-                let paths = parse_paths(&r.name, &r.paths)?;
+    fn try_from(r: RawRuleConfig) -> Result<Self, Self::Error> {
+        let rule = || RuleRef {
+            index: None,
+            name: r.name.clone(),
+        };
+        let paths = parse_paths(&r.name, &r.paths)?;
+        let cfg = match r.kind {
+            RuleKind::Timestamp => {
+                if r.map.is_some() {
+                    return Err(RuleError::KeyNotForKind {
+                        rule: rule(),
+                        key: "map",
+                        kind: "timestamp",
+                    });
+                }
                 let naive_timezone = match &r.naive_timezone {
                     None => NaiveTimezone::UTC,
                     Some(s) => {
                         NaiveTimezone::parse(s).map_err(|source| RuleError::InvalidTimezone {
-                            rule: RuleRef {
-                                index: None,
-                                name: r.name.clone(),
-                            },
+                            rule: rule(),
                             source,
                         })?
                     }
                 };
                 RuleConfig::Timestamp(TimestampRuleConfig {
-                    name: r.name,
                     direction: r.direction,
                     paths,
-                    types: r.types,
-                    output: r.output,
+                    output: r.output.unwrap_or(OutputFormat::UnixSeconds),
                     naive_timezone,
-                    epoch_unit: r.epoch_unit,
-                    on_invalid: r.on_invalid,
+                    epoch_unit: r.epoch_unit.unwrap_or(EpochUnit::Auto),
+                    on_invalid: r.on_invalid.unwrap_or(OnInvalid::Now),
+                    name: r.name,
+                    types: r.types,
                 })
             }
-            RawRuleConfig::Rename(r) => {
-                let paths = parse_paths(&r.name, &r.paths)?;
+            RuleKind::Rename => {
+                let timestamp_keys = [
+                    ("output", r.output.is_some()),
+                    ("naive_timezone", r.naive_timezone.is_some()),
+                    ("epoch_unit", r.epoch_unit.is_some()),
+                    ("on_invalid", r.on_invalid.is_some()),
+                ];
+                if let Some((key, _)) = timestamp_keys.iter().find(|(_, set)| *set) {
+                    return Err(RuleError::KeyNotForKind {
+                        rule: rule(),
+                        key,
+                        kind: "rename",
+                    });
+                }
+                let Some(map) = r.map else {
+                    return Err(RuleError::MissingKey {
+                        rule: rule(),
+                        key: "map",
+                        kind: "rename",
+                    });
+                };
                 RuleConfig::Rename(RenameRuleConfig {
                     name: r.name,
                     direction: r.direction,
                     paths,
                     types: r.types,
-                    map: r.map,
+                    map,
                 })
             }
         };

@@ -146,6 +146,11 @@ impl CompiledRules {
         self.rules.is_empty()
     }
 
+    /// Whether any rule looks at messages of `dir`; if none does, `apply` does not parse them.
+    pub fn applies_to(&self, dir: Direction) -> bool {
+        self.any_for[dir_index(dir)]
+    }
+
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.name.as_str())
     }

@@ -1429,11 +1429,25 @@ fn config_errors_name_rule_and_key() {
         ),
         (
             json!({"name": "x", "kind": "timestamp", "paths": ["a"], "map": {"a": "b"}}),
-            &["unknown field `map`"],
+            &[
+                "rule \"x\"",
+                "key `map` does not apply to kind = \"timestamp\"",
+            ],
+        ),
+        (
+            json!({"name": "x", "kind": "rename", "paths": ["a"], "map": {"a": "b"}, "on_invalid": "keep"}),
+            &[
+                "rule \"x\"",
+                "key `on_invalid` does not apply to kind = \"rename\"",
+            ],
+        ),
+        (
+            json!({"name": "x", "kind": "rename", "paths": ["a"]}),
+            &["rule \"x\"", "key `map` is required"],
         ),
         (
             json!({"name": "x", "kind": "rename", "paths": ["a"], "map": {"a": "b"}, "output": "rfc3339"}),
-            &["unknown field `output`"],
+            &["key `output` does not apply to kind = \"rename\""],
         ),
         (
             json!({"name": "x", "kind": "shout", "paths": ["a"]}),
@@ -1453,7 +1467,7 @@ fn config_errors_name_rule_and_key() {
         ),
         (
             json!({"name": "x", "kind": "rename", "paths": ["a"]}),
-            &["missing field `map`"],
+            &["key `map` is required for kind = \"rename\""],
         ),
         (
             json!({"name": "x", "kind": "timestamp", "paths": ["a"], "output": "iso"}),
