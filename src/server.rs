@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::{Admin, BackendProbe, BackendProbeService};
 use crate::config::Overrides;
-use crate::proxy::Proxy;
+use crate::proxy::{HeadTimeout, Proxy};
 use crate::reload::ReloadService;
 use crate::state::AppState;
 
@@ -35,12 +35,18 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let pingora_proxy = pingora::proxy::http_proxy(
         &server.configuration,
         Proxy {
             state: state.clone(),
         },
-        "wsnorm proxy",
+    );
+    let mut proxy = Service::new(
+        "wsnorm proxy".to_string(),
+        HeadTimeout {
+            inner: Arc::new(pingora_proxy),
+            state: state.clone(),
+        },
     );
     proxy.add_tcp(&config.server.listen.to_string());
 

@@ -266,8 +266,11 @@ async fn http_request_until(addr: std::net::SocketAddr, raw: &str, suffix: &str)
 
 #[tokio::test]
 async fn unreachable_backend_gives_502_not_101() {
-    let closed = free_port();
-    let wsnorm = Wsnorm::start(&format!("127.0.0.1:{closed}"), "").await;
+    // Bound but not listening: connections are refused, and no other test can take the port.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = socket.local_addr().unwrap();
+    let wsnorm = Wsnorm::start(&closed.to_string(), "").await;
     match wsnorm.connect("/ws", "agent_chat").await.unwrap_err() {
         WsError::Http(resp) => assert_eq!(resp.status(), 502),
         other => panic!("expected 502, got {other}"),

@@ -60,6 +60,7 @@ pub struct ServerConfig {
     pub admin: SocketAddr,
     pub threads: usize,
     pub max_connections: usize,
+    pub max_header_bytes: usize,
     pub drain_timeout_secs: u64,
 }
 
@@ -70,6 +71,7 @@ impl Default for ServerConfig {
             admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
             threads: 1,
             max_connections: 10_000,
+            max_header_bytes: 32 * 1024,
             drain_timeout_secs: 10,
         }
     }
@@ -347,6 +349,9 @@ fn validate(server: &ServerConfig, ws: &WebSocketConfig, problems: &mut Vec<Stri
     }
     if server.drain_timeout_secs > 3600 {
         problems.push("server.drain_timeout_secs: at most 3600".into());
+    }
+    if server.max_header_bytes < 1024 {
+        problems.push("server.max_header_bytes: must be at least 1024".into());
     }
     if server.max_connections == 0 {
         problems.push("server.max_connections: must be at least 1".into());

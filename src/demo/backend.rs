@@ -38,6 +38,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::headers::OwnedHeaders;
+
 /// Largest WebSocket message the backend accepts (like uvicorn's default).
 pub const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 /// Largest message the `send_big` test hook will produce.
@@ -103,28 +105,17 @@ struct Head {
     target: String,
     /// Minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     version: u8,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: OwnedHeaders,
     len: usize,
 }
 
 impl Head {
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.get(name)
     }
 
-    /// Whether the comma-separated header `name` contains `token` (case-insensitive).
     fn has_token(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .any(|(_, v)| {
-                String::from_utf8_lossy(v)
-                    .split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case(token))
-            })
+        self.headers.has_token(name, token)
     }
 
     fn path(&self) -> &str {
@@ -160,11 +151,7 @@ fn parse_head(buf: &[u8]) -> HeadParse {
                 method: method.to_owned(),
                 target: target.to_owned(),
                 version,
-                headers: req
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                    .collect(),
+                headers: OwnedHeaders::from_httparse(req.headers),
                 len,
             })
         }
@@ -399,7 +386,7 @@ async fn respond(
         }
         "/api/echo" if matches!(method, "POST" | "PUT" | "PATCH") => {
             let mut headers = Map::new();
-            for (name, value) in &head.headers {
+            for (name, value) in head.headers.iter() {
                 let name = name.to_ascii_lowercase();
                 let value = String::from_utf8_lossy(value).into_owned();
                 let joined = match headers.get(&name).and_then(Value::as_str) {

@@ -1,4 +1,5 @@
-//! The pingora front door. Phases, in the order pingora runs them:
+//! The pingora front door. Before the first phase, [`HeadTimeout`] bounds how long a client may
+//! take to send its request head. Phases, in the order pingora runs them:
 //! - `request_filter`: a WebSocket upgrade on a configured route is taken over here
 //!   ([`websocket::serve`]: backend handshake, 101, relay) and pingora is told the request is
 //!   done; everything else continues as plain HTTP;
@@ -13,9 +14,13 @@ pub mod websocket;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
+use pingora::protocols::http::v2::server::H2Options;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::ShutdownWatch;
 use pingora::Result;
 
 use crate::state::AppState;
@@ -32,6 +37,56 @@ pub struct RequestCtx {
     websocket: bool,
 }
 
+/// Wraps pingora's HTTP app so that reading a request head is bounded by the handshake timeout
+/// (per read, rounded up to whole seconds) instead of pingora's 60 s: a client that opens a
+/// connection and stalls mid-head (slowloris) is dropped.
+pub struct HeadTimeout<A> {
+    pub inner: Arc<A>,
+    pub state: Arc<AppState>,
+}
+
+#[async_trait]
+impl<A> HttpServerApp for HeadTimeout<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // pingora reads request heads under its keep-alive timeout (whole seconds, 60 by
+        // default); it also bounds how long an idle kept-alive connection is held.
+        if !*shutdown.borrow() {
+            let timeout = self.state.config.load().websocket.handshake_timeout();
+            session.set_keepalive(Some(timeout.as_millis().div_ceil(1000).max(1) as u64));
+        }
+        self.inner.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.inner.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.inner.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        self.inner.http_cleanup().await
+    }
+}
+
+/// The size of a request head as received (request line and headers).
+fn header_bytes(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    req.headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
@@ -42,6 +97,18 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
+        let limit = self.state.config.load().server.max_header_bytes;
+        if header_bytes(req) > limit {
+            tracing::info!(limit, "Request headers too large; answering 431.");
+            session.set_keepalive(None);
+            session
+                .respond_error_with_body(
+                    431,
+                    bytes::Bytes::from_static(b"request headers too large"),
+                )
+                .await?;
+            return Ok(true);
+        }
         if !upgrade::is_websocket_upgrade(req) {
             return Ok(false);
         }

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
 use crate::config::Upstream;
+use crate::headers::OwnedHeaders;
 
 /// Largest backend response head accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -125,7 +126,7 @@ async fn handshake_inner(
         let body = read_refusal_body(&mut stream, &response, leftover).await;
         return Err(UpstreamError::Refused(Refusal {
             status: response.status,
-            content_type: response.header("content-type").map(<[u8]>::to_vec),
+            content_type: response.headers.get("content-type").map(<[u8]>::to_vec),
             body,
         }));
     }
@@ -163,25 +164,7 @@ fn request_head(req: &HandshakeRequest<'_>, key: &str) -> Vec<u8> {
 /// A parsed response head with owned headers.
 struct ResponseHead {
     status: u16,
-    headers: Vec<(String, Vec<u8>)>,
-}
-
-impl ResponseHead {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-    }
-
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
+    headers: OwnedHeaders,
 }
 
 fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, UpstreamError> {
@@ -193,11 +176,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, UpstreamError
             let status = resp
                 .code
                 .ok_or_else(|| UpstreamError::BadResponse("no status code".into()))?;
-            let headers = resp
-                .headers
-                .iter()
-                .map(|h| (h.name.to_string(), h.value.to_vec()))
-                .collect();
+            let headers = OwnedHeaders::from_httparse(resp.headers);
             Ok(Some((len, ResponseHead { status, headers })))
         }
         Err(e) => Err(UpstreamError::BadResponse(format!("not HTTP: {e}"))),
@@ -211,28 +190,28 @@ fn verify_switch(
     key: &str,
     offered: &[String],
 ) -> Result<Option<String>, UpstreamError> {
-    if !resp.has_token("upgrade", "websocket") {
+    if !resp.headers.has_token("upgrade", "websocket") {
         return Err(UpstreamError::BadResponse(
             "101 without `Upgrade: websocket`".into(),
         ));
     }
-    if !resp.has_token("connection", "upgrade") {
+    if !resp.headers.has_token("connection", "upgrade") {
         return Err(UpstreamError::BadResponse(
             "101 without `Connection: Upgrade`".into(),
         ));
     }
     let expected = derive_accept_key(key.as_bytes());
-    if resp.header("sec-websocket-accept") != Some(expected.as_bytes()) {
+    if resp.headers.get("sec-websocket-accept") != Some(expected.as_bytes()) {
         return Err(UpstreamError::BadResponse(
             "wrong or missing Sec-WebSocket-Accept".into(),
         ));
     }
-    if resp.header("sec-websocket-extensions").is_some() {
+    if resp.headers.get("sec-websocket-extensions").is_some() {
         return Err(UpstreamError::BadResponse(
             "backend enabled an extension that was not offered".into(),
         ));
     }
-    match resp.header("sec-websocket-protocol") {
+    match resp.headers.get("sec-websocket-protocol") {
         None => Ok(None),
         Some(p) => {
             let p = String::from_utf8_lossy(p).trim().to_string();
@@ -255,9 +234,10 @@ async fn read_refusal_body(
     resp: &ResponseHead,
     mut body: Vec<u8>,
 ) -> Vec<u8> {
-    let chunked = resp.has_token("transfer-encoding", "chunked");
+    let chunked = resp.headers.has_token("transfer-encoding", "chunked");
     let length = resp
-        .header("content-length")
+        .headers
+        .get("content-length")
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
     let done = |b: &[u8]| match (chunked, length) {

@@ -259,6 +259,10 @@ async fn refuse(session: &mut Session, state: &AppState, started: Instant, refus
     } else {
         &[]
     };
+    // Counted before answering, so a client that saw the answer also sees the count.
+    state
+        .metrics
+        .handshake(refusal.result, started.elapsed().as_secs_f64());
     respond(
         session,
         refusal.status,
@@ -267,9 +271,6 @@ async fn refuse(session: &mut Session, state: &AppState, started: Instant, refus
         extra,
     )
     .await;
-    state
-        .metrics
-        .handshake(refusal.result, started.elapsed().as_secs_f64());
 }
 
 async fn refuse_upstream(
@@ -286,6 +287,9 @@ async fn refuse_upstream(
         UpstreamError::BadResponse(_) => (502, HandshakeResult::UpstreamInvalid),
     };
     warn!(error = %error, status, result = result.as_str(), "Backend handshake failed.");
+    state
+        .metrics
+        .handshake(result, started.elapsed().as_secs_f64());
     match error {
         UpstreamError::Refused(r) => {
             respond(session, r.status, r.content_type.as_deref(), r.body, &[]).await
@@ -302,9 +306,6 @@ async fn refuse_upstream(
             .await
         }
     }
-    state
-        .metrics
-        .handshake(result, started.elapsed().as_secs_f64());
 }
 
 async fn respond(

@@ -18,13 +18,25 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub const TOKEN: &str = wsnorm::demo::client::DEMO_TOKEN;
 
-/// A free port on 127.0.0.1 (bound and released; fine for tests on one machine).
+/// A free port on 127.0.0.1. Ports are handed out from a per-process counter below the
+/// kernel's ephemeral range, so tests running in parallel never get the same one (a port the
+/// kernel hands out for port 0 can be handed out again once released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        10_000 + std::process::id() % 20_000,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = u16::try_from(10_000 + port % 22_000).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Starts the strict demo backend in this process.
@@ -98,7 +110,7 @@ impl Wsnorm {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start wsnorm");
-        let wsnorm = Wsnorm {
+        let mut wsnorm = Wsnorm {
             child,
             listen,
             admin,
@@ -114,9 +126,12 @@ impl Wsnorm {
         self.config_path.clone()
     }
 
-    async fn wait_listening(&self) {
+    async fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wsnorm exited with {status}; log:\n{}", self.logs());
+            }
             if TcpStream::connect(self.listen).await.is_ok()
                 && TcpStream::connect(self.admin).await.is_ok()
             {
