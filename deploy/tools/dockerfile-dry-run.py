@@ -10,8 +10,9 @@ needs, for comparison with what gcr.io/distroless/cc-debian12 ships.
 
     python3 deploy/tools/dockerfile-dry-run.py [--root DIR]
 
-Exit 0 when every step succeeded. A kept --root DIR reuses its target/ (like Docker's layer cache
-for an unchanged Cargo.lock); a changed Cargo.toml/Cargo.lock rebuilds dependencies.
+Exit 0 when every step succeeded. Everything under --root DIR is deleted first except
+DIR/build/target, so a second run starts from fresh sources with warm build artifacts (like
+Docker's layer cache); cargo still rebuilds whatever changed.
 """
 
 import argparse
@@ -59,11 +60,30 @@ def copy(sources, dest, cwd, root):
     print(f"    copied {sources} -> {dest}")
 
 
+def fresh(root):
+    """Deletes everything under root except root/build/target (a fresh tree, warm artifacts)."""
+    keep = os.path.join(root, "build", "target")
+    if not os.path.isdir(root):
+        return
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name == "build" and os.path.isdir(path):
+            for inner in os.listdir(path):
+                if os.path.join(path, inner) != keep:
+                    p = os.path.join(path, inner)
+                    shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
+        elif os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default="/tmp/wsnorm-dockerfile-root")
     args = ap.parse_args()
     root = os.path.abspath(args.root)
+    fresh(root)
     steps = instructions(os.path.join(REPO, "Dockerfile"))
     froms = [i for i, (k, _) in enumerate(steps) if k == "FROM"]
     builder, runtime = steps[froms[0] + 1 : froms[1]], steps[froms[1] :]

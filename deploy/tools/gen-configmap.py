@@ -22,7 +22,7 @@ CHANGES = [
     ("server", "listen", '"0.0.0.0:8080"', "the Service's targetPort"),
     ("server", "admin", '"0.0.0.0:9090"', "kubelet probes and Prometheus come from outside the pod"),
     ("server", "max_connections", "2000",
-     "matches the memory limit (~44 KiB each, deploy/README.md)"),
+     "matches the memory limit (~45 KiB each, deploy/README.md)"),
     ("upstream", "address", '"127.0.0.1:8000"', "the backend container of the same pod"),
 ]
 
