@@ -1,5 +1,10 @@
 //! Structured logs with `tracing`: JSON by default (text on a terminal), filtered by `RUST_LOG`.
 //! pingora's own `log` records are bridged in.
+//!
+//! Some dependencies dump whole requests at debug level (pingora's proxy logs request headers
+//! with `Cookie` and `Authorization`, and response bodies; tungstenite logs message contents at
+//! trace). Those targets are capped at info whatever `RUST_LOG` says: credentials never reach
+//! the logs.
 
 use std::io::IsTerminal;
 
@@ -7,8 +12,22 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
+/// Targets that log request headers, bodies or message contents below info.
+const CAPPED_TARGETS: [&str; 4] = [
+    "pingora_proxy",
+    "pingora_core",
+    "tungstenite",
+    "tokio_tungstenite",
+];
+
 pub fn init(format: Option<LogFormat>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in CAPPED_TARGETS {
+        match format!("{target}=info").parse() {
+            Ok(directive) => filter = filter.add_directive(directive),
+            Err(e) => eprintln!("wsnorm: bad log directive for {target}: {e}"),
+        }
+    }
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Text
     } else {

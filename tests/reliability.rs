@@ -285,6 +285,8 @@ impl Recorder {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let mut path = String::new();
+                    // The Err type is dictated by tungstenite's Callback trait.
+                    #[allow(clippy::result_large_err)]
                     let callback = |req: &Request, resp: Response| {
                         path = req.uri().to_string();
                         Ok(resp)
@@ -1036,7 +1038,7 @@ async fn a_client_that_stops_reading_cannot_make_wsnorm_buffer_without_bound() {
     slow.send(&requests).await;
     println!(
         "offered {} MiB to a client that reads nothing",
-        MESSAGE * COUNT >> 20
+        (MESSAGE * COUNT) >> 20
     );
 
     let started = Instant::now();

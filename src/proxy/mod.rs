@@ -141,6 +141,12 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // An absolute-form target (`GET http://host/path`) goes to the backend in origin form,
+        // as RFC 9112 wants towards an origin server; `uri` holds only the path already.
+        let raw = upstream_request.raw_path();
+        if raw.starts_with(b"http://") || raw.starts_with(b"https://") {
+            upstream_request.set_uri(upstream_request.uri.clone());
+        }
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
