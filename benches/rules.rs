@@ -40,7 +40,11 @@ fn large_message() -> String {
     while len < 63 * 1024 {
         let entry = format!(
             r#"{{"role":"{}","content":"step {i}: checked the checkout service's p99 latency, the deploy diff and the connection pool metrics \u00e9 \"quoted\"","timestamp":"2025-09-08T16:{:02}:{:02}.{:06}","tokens":{}}}"#,
-            if i % 2 == 0 { "user" } else { "assistant" },
+            if i.is_multiple_of(2) {
+                "user"
+            } else {
+                "assistant"
+            },
             (i / 60) % 60,
             i % 60,
             (i * 7919) % 1_000_000,

@@ -48,7 +48,13 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
             state: state.clone(),
         },
     );
-    proxy.add_tcp(&config.server.listen.to_string());
+    // No L4 read buffer: pingora's default (64 KiB per connection) would live as long as each
+    // WebSocket and cost a copy per read; pingora's HTTP/1 code and tungstenite buffer reads
+    // themselves. The small write buffer stays, so a response head and body go out together.
+    proxy.add_listener(
+        pingora::listeners::ListenerConfig::tcp(config.server.listen.to_string())
+            .l4_buffer(pingora::listeners::L4BufferSettings::default().read(0)),
+    );
 
     let backend = BackendProbe::new(state.clone());
     let mut admin = Service::new(

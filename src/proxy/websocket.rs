@@ -159,7 +159,10 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
             idle_timeout: ws.idle_timeout(),
         },
     };
-    async move {
+    // The relay gets a task of its own, so pingora's session (its futures, request header and
+    // buffers, ~20 KiB) is freed now instead of living as long as the WebSocket.
+    session.set_keepalive(None);
+    let relay_task = async move {
         info!(
             handshake_ms = elapsed * 1e3,
             upstream_subprotocol = backend.protocol.is_some(),
@@ -176,8 +179,8 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
         );
         drop(slot);
     }
-    .instrument(span)
-    .await;
+    .instrument(span);
+    tokio::spawn(relay_task);
 }
 
 fn switching_protocols(key: &str, protocol: Option<&str>) -> pingora::Result<ResponseHeader> {

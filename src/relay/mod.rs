@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -37,6 +37,16 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Initial read buffer per leg. tungstenite's default (128 KiB) would cost ~256 KiB per idle
 /// connection; buffers grow on demand for large messages.
 const READ_BUFFER_BYTES: usize = 4096;
+
+/// How long, and how many bytes, a failed peer is drained before its socket is closed.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+const LINGER_MAX_BYTES: usize = 1 << 20;
+
+/// Queued output above this is written out even before the flush.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Messages relayed from one leg's already-received bytes before flushing the other leg.
+const MAX_BATCH: usize = 64;
 
 /// What the relay needs from the rest of the process.
 pub struct RelayContext {
@@ -62,9 +72,14 @@ pub struct Keepalive {
 pub fn leg_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        // Write each message out at once: latency matters more than batching here.
-        .write_buffer_size(0)
-        .max_write_buffer_size(max_message_bytes.saturating_mul(2).max(READ_BUFFER_BYTES))
+        // Messages are queued and written together (see `run`), then flushed at once.
+        .write_buffer_size(WRITE_BATCH_BYTES)
+        // tungstenite requires it above the write buffer size, whatever the message limit.
+        .max_write_buffer_size(
+            max_message_bytes
+                .saturating_mul(2)
+                .max(2 * WRITE_BATCH_BYTES),
+        )
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
 }
@@ -140,6 +155,8 @@ struct LegState {
     close_sent: bool,
     /// It sent us a close frame.
     close_received: bool,
+    /// We failed it for breaking the protocol: drain it before closing the socket.
+    linger: bool,
 }
 
 /// Both legs of one proxied connection and what is known about their closing.
@@ -150,6 +167,8 @@ struct Conn<C, U> {
     summary: Summary,
     metrics: Arc<Metrics>,
     write_timeout: Duration,
+    /// Legs with messages queued but not flushed.
+    dirty: [bool; 2],
 }
 
 impl LegState {
@@ -160,6 +179,7 @@ impl LegState {
             done: false,
             close_sent: false,
             close_received: false,
+            linger: false,
         }
     }
 }
@@ -179,6 +199,7 @@ where
         upstream,
         legs: [LegState::new(), LegState::new()],
         write_timeout: ctx.keepalive.idle_timeout,
+        dirty: [false; 2],
         summary: Summary::default(),
         metrics: ctx.metrics.clone(),
     };
@@ -213,6 +234,20 @@ where
         };
         conn.legs[from as usize].last_heard = tokio::time::Instant::now();
         conn.handle(from, read, &ctx).await;
+        // Relay whatever else that leg already has (no syscall: tokio knows the socket is
+        // drained), then write the batch with one flush per leg.
+        for _ in 1..MAX_BATCH {
+            if conn.legs[from as usize].done {
+                break;
+            }
+            let more = match from {
+                Leg::Client => conn.client.next().now_or_never(),
+                Leg::Upstream => conn.upstream.next().now_or_never(),
+            };
+            let Some(read) = more else { break };
+            conn.handle(from, read, &ctx).await;
+        }
+        conn.flush_dirty().await;
         if conn
             .legs
             .iter()
@@ -221,7 +256,32 @@ where
             deadline.get_or_insert_with(close_deadline);
         }
     }
+    if conn.legs[Leg::Client as usize].linger {
+        linger(conn.client.get_mut()).await;
+    }
+    if conn.legs[Leg::Upstream as usize].linger {
+        linger(conn.upstream.get_mut()).await;
+    }
     conn.summary
+}
+
+/// Closes our side of a socket whose peer may still be sending, and discards what arrives for a
+/// moment: closing with unread data makes the kernel send a reset, which can destroy the close
+/// frame we just sent before the peer reads it.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drain = async {
+        let _ = stream.shutdown().await;
+        let mut buf = [0u8; 4096];
+        let mut left = LINGER_MAX_BYTES;
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIMEOUT, drain).await;
 }
 
 /// Resolves once the process starts shutting down (never, if the signal is gone).
@@ -229,6 +289,22 @@ async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
     if shutdown.wait_for(|down| *down).await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+/// A write that must finish within `timeout`: a peer that stopped reading must not hold the
+/// other direction (and our memory) forever.
+async fn within(
+    timeout: Duration,
+    write: impl std::future::Future<Output = Result<(), WsError>>,
+) -> Result<(), WsError> {
+    tokio::time::timeout(timeout, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(WsError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer stopped reading (write timed out)",
+            )))
+        })
 }
 
 fn close_deadline() -> tokio::time::Instant {
@@ -315,7 +391,7 @@ where
                 if state.close_sent || state.done {
                     return; // That side is closing; nothing more can go there.
                 }
-                if let Err(e) = self.send(target, msg).await {
+                if let Err(e) = self.feed(target, msg).await {
                     self.on_leg_error(target, e).await;
                 }
             }
@@ -356,8 +432,36 @@ where
         }
     }
 
-    /// Sends within the write timeout: a peer that stopped reading must not hold the other
-    /// direction (and our memory) forever.
+    /// Queues a data message on `to`; [`Conn::flush_dirty`] writes it out.
+    async fn feed(&mut self, to: Leg, msg: Message) -> Result<(), WsError> {
+        self.dirty[to as usize] = true;
+        let write = async {
+            match to {
+                Leg::Client => self.client.feed(msg).await,
+                Leg::Upstream => self.upstream.feed(msg).await,
+            }
+        };
+        within(self.write_timeout, write).await
+    }
+
+    async fn flush_dirty(&mut self) {
+        for leg in [Leg::Client, Leg::Upstream] {
+            if !std::mem::take(&mut self.dirty[leg as usize]) || self.legs[leg as usize].done {
+                continue;
+            }
+            let flush = async {
+                match leg {
+                    Leg::Client => self.client.flush().await,
+                    Leg::Upstream => self.upstream.flush().await,
+                }
+            };
+            if let Err(e) = within(self.write_timeout, flush).await {
+                self.on_leg_error(leg, e).await;
+            }
+        }
+    }
+
+    /// Sends and flushes at once (control frames, our own closes).
     async fn send(&mut self, to: Leg, msg: Message) -> Result<(), WsError> {
         let write = async {
             match to {
@@ -365,13 +469,7 @@ where
                 Leg::Upstream => self.upstream.send(msg).await,
             }
         };
-        match tokio::time::timeout(self.write_timeout, write).await {
-            Ok(result) => result,
-            Err(_) => Err(WsError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "peer stopped reading (write timed out)",
-            ))),
-        }
+        within(self.write_timeout, write).await
     }
 
     /// Pings quiet legs; closes legs that have been silent past the idle timeout.
@@ -442,7 +540,13 @@ where
             (_, None) => warn!(leg = leg.as_str(), error = %error, "Leg failed."),
         }
         match own_code {
-            Some((code, reason)) => self.close_leg(leg, code, reason).await,
+            Some((code, reason)) => {
+                self.close_leg(leg, code, reason).await;
+                // Its framing can no longer be trusted: read nothing more as frames.
+                let state = &mut self.legs[leg as usize];
+                state.done = true;
+                state.linger = true;
+            }
             None => {
                 if !self.legs[leg as usize].close_received {
                     self.metrics.close(1006, leg.initiator());
@@ -471,6 +575,21 @@ where
             self.summary.close_code = Some(code);
             self.summary.close_reason = reason.to_string();
             self.summary.initiator = Some(initiator.as_str());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leg_config_is_valid_for_every_allowed_message_limit() {
+        // tungstenite panics on an invalid config when a stream is created.
+        for max in [125, 4096, 65_536, 1 << 20, 64 << 20] {
+            let c = leg_config(max);
+            assert!(c.max_write_buffer_size > c.write_buffer_size, "{max}");
+            assert_eq!(c.max_message_size, Some(max));
         }
     }
 }
