@@ -34,9 +34,10 @@ use crate::rules::{Direction, Outcome, UnixTime};
 /// How long the second half of a close handshake may take before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Initial read buffer per leg. tungstenite's default (128 KiB) would cost ~256 KiB per idle
-/// connection; buffers grow on demand for large messages.
-const READ_BUFFER_BYTES: usize = 4096;
+/// Initial read buffer per leg, also the most read per syscall. tungstenite's default (128 KiB)
+/// would cost ~256 KiB per idle connection; chat messages are a few hundred bytes, and the
+/// buffer grows on demand for a large one.
+const READ_BUFFER_BYTES: usize = 2048;
 
 /// How long, and how many bytes, a failed peer is drained before its socket is closed.
 const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
