@@ -27,6 +27,8 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
     let config = state.config.load_full();
     let conf = ServerConf {
         threads: config.server.threads,
+        // One thread has nobody to steal from; the non-stealing runtime wakes tasks cheaper.
+        work_stealing: config.server.threads > 1,
         // The drain happens before pingora is told to stop (see `Signals`).
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),

@@ -298,6 +298,11 @@ async fn within(
     timeout: Duration,
     write: impl std::future::Future<Output = Result<(), WsError>>,
 ) -> Result<(), WsError> {
+    let mut write = std::pin::pin!(write);
+    // Most writes complete at once; only a pending one pays for a timer.
+    if let Some(done) = (&mut write).now_or_never() {
+        return done;
+    }
     tokio::time::timeout(timeout, write)
         .await
         .unwrap_or_else(|_| {
