@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Load and soak through wsnorm, nothing lost: N concurrent connections (default 5,000), each
+# sending incident-style messages (ISO timestamp + execute_agent) to an echo backend through
+# wsnorm, for several rounds. Every echo must arrive, in order, rewritten exactly (the load tool
+# compares bytes); after each round every connection must be closed and wsnorm's memory must
+# come back near where it was, without growing from round to round.
+#
+#   tests/soak/run.sh [--connections N] [--messages M] [--rounds R] [--no-build]
+#
+# Ends with `N passed, M failed` (checks); exit 1 on any failed check.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+CONNS=5000 MESSAGES=20 ROUNDS=3 BUILD=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --connections) CONNS=$2; shift ;;
+    --messages) MESSAGES=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --no-build) BUILD=0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ "$BUILD" = 0 ] || cargo build --release --bin wsnorm --bin wsnorm-load >&2
+WSNORM=$ROOT/target/release/wsnorm
+LOAD=$ROOT/target/release/wsnorm-load
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+echo_port=$(free_port) listen=$(free_port) admin=$(free_port)
+
+"$LOAD" echo --bind "127.0.0.1:$echo_port" >"$work/echo.log" 2>&1 &
+pids+=($!)
+"$WSNORM" --listen "127.0.0.1:$listen" --admin "127.0.0.1:$admin" \
+  --upstream "127.0.0.1:$echo_port" --log-format json >"$work/wsnorm.log" 2>&1 &
+wsnorm_pid=$!
+pids+=("$wsnorm_pid")
+
+metric() { # the value of one series from /metrics
+  python3 - "$admin" "$1" <<'EOF'
+import sys, urllib.request
+body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+for line in body.splitlines():
+    if line.startswith(sys.argv[2] + " ") or line.startswith(sys.argv[2] + "{"):
+        print(line.rsplit(" ", 1)[1]); break
+else:
+    print(0)
+EOF
+}
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$wsnorm_pid/status"; }
+
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$listen") 2>/dev/null && break
+  sleep 0.1
+done
+sleep 0.5
+baseline=$(rss_kib)
+echo "soak: $CONNS connections x $MESSAGES messages x $ROUNDS rounds through wsnorm; RSS at start $baseline KiB"
+
+passed=0 failed=0
+check() { # description, condition (evaluated by python)
+  if python3 -c "import sys; sys.exit(0 if ($2) else 1)"; then
+    passed=$((passed + 1)); echo "  ok: $1"
+  else
+    failed=$((failed + 1)); echo "  FAILED: $1 ($2)"
+  fi
+}
+
+after=()
+for round in $(seq 1 "$ROUNDS"); do
+  report=$work/round$round.json
+  started=$SECONDS
+  "$LOAD" pingpong --url "ws://127.0.0.1:$listen/ws" -n "$CONNS" -m "$MESSAGES" -k 2 --warmup 0 \
+    --expect-rewrite --open-concurrency 256 --max-secs 240 --label "soak round $round" >"$report" || true
+  peak=$(rss_kib)
+  read -r ok trips errors mismatches first_error < <(python3 - "$report" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(r["connections_ok"], r["round_trips"], r["errors"], r["mismatches"], json.dumps(r.get("first_error")))
+EOF
+  )
+  # Every connection is closed by the load tool; wait until wsnorm has let go of all of them.
+  for _ in $(seq 1 200); do
+    [ "$(metric wsnorm_connections_active)" = 0 ] && break
+    sleep 0.1
+  done
+  active=$(metric wsnorm_connections_active)
+  # wsnorm hands freed memory back to the system every 10 s.
+  sleep 11
+  rss=$(rss_kib)
+  after+=("$rss")
+  echo "round $round ($((SECONDS - started)) s): $ok/$CONNS connected, $trips round trips, errors $errors, mismatches $mismatches; RSS peak $peak KiB, after close $rss KiB (first error: $first_error)"
+  check "round $round: every connection opened" "$ok == $CONNS"
+  check "round $round: every echo arrived" "$trips == $CONNS * $MESSAGES"
+  check "round $round: no errors" "$errors == 0"
+  check "round $round: every echo rewritten exactly, in order" "$mismatches == 0"
+  check "round $round: all connections closed" "$active == 0"
+  check "round $round: memory back near the start after close (<= start + 30% of the peak's rise)" \
+    "$rss <= $baseline + 0.3 * ($peak - $baseline) + 2048"
+done
+if [ "$ROUNDS" -gt 1 ]; then
+  check "memory does not grow from round to round (last <= first + 10%)" \
+    "${after[-1]} <= ${after[0]} * 1.10 + 1024"
+fi
+closes_1011=$(metric 'wsnorm_closes_total{code="1011",initiator="proxy"}')
+check "no 1011 from wsnorm" "$closes_1011 == 0"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
