@@ -71,7 +71,9 @@
 //!   `epoch_unit` `auto` (instants with |t| < 1e11 s, i.e. years -1200..5138) or
 //!   `seconds`, for `unix_millis` with `auto` (1e11 <= |ms| < 1e14, i.e. 1973..5138) or
 //!   `millis`. An explicit `epoch_unit` that differs from the output unit is not
-//!   idempotent; [`CompiledRules::describe`] warns about it.
+//!   idempotent; [`CompiledRules::describe`] warns about it. Rule order matters too: a rule
+//!   whose `types` only match what a later rename produces fires on the second pass, so put
+//!   renames before the rules that filter on their result.
 //!
 //! ## `kind = "rename"`
 //!
