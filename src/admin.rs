@@ -8,8 +8,6 @@ use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
@@ -21,7 +19,7 @@ const BACKEND_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How often the backend is checked in the background, so `wsnorm_backend_up` stays current
 /// between probes.
-const BACKEND_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+pub const BACKEND_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct Admin {
     state: Arc<AppState>,
@@ -79,6 +77,7 @@ impl BackendProbe {
         })
     }
 
+    /// Checks the backend (or returns the cached result) and keeps the gauge current.
     pub async fn check(&self) -> Result<(), String> {
         let mut cached = self.cache.lock().await;
         if let Some((at, result)) = cached.as_ref() {
@@ -96,26 +95,6 @@ impl BackendProbe {
         self.state.metrics.backend_up.set(i64::from(result.is_ok()));
         *cached = Some((Instant::now(), result.clone()));
         result
-    }
-}
-
-/// Runs [`BackendProbe::check`] every few seconds.
-pub struct BackendProbeService(pub Arc<BackendProbe>);
-
-#[async_trait]
-impl BackgroundService for BackendProbeService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(BACKEND_CHECK_INTERVAL);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => {
-                    if let Err(e) = self.0.check().await {
-                        tracing::warn!(error = %e, "Backend is not reachable.");
-                    }
-                }
-            }
-        }
     }
 }
 

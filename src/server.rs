@@ -17,7 +17,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::admin::{Admin, BackendProbe, BackendProbeService};
+use crate::admin::{Admin, BackendProbe, BACKEND_CHECK_INTERVAL};
 use crate::config::Overrides;
 use crate::proxy::{HeadTimeout, Proxy};
 use crate::reload::ReloadService;
@@ -71,9 +71,25 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
     server.add_service(admin);
     server.add_service(background_service(
         "wsnorm backend probe",
-        BackendProbeService(backend),
+        Periodic {
+            interval: BACKEND_CHECK_INTERVAL,
+            job: move || {
+                let backend = backend.clone();
+                async move {
+                    if let Err(e) = backend.check().await {
+                        tracing::warn!(error = %e, "Backend is not reachable.");
+                    }
+                }
+            },
+        },
     ));
-    server.add_service(background_service("wsnorm memory trim", MemoryTrim));
+    server.add_service(background_service(
+        "wsnorm memory trim",
+        Periodic {
+            interval: TRIM_INTERVAL,
+            job: || async { trim() },
+        },
+    ));
     if let Some(path) = config_path {
         server.add_service(background_service(
             "wsnorm config reload",
@@ -141,27 +157,35 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
-/// Hands memory freed by closed connections back to the system. glibc's allocator keeps freed
-/// chunks in its arenas, so without this the RSS after a burst of connections stays at its peak
-/// even when they are all gone.
-struct MemoryTrim;
-
-/// How often freed memory is returned; a trim walks the heap, so not on every close.
-const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+/// Runs `job` every `interval` until the process shuts down.
+struct Periodic<F> {
+    interval: Duration,
+    job: F,
+}
 
 #[async_trait]
-impl BackgroundService for MemoryTrim {
+impl<F, Fut> BackgroundService for Periodic<F>
+where
+    F: Fn() -> Fut + Send + Sync,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(TRIM_INTERVAL);
+        let mut tick = tokio::time::interval(self.interval);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tick.tick() => trim(),
+                _ = tick.tick() => (self.job)().await,
             }
         }
     }
 }
 
+/// How often freed memory is returned; a trim walks the heap, so not on every close.
+const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Hands memory freed by closed connections back to the system. glibc's allocator keeps freed
+/// chunks in its arenas, so without this the RSS after a burst of connections stays at its peak
+/// even when they are all gone.
 #[cfg(target_env = "gnu")]
 fn trim() {
     extern "C" {
