@@ -79,7 +79,7 @@ where
 
 /// The size of a request head as received (request line and headers).
 fn header_bytes(req: &RequestHeader) -> usize {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
     req.headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
