@@ -299,6 +299,11 @@ impl Metrics {
         self.message_bytes[d].inc_by(bytes as u64);
     }
 
+    /// A later frame of a binary message relayed frame by frame.
+    pub fn fragment(&self, dir: Direction, bytes: usize) {
+        self.message_bytes[dir_index(dir)].inc_by(bytes as u64);
+    }
+
     pub fn conversion(&self, dir: Direction, seconds: f64) {
         self.conversion[dir_index(dir)].observe(seconds);
     }

@@ -12,7 +12,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::upgrade::{self, Refusal};
@@ -147,9 +146,6 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
         .metrics
         .subprotocol(negotiation.client_protocol.as_deref().unwrap_or("none"));
 
-    let leg_config = relay::leg_config(ws.max_message_bytes);
-    let client = relay::leg(h1.into_inner(), Vec::new(), Role::Server, leg_config).await;
-    let upstream = relay::leg(backend.stream, backend.leftover, Role::Client, leg_config).await;
     let ctx = RelayContext {
         config: state.config.clone(),
         metrics: state.metrics.clone(),
@@ -158,6 +154,7 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
             ping_interval: ws.ping_interval(),
             idle_timeout: ws.idle_timeout(),
         },
+        max_message_bytes: ws.max_message_bytes,
     };
     // The relay gets a task of its own, so pingora's session (its futures, request header and
     // buffers, ~20 KiB) is freed now instead of living as long as the WebSocket.
@@ -168,7 +165,7 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
             upstream_subprotocol = backend.protocol.is_some(),
             "WebSocket connected."
         );
-        let summary = relay::run(client, upstream, ctx).await;
+        let summary = relay::run(h1.into_inner(), backend.stream, &backend.leftover, ctx).await;
         info!(
             close_code = summary.close_code,
             close_reason = %summary.close_reason,

@@ -1,53 +1,58 @@
-//! The relay: one task per proxied WebSocket, moving messages between the client leg and the
+//! The relay: one task per proxied WebSocket, moving frames between the client leg and the
 //! backend leg and passing JSON text through the rules of its direction.
 //!
-//! tungstenite does the protocol work on each leg: it validates frames (masking, RSV bits,
-//! control-frame sizes, UTF-8), reassembles fragments, enforces the size limit and answers pings
-//! itself, so pings are not relayed (relaying them too would produce double pongs). What the
-//! relay adds:
-//! - text that parses as JSON goes through [`crate::rules::CompiledRules::apply`]; a message no rule changes is
+//! Each leg is a socket with a read buffer and a write buffer; [`frames::Codec`] checks the
+//! peer's frames in place (masking, reserved bits, control frames, fragmentation, UTF-8, the
+//! size limit). What the relay does with them:
+//! - a text message goes through [`crate::rules::CompiledRules::apply`]; one no rule changes is
 //!   forwarded as its original bytes, a rejected one is answered to its sender instead;
-//! - a close from one side is forwarded to the other with its code and reason;
-//! - a leg that fails closes the other one itself: 1011 "upstream error" towards the client when
-//!   the backend failed, 1001 towards the backend when the client went away.
+//! - binary frames are forwarded one by one as they arrive, never reassembled;
+//! - pings are answered on the leg that sent them, not relayed (that would double the pongs);
+//! - a close is answered on its leg and forwarded to the other with its code and reason;
+//! - a leg that fails closes the other one: 1011 "upstream error" towards the client when the
+//!   backend failed, 1001 "client gone" towards the backend when the client went away.
 //!
-//! One task serves both directions with `select!`: while a message waits to be written to a slow
-//! peer, nothing more is read from the other side, so memory per connection stays bounded.
+//! One task serves both directions: it relays everything one leg has already received into the
+//! other leg's write buffer, then writes that out at once. While a write waits on a slow peer,
+//! nothing more is read from the other side, so memory per connection stays bounded.
 
+mod frames;
+
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::{Buf, BytesMut};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::metrics::{Initiator, MessageKind, Metrics, RuleMetrics};
 use crate::rules::{Direction, Outcome, UnixTime};
+use frames::{Codec, Event, FrameError, Parsed};
 
 /// How long the second half of a close handshake may take before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Initial read buffer per leg, also the most read per syscall. tungstenite's default (128 KiB)
-/// would cost ~256 KiB per idle connection; chat messages are a few hundred bytes, and the
-/// buffer grows on demand for a large one.
+/// Read buffer per leg, and the least read per syscall. Chat messages are a few hundred bytes;
+/// the buffer grows for a larger frame and is given back once that frame is relayed.
 const READ_BUFFER_BYTES: usize = 2048;
+
+/// Buffers that grew past this for one large message are freed once it is relayed.
+const KEEP_BUFFER_BYTES: usize = 64 * 1024;
 
 /// How long, and how many bytes, a failed peer is drained before its socket is closed.
 const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 1 << 20;
 
-/// Queued output above this is written out even before the flush.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
-
-/// Messages relayed from one leg's already-received bytes before flushing the other leg.
+/// Reads relayed from one leg's already-received bytes before the batch is written out, and
+/// the most output gathered for one write.
 const MAX_BATCH: usize = 64;
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// What the relay needs from the rest of the process.
 pub struct RelayContext {
@@ -57,6 +62,8 @@ pub struct RelayContext {
     /// Becomes true when the process shuts down: both legs are then closed with 1001.
     pub shutdown: watch::Receiver<bool>,
     pub keepalive: Keepalive,
+    /// The largest message (and frame) accepted from either side; larger ones close with 1009.
+    pub max_message_bytes: usize,
 }
 
 /// Liveness of the legs.
@@ -67,35 +74,6 @@ pub struct Keepalive {
     /// A leg that sent nothing (not even a pong) for this long is dead and is closed; a write
     /// that cannot complete for this long (a peer that stopped reading) fails the same way.
     pub idle_timeout: Duration,
-}
-
-/// The tungstenite settings for both legs.
-pub fn leg_config(max_message_bytes: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        // Messages are queued and written together (see `run`), then flushed at once.
-        .write_buffer_size(WRITE_BATCH_BYTES)
-        // tungstenite requires it above the write buffer size, whatever the message limit.
-        .max_write_buffer_size(
-            max_message_bytes
-                .saturating_mul(2)
-                .max(2 * WRITE_BATCH_BYTES),
-        )
-        .max_message_size(Some(max_message_bytes))
-        .max_frame_size(Some(max_message_bytes))
-}
-
-/// Wraps an already-upgraded stream; `leftover` holds bytes read past the handshake.
-pub async fn leg<S>(
-    stream: S,
-    leftover: Vec<u8>,
-    role: Role,
-    config: WebSocketConfig,
-) -> WebSocketStream<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    WebSocketStream::from_partially_read(stream, leftover, role, Some(config)).await
 }
 
 /// How a connection ended, for the close log line.
@@ -144,14 +122,27 @@ impl Leg {
     }
 }
 
-/// Per-leg state.
+/// What a leg's peer sent that is not relayed yet.
+struct Incoming {
+    codec: Codec,
+    buf: BytesMut,
+    /// Bytes the frame at the start of `buf` needs in all (0 when unknown).
+    need: usize,
+}
+
+/// A leg's output and what is known about its closing.
 struct LegState {
+    role: Role,
+    /// Frames to write, sent at the end of each batch.
+    out: Vec<u8>,
     /// When the peer last sent anything (data, control or close).
     last_heard: tokio::time::Instant,
     /// When we last pinged it.
     last_ping: Option<tokio::time::Instant>,
     /// Nothing more will be read from it.
     done: bool,
+    /// Its socket failed or reached its end: nothing more is written to it.
+    broken: bool,
     /// We sent it a close frame (forwarded or our own).
     close_sent: bool,
     /// It sent us a close frame.
@@ -160,117 +151,435 @@ struct LegState {
     linger: bool,
 }
 
-/// Both legs of one proxied connection and what is known about their closing.
-struct Conn<C, U> {
-    client: WebSocketStream<C>,
-    upstream: WebSocketStream<U>,
-    legs: [LegState; 2],
-    summary: Summary,
-    metrics: Arc<Metrics>,
-    write_timeout: Duration,
-    /// Legs with messages queued but not flushed.
-    dirty: [bool; 2],
-}
-
 impl LegState {
-    fn new() -> LegState {
+    fn new(role: Role) -> LegState {
         LegState {
+            role,
+            out: Vec::new(),
             last_heard: tokio::time::Instant::now(),
             last_ping: None,
             done: false,
+            broken: false,
             close_sent: false,
             close_received: false,
             linger: false,
         }
     }
+
+    /// Whether frames may still be queued for it.
+    fn writable(&self) -> bool {
+        !self.close_sent && !self.broken
+    }
+
+    fn send(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        frames::write_frame(&mut self.out, self.role, opcode, fin, payload);
+    }
 }
 
-/// Relays until both legs are closed (or a close handshake times out).
+/// Both legs' states, the summary and the metrics: everything the relaying logic changes
+/// except the sockets and read buffers.
+struct Legs {
+    states: [LegState; 2],
+    summary: Summary,
+    metrics: Arc<Metrics>,
+}
+
+/// Relays until both legs are closed (or a close handshake times out). `upstream_leftover`
+/// holds bytes the backend sent right after its handshake response.
 pub async fn run<C, U>(
-    client: WebSocketStream<C>,
-    upstream: WebSocketStream<U>,
-    mut ctx: RelayContext,
+    client: C,
+    upstream: U,
+    upstream_leftover: &[u8],
+    ctx: RelayContext,
 ) -> Summary
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    let incoming = |role, leftover: &[u8]| {
+        let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES.max(leftover.len()));
+        buf.extend_from_slice(leftover);
+        Incoming {
+            codec: Codec::new(role, ctx.max_message_bytes),
+            buf,
+            need: 0,
+        }
+    };
     let mut conn = Conn {
+        incoming: [
+            incoming(Role::Server, &[]),
+            incoming(Role::Client, upstream_leftover),
+        ],
         client,
         upstream,
-        legs: [LegState::new(), LegState::new()],
+        legs: Legs {
+            states: [LegState::new(Role::Server), LegState::new(Role::Client)],
+            summary: Summary::default(),
+            metrics: ctx.metrics.clone(),
+        },
         write_timeout: ctx.keepalive.idle_timeout,
-        dirty: [false; 2],
-        summary: Summary::default(),
-        metrics: ctx.metrics.clone(),
     };
-    let mut deadline: Option<tokio::time::Instant> = None;
-    let mut shutting_down = false;
-    let keepalive = ctx.keepalive;
-    // Checking twice per interval keeps a ping at most half an interval late.
-    let mut tick = tokio::time::interval(keepalive.ping_interval / 2);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    conn.serve(&ctx).await;
+    for leg in [Leg::Client, Leg::Upstream] {
+        if conn.legs.states[leg as usize].linger {
+            match leg {
+                Leg::Client => linger(&mut conn.client).await,
+                Leg::Upstream => linger(&mut conn.upstream).await,
+            }
+        }
+    }
+    conn.legs.summary
+}
 
-    while !(conn.legs[0].done && conn.legs[1].done) {
-        let (from, read) = tokio::select! {
-            m = conn.client.next(), if !conn.legs[0].done => (Leg::Client, m),
-            m = conn.upstream.next(), if !conn.legs[1].done => (Leg::Upstream, m),
-            _ = tick.tick(), if deadline.is_none() => {
-                conn.keepalive(keepalive).await;
-                continue;
-            }
-            _ = sleep_until(deadline) => {
-                debug!("Close handshake timed out; dropping the connection.");
-                break;
-            }
-            _ = shutdown_signalled(&mut ctx.shutdown), if !shutting_down => {
-                shutting_down = true;
-                info!("Shutting down: closing both legs with 1001.");
-                for leg in [Leg::Client, Leg::Upstream] {
-                    conn.close_leg(leg, CloseCode::Away, "going away").await;
+/// Both sockets of one proxied connection and their state.
+struct Conn<C, U> {
+    client: C,
+    upstream: U,
+    incoming: [Incoming; 2],
+    legs: Legs,
+    write_timeout: Duration,
+}
+
+/// What woke the relay.
+enum Wake {
+    Read(Leg, io::Result<usize>),
+    Tick,
+    CloseTimedOut,
+    Shutdown,
+}
+
+impl<C, U> Conn<C, U>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    async fn serve(&mut self, ctx: &RelayContext) {
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut shutting_down = false;
+        let keepalive = ctx.keepalive;
+        // Checking twice per interval keeps a ping at most half an interval late.
+        let mut tick = tokio::time::interval(keepalive.ping_interval / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = shutdown_signalled(ctx.shutdown.clone());
+        tokio::pin!(shutdown);
+        // The backend may have sent frames right behind its handshake response.
+        self.relay_frames(Leg::Upstream, ctx);
+        self.flush().await;
+
+        while !self.legs.states.iter().all(|s| s.done) {
+            let wake = {
+                let [client_in, upstream_in] = &mut self.incoming;
+                let [client, upstream] = &self.legs.states;
+                tokio::select! {
+                    r = read_some(&mut self.client, client_in), if !client.done => Wake::Read(Leg::Client, r),
+                    r = read_some(&mut self.upstream, upstream_in), if !upstream.done => Wake::Read(Leg::Upstream, r),
+                    _ = tick.tick(), if deadline.is_none() => Wake::Tick,
+                    _ = sleep_until(deadline) => Wake::CloseTimedOut,
+                    _ = &mut shutdown, if !shutting_down => Wake::Shutdown,
                 }
+            };
+            match wake {
+                Wake::Read(from, read) => {
+                    self.legs.states[from as usize].last_heard = tokio::time::Instant::now();
+                    self.on_read(from, read, ctx);
+                    // Relay whatever else that leg already has (no syscall: tokio knows the
+                    // socket is drained), then write the batch out.
+                    for _ in 1..MAX_BATCH {
+                        let state = &self.legs.states[from as usize];
+                        let out = &self.legs.states[from.other() as usize].out;
+                        if state.done || out.len() >= WRITE_BATCH_BYTES {
+                            break;
+                        }
+                        let Some(read) = self.try_read(from) else {
+                            break;
+                        };
+                        self.on_read(from, read, ctx);
+                    }
+                }
+                Wake::Tick => self.legs.keepalive(keepalive),
+                Wake::CloseTimedOut => {
+                    debug!("Close handshake timed out; dropping the connection.");
+                    break;
+                }
+                Wake::Shutdown => {
+                    shutting_down = true;
+                    info!("Shutting down: closing both legs with 1001.");
+                    for leg in [Leg::Client, Leg::Upstream] {
+                        self.legs.close_leg(leg, 1001, "going away");
+                    }
+                }
+            }
+            self.flush().await;
+            if self
+                .legs
+                .states
+                .iter()
+                .any(|l| l.done || l.close_sent || l.close_received)
+            {
                 deadline.get_or_insert_with(close_deadline);
+            }
+        }
+    }
+
+    /// A read that is ready now, without waiting.
+    fn try_read(&mut self, leg: Leg) -> Option<io::Result<usize>> {
+        let incoming = &mut self.incoming[leg as usize];
+        match leg {
+            Leg::Client => read_some(&mut self.client, incoming).now_or_never(),
+            Leg::Upstream => read_some(&mut self.upstream, incoming).now_or_never(),
+        }
+    }
+
+    fn on_read(&mut self, from: Leg, read: io::Result<usize>, ctx: &RelayContext) {
+        match read {
+            Ok(0) => self.legs.on_end(from),
+            Ok(_) => self.relay_frames(from, ctx),
+            Err(e) => self.legs.on_io_error(from, &e),
+        }
+    }
+
+    /// Relays every complete frame in `from`'s read buffer.
+    fn relay_frames(&mut self, from: Leg, ctx: &RelayContext) {
+        let incoming = &mut self.incoming[from as usize];
+        while !self.legs.states[from as usize].done {
+            match incoming.codec.parse(&mut incoming.buf[..]) {
+                Ok(Parsed::NeedMore(need)) => {
+                    incoming.need = need;
+                    break;
+                }
+                Ok(Parsed::Frame { consumed, event }) => {
+                    if let Some(event) = event {
+                        self.legs.on_event(from, event, ctx);
+                    }
+                    incoming.buf.advance(consumed);
+                    incoming.need = 0;
+                }
+                Err(e) => {
+                    self.legs.on_frame_error(from, &e);
+                    break;
+                }
+            }
+        }
+        if incoming.buf.is_empty() && incoming.buf.capacity() > KEEP_BUFFER_BYTES {
+            incoming.buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        }
+    }
+
+    /// Writes out every leg's queued frames; a failed write closes the other leg, whose close
+    /// frame is then written too.
+    async fn flush(&mut self) {
+        while let Some(leg) = [Leg::Client, Leg::Upstream].into_iter().find(|l| {
+            let state = &self.legs.states[*l as usize];
+            !state.broken && !state.out.is_empty()
+        }) {
+            let state = &mut self.legs.states[leg as usize];
+            let result = match leg {
+                Leg::Client => write_out(&mut self.client, &state.out, self.write_timeout).await,
+                Leg::Upstream => {
+                    write_out(&mut self.upstream, &state.out, self.write_timeout).await
+                }
+            };
+            state.out.clear();
+            if state.out.capacity() > KEEP_BUFFER_BYTES {
+                state.out = Vec::new();
+            }
+            if let Err(e) = result {
+                self.legs.on_io_error(leg, &e);
+            }
+        }
+    }
+}
+
+impl Legs {
+    fn on_event(&mut self, from: Leg, event: Event<'_>, ctx: &RelayContext) {
+        let to = from.other();
+        let dir = from.direction();
+        match event {
+            Event::Text(text) => {
+                self.summary.messages[from as usize] += 1;
+                let forward = transform(text, dir, ctx);
+                let (target, payload) = match &forward {
+                    Forward::Original => (to, text),
+                    Forward::Rewritten(bytes) => (to, bytes.as_slice()),
+                    Forward::Back(reply) => (from, reply.as_slice()),
+                };
+                let state = &mut self.states[target as usize];
+                if state.writable() {
+                    state.send(OpCode::Data(Data::Text), true, payload);
+                }
+            }
+            Event::Binary {
+                payload,
+                first,
+                fin,
+            } => {
+                if first {
+                    self.summary.messages[from as usize] += 1;
+                    ctx.metrics.message(dir, MessageKind::Binary, payload.len());
+                } else {
+                    ctx.metrics.fragment(dir, payload.len());
+                }
+                let opcode = OpCode::Data(if first { Data::Binary } else { Data::Continue });
+                let state = &mut self.states[to as usize];
+                if state.writable() {
+                    state.send(opcode, fin, payload);
+                }
+            }
+            Event::Ping(payload) => {
+                let state = &mut self.states[from as usize];
+                if state.writable() {
+                    state.send(OpCode::Control(Control::Pong), true, payload);
+                }
+            }
+            Event::Pong => {}
+            Event::Close(close) => self.on_close(from, close),
+        }
+    }
+
+    fn on_close(&mut self, from: Leg, close: Option<(u16, &str)>) {
+        let to = from.other();
+        let state = &mut self.states[from as usize];
+        state.close_received = true;
+        state.done = true;
+        if state.close_sent {
+            return; // The answer to a close we sent.
+        }
+        // Answered on its leg with the same code, as RFC 6455 §5.5.1 suggests.
+        state.close_sent = true;
+        frames::write_close(&mut state.out, state.role, close);
+        let (code, reason) = close.unwrap_or((1005, ""));
+        self.metrics.close(code, from.initiator());
+        self.record_close(code, reason, from.initiator());
+        let other = &mut self.states[to as usize];
+        if other.writable() && !other.done {
+            other.close_sent = true;
+            frames::write_close(&mut other.out, other.role, close);
+        }
+    }
+
+    /// The peer ended the stream (or reset it).
+    fn on_end(&mut self, leg: Leg) {
+        let state = &mut self.states[leg as usize];
+        state.done = true;
+        state.broken = true;
+        if !state.close_received && !state.close_sent {
+            info!(leg = leg.as_str(), "Peer went away without a close frame.");
+            self.metrics.close(1006, leg.initiator());
+            self.close_other(leg);
+        }
+    }
+
+    fn on_io_error(&mut self, leg: Leg, error: &io::Error) {
+        let state = &mut self.states[leg as usize];
+        if state.broken {
+            return;
+        }
+        state.done = true;
+        state.broken = true;
+        if state.close_received {
+            debug!(leg = leg.as_str(), error = %error, "Leg closed.");
+        } else {
+            warn!(leg = leg.as_str(), error = %error, "Leg failed.");
+            self.metrics.close(1006, leg.initiator());
+        }
+        self.close_other(leg);
+    }
+
+    /// The peer broke the protocol: tell it why, read nothing more from it (its framing can no
+    /// longer be trusted), and close the other leg on its behalf.
+    fn on_frame_error(&mut self, leg: Leg, error: &FrameError) {
+        info!(leg = leg.as_str(), error = %error, "Peer broke the protocol; closing its leg.");
+        self.close_leg(leg, error.close_code(), error.close_reason());
+        let state = &mut self.states[leg as usize];
+        state.done = true;
+        state.linger = true;
+        self.close_other(leg);
+    }
+
+    fn close_other(&mut self, failed: Leg) {
+        match failed {
+            Leg::Upstream => self.close_leg(Leg::Client, 1011, "upstream error"),
+            Leg::Client => self.close_leg(Leg::Upstream, 1001, "client gone"),
+        }
+    }
+
+    /// Queues our own close frame for `leg`, once.
+    fn close_leg(&mut self, leg: Leg, code: u16, reason: &'static str) {
+        let state = &mut self.states[leg as usize];
+        if !state.writable() || state.done && !state.linger {
+            return;
+        }
+        state.close_sent = true;
+        frames::write_close(&mut state.out, state.role, Some((code, reason)));
+        self.metrics.close(code, Initiator::Proxy);
+        self.record_close(code, reason, Initiator::Proxy);
+    }
+
+    /// Pings quiet legs; closes legs that have been silent past the idle timeout.
+    fn keepalive(&mut self, keepalive: Keepalive) {
+        for leg in [Leg::Client, Leg::Upstream] {
+            let state = &mut self.states[leg as usize];
+            if state.done || state.close_sent {
                 continue;
             }
-        };
-        conn.legs[from as usize].last_heard = tokio::time::Instant::now();
-        conn.handle(from, read, &ctx).await;
-        // Relay whatever else that leg already has (no syscall: tokio knows the socket is
-        // drained), then write the batch with one flush per leg.
-        for _ in 1..MAX_BATCH {
-            if conn.legs[from as usize].done {
-                break;
+            let quiet = state.last_heard.elapsed();
+            if quiet >= keepalive.idle_timeout {
+                info!(
+                    leg = leg.as_str(),
+                    quiet_ms = quiet.as_millis() as u64,
+                    "Peer is silent past the idle timeout; closing."
+                );
+                state.done = true;
+                state.broken = true;
+                self.metrics.close(1006, leg.initiator());
+                self.close_other(leg);
+            } else if quiet >= keepalive.ping_interval
+                && state
+                    .last_ping
+                    .is_none_or(|p| p.elapsed() >= keepalive.ping_interval)
+            {
+                state.last_ping = Some(tokio::time::Instant::now());
+                state.send(OpCode::Control(Control::Ping), true, &[]);
             }
-            let more = match from {
-                Leg::Client => conn.client.next().now_or_never(),
-                Leg::Upstream => conn.upstream.next().now_or_never(),
-            };
-            let Some(read) = more else { break };
-            conn.handle(from, read, &ctx).await;
-        }
-        conn.flush_dirty().await;
-        if conn
-            .legs
-            .iter()
-            .any(|l| l.done || l.close_sent || l.close_received)
-        {
-            deadline.get_or_insert_with(close_deadline);
         }
     }
-    if conn.legs[Leg::Client as usize].linger {
-        linger(conn.client.get_mut()).await;
+
+    fn record_close(&mut self, code: u16, reason: &str, initiator: Initiator) {
+        if self.summary.initiator.is_none() {
+            self.summary.close_code = Some(code);
+            self.summary.close_reason = reason.to_string();
+            self.summary.initiator = Some(initiator.as_str());
+        }
     }
-    if conn.legs[Leg::Upstream as usize].linger {
-        linger(conn.upstream.get_mut()).await;
-    }
-    conn.summary
+}
+
+/// Reads what the socket has into the leg's buffer, with room for at least the frame being
+/// received (so a large one is not read a few bytes at a time).
+async fn read_some<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    incoming: &mut Incoming,
+) -> io::Result<usize> {
+    let want = incoming.need.saturating_sub(incoming.buf.len());
+    incoming.buf.reserve(want.max(READ_BUFFER_BYTES / 2));
+    stream.read_buf(&mut incoming.buf).await
+}
+
+async fn write_out<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    within(timeout, async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    })
+    .await
 }
 
 /// Closes our side of a socket whose peer may still be sending, and discards what arrives for a
 /// moment: closing with unread data makes the kernel send a reset, which can destroy the close
 /// frame we just sent before the peer reads it.
 async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let drain = async {
         let _ = stream.shutdown().await;
         let mut buf = [0u8; 4096];
@@ -286,7 +595,7 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
 }
 
 /// Resolves once the process starts shutting down (never, if the signal is gone).
-async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
+async fn shutdown_signalled(mut shutdown: watch::Receiver<bool>) {
     if shutdown.wait_for(|down| *down).await.is_err() {
         std::future::pending::<()>().await;
     }
@@ -296,8 +605,8 @@ async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
 /// other direction (and our memory) forever.
 async fn within(
     timeout: Duration,
-    write: impl std::future::Future<Output = Result<(), WsError>>,
-) -> Result<(), WsError> {
+    write: impl std::future::Future<Output = io::Result<()>>,
+) -> io::Result<()> {
     let mut write = std::pin::pin!(write);
     // Most writes complete at once; only a pending one pays for a timer.
     if let Some(done) = (&mut write).now_or_never() {
@@ -306,10 +615,10 @@ async fn within(
     tokio::time::timeout(timeout, write)
         .await
         .unwrap_or_else(|_| {
-            Err(WsError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
                 "peer stopped reading (write timed out)",
-            )))
+            ))
         })
 }
 
@@ -324,35 +633,28 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// Where a text message goes after the rules.
 enum Forward {
-    /// Pass on to the other leg.
-    To(Message),
-    /// Answer the sender (a rejected message).
-    Back(Message),
+    /// To the other leg, as received.
+    Original,
+    /// To the other leg, rewritten.
+    Rewritten(Vec<u8>),
+    /// Back to the sender (a rejected message).
+    Back(Vec<u8>),
 }
 
-/// Applies the rules to a data message.
-fn transform(msg: Message, dir: Direction, ctx: &RelayContext) -> Forward {
-    let text = match msg {
-        Message::Text(text) => text,
-        other => {
-            ctx.metrics.message(dir, MessageKind::Binary, other.len());
-            return Forward::To(other);
-        }
-    };
+/// Applies the rules of `dir` to a text message.
+fn transform(text: &[u8], dir: Direction, ctx: &RelayContext) -> Forward {
     let config = ctx.config.load();
     if !config.rules.applies_to(dir) {
         // No rule for this direction: not parsed, so not known to be JSON.
         ctx.metrics.message(dir, MessageKind::Text, text.len());
-        return Forward::To(Message::Text(text));
+        return Forward::Original;
     }
     let started = Instant::now();
-    let outcome = config.rules.apply(
-        dir,
-        text.as_bytes(),
-        UnixTime::now(),
-        &mut RuleMetrics(&ctx.metrics),
-    );
+    let outcome = config
+        .rules
+        .apply(dir, text, UnixTime::now(), &mut RuleMetrics(&ctx.metrics));
     let kind = if matches!(outcome, Outcome::NotJson) {
         MessageKind::Text
     } else {
@@ -361,241 +663,15 @@ fn transform(msg: Message, dir: Direction, ctx: &RelayContext) -> Forward {
     };
     ctx.metrics.message(dir, kind, text.len());
     match outcome {
-        Outcome::Unchanged | Outcome::NotJson => Forward::To(Message::Text(text)),
-        Outcome::Rewritten(bytes) => match String::from_utf8(bytes) {
-            Ok(s) => Forward::To(Message::text(s)),
-            // The engine only splices UTF-8 into UTF-8; should that ever break, send the original.
-            Err(_) => Forward::To(Message::Text(text)),
-        },
+        Outcome::Unchanged | Outcome::NotJson => Forward::Original,
+        // The engine splices UTF-8 into UTF-8; should that ever break, send the original.
+        Outcome::Rewritten(bytes) if std::str::from_utf8(&bytes).is_ok() => {
+            Forward::Rewritten(bytes)
+        }
+        Outcome::Rewritten(_) => Forward::Original,
         Outcome::Rejected { reply, rule } => {
             debug!(rule = %rule, direction = dir.as_str(), "Message rejected by a rule; the sender was told.");
-            Forward::Back(Message::text(String::from_utf8_lossy(&reply).into_owned()))
-        }
-    }
-}
-
-impl<C, U> Conn<C, U>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    async fn handle(
-        &mut self,
-        from: Leg,
-        read: Option<Result<Message, WsError>>,
-        ctx: &RelayContext,
-    ) {
-        let to = from.other();
-        match read {
-            Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                self.summary.messages[from as usize] += 1;
-                let (target, msg) = match transform(msg, from.direction(), ctx) {
-                    Forward::To(msg) => (to, msg),
-                    Forward::Back(reply) => (from, reply),
-                };
-                let state = &self.legs[target as usize];
-                if state.close_sent || state.done {
-                    return; // That side is closing; nothing more can go there.
-                }
-                if let Err(e) = self.feed(target, msg).await {
-                    self.on_leg_error(target, e).await;
-                }
-            }
-            // Pings are answered by tungstenite on the leg that sent them.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            Some(Ok(Message::Close(frame))) => {
-                let state = &mut self.legs[from as usize];
-                state.close_received = true;
-                if state.close_sent {
-                    return; // The answer to a close we sent.
-                }
-                // tungstenite answers it on that leg by itself.
-                state.close_sent = true;
-                let (code, reason) = match &frame {
-                    Some(f) => (u16::from(f.code), f.reason.to_string()),
-                    None => (1005, String::new()),
-                };
-                self.metrics.close(code, from.initiator());
-                self.record_close(code, &reason, from.initiator());
-                let other = &mut self.legs[to as usize];
-                if !other.close_sent && !other.done {
-                    other.close_sent = true;
-                    if self.send(to, Message::Close(frame)).await.is_err() {
-                        self.legs[to as usize].done = true;
-                    }
-                }
-            }
-            Some(Err(e)) => self.on_leg_error(from, e).await,
-            None => {
-                let state = &mut self.legs[from as usize];
-                state.done = true;
-                if !state.close_received && !state.close_sent {
-                    info!(leg = from.as_str(), "Peer went away without a close frame.");
-                    self.metrics.close(1006, from.initiator());
-                    self.close_other(from).await;
-                }
-            }
-        }
-    }
-
-    /// Queues a data message on `to`; [`Conn::flush_dirty`] writes it out.
-    async fn feed(&mut self, to: Leg, msg: Message) -> Result<(), WsError> {
-        self.dirty[to as usize] = true;
-        let write = async {
-            match to {
-                Leg::Client => self.client.feed(msg).await,
-                Leg::Upstream => self.upstream.feed(msg).await,
-            }
-        };
-        within(self.write_timeout, write).await
-    }
-
-    async fn flush_dirty(&mut self) {
-        for leg in [Leg::Client, Leg::Upstream] {
-            if !std::mem::take(&mut self.dirty[leg as usize]) || self.legs[leg as usize].done {
-                continue;
-            }
-            let flush = async {
-                match leg {
-                    Leg::Client => self.client.flush().await,
-                    Leg::Upstream => self.upstream.flush().await,
-                }
-            };
-            if let Err(e) = within(self.write_timeout, flush).await {
-                self.on_leg_error(leg, e).await;
-            }
-        }
-    }
-
-    /// Sends and flushes at once (control frames, our own closes).
-    async fn send(&mut self, to: Leg, msg: Message) -> Result<(), WsError> {
-        let write = async {
-            match to {
-                Leg::Client => self.client.send(msg).await,
-                Leg::Upstream => self.upstream.send(msg).await,
-            }
-        };
-        within(self.write_timeout, write).await
-    }
-
-    /// Pings quiet legs; closes legs that have been silent past the idle timeout.
-    async fn keepalive(&mut self, keepalive: Keepalive) {
-        for leg in [Leg::Client, Leg::Upstream] {
-            let state = &self.legs[leg as usize];
-            if state.done || state.close_sent {
-                continue;
-            }
-            let quiet = state.last_heard.elapsed();
-            if quiet >= keepalive.idle_timeout {
-                info!(
-                    leg = leg.as_str(),
-                    quiet_ms = quiet.as_millis() as u64,
-                    "Peer is silent past the idle timeout; closing."
-                );
-                self.metrics.close(1006, leg.initiator());
-                self.legs[leg as usize].done = true;
-                self.close_other(leg).await;
-            } else if quiet >= keepalive.ping_interval
-                && state
-                    .last_ping
-                    .is_none_or(|p| p.elapsed() >= keepalive.ping_interval)
-            {
-                self.legs[leg as usize].last_ping = Some(tokio::time::Instant::now());
-                if let Err(e) = self.send(leg, Message::Ping(Default::default())).await {
-                    self.on_leg_error(leg, e).await;
-                }
-            }
-        }
-    }
-
-    /// Sends our own close frame to `leg`, once.
-    async fn close_leg(&mut self, leg: Leg, code: CloseCode, reason: &'static str) {
-        let state = &mut self.legs[leg as usize];
-        if state.close_sent || state.done {
-            return;
-        }
-        state.close_sent = true;
-        self.metrics.close(u16::from(code), Initiator::Proxy);
-        self.record_close(u16::from(code), reason, Initiator::Proxy);
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        if self.send(leg, Message::Close(Some(frame))).await.is_err() {
-            self.legs[leg as usize].done = true;
-        }
-    }
-
-    /// A read or write on `leg` failed: tell that peer why if it can still hear it, and close
-    /// the other leg on its behalf.
-    async fn on_leg_error(&mut self, leg: Leg, error: WsError) {
-        let own_code = match &error {
-            WsError::Capacity(_) => Some((CloseCode::Size, "message too big")),
-            WsError::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8")),
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-            WsError::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
-            _ => None,
-        };
-        match (&error, own_code) {
-            (WsError::ConnectionClosed | WsError::AlreadyClosed, _) => {
-                debug!(leg = leg.as_str(), "Leg closed.")
-            }
-            (_, Some(_)) => {
-                info!(leg = leg.as_str(), error = %error, "Peer broke the protocol; closing its leg.")
-            }
-            (_, None) => warn!(leg = leg.as_str(), error = %error, "Leg failed."),
-        }
-        match own_code {
-            Some((code, reason)) => {
-                self.close_leg(leg, code, reason).await;
-                // Its framing can no longer be trusted: read nothing more as frames.
-                let state = &mut self.legs[leg as usize];
-                state.done = true;
-                state.linger = true;
-            }
-            None => {
-                if !self.legs[leg as usize].close_received {
-                    self.metrics.close(1006, leg.initiator());
-                }
-                self.legs[leg as usize].done = true;
-            }
-        }
-        self.close_other(leg).await;
-    }
-
-    async fn close_other(&mut self, failed: Leg) {
-        match failed {
-            Leg::Upstream => {
-                self.close_leg(Leg::Client, CloseCode::Error, "upstream error")
-                    .await
-            }
-            Leg::Client => {
-                self.close_leg(Leg::Upstream, CloseCode::Away, "client gone")
-                    .await
-            }
-        }
-    }
-
-    fn record_close(&mut self, code: u16, reason: &str, initiator: Initiator) {
-        if self.summary.initiator.is_none() {
-            self.summary.close_code = Some(code);
-            self.summary.close_reason = reason.to_string();
-            self.summary.initiator = Some(initiator.as_str());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn leg_config_is_valid_for_every_allowed_message_limit() {
-        // tungstenite panics on an invalid config when a stream is created.
-        for max in [125, 4096, 65_536, 1 << 20, 64 << 20] {
-            let c = leg_config(max);
-            assert!(c.max_write_buffer_size > c.write_buffer_size, "{max}");
-            assert_eq!(c.max_message_size, Some(max));
+            Forward::Back(String::from_utf8_lossy(&reply).into_owned().into_bytes())
         }
     }
 }
