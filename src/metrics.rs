@@ -3,6 +3,9 @@
 //! Labels are bounded: directions, kinds, results and close codes come from fixed sets, rule
 //! names from the config file. Never a user, a path or a connection id.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -110,7 +113,10 @@ pub struct Metrics {
     messages: [[IntCounter; 3]; 2],
     message_bytes: [IntCounter; 2],
     rewrites: IntCounterVec,
-    timestamp_inputs: IntCounterVec,
+    /// The current rules' `rewrites` children, in rule order, resolved when rules are loaded.
+    rule_counters: ArcSwap<Vec<RuleCounters>>,
+    /// Indexed like [`TimestampFormat::ALL`].
+    timestamp_inputs: [IntCounter; 8],
     closes: IntCounterVec,
     pub connections_active: IntGauge,
     /// 1 when the last backend check connected, 0 when it failed.
@@ -246,9 +252,6 @@ impl Metrics {
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
         }
-        for format in TimestampFormat::ALL {
-            timestamp_inputs.with_label_values(&[format.as_str()]);
-        }
         for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
             http_requests.with_label_values(&[class]);
         }
@@ -262,7 +265,9 @@ impl Metrics {
             message_bytes: Direction::ALL.map(|d| message_bytes.with_label_values(&[d.as_str()])),
             registry,
             rewrites,
-            timestamp_inputs,
+            rule_counters: ArcSwap::default(),
+            timestamp_inputs: TimestampFormat::ALL
+                .map(|f| timestamp_inputs.with_label_values(&[f.as_str()])),
             closes,
             connections_active,
             backend_up,
@@ -281,16 +286,21 @@ impl Metrics {
         }
     }
 
-    /// Pre-creates the per-rule series so a rule that never fired still shows zero.
+    /// Creates the per-rule series (so a rule that never fired still shows zero) and resolves
+    /// them for the relay, which then counts a rule's result without label hashing.
     pub fn register_rules<'a>(&self, names: impl Iterator<Item = &'a str>) {
-        for name in names {
-            for dir in Direction::ALL {
-                for result in RuleResult::ALL {
-                    self.rewrites
-                        .with_label_values(&[name, dir.as_str(), result.as_str()]);
-                }
-            }
-        }
+        let counters = names
+            .map(|name| RuleCounters {
+                name: name.into(),
+                by_result: Direction::ALL.map(|dir| {
+                    RuleResult::ALL.map(|r| {
+                        self.rewrites
+                            .with_label_values(&[name, dir.as_str(), r.as_str()])
+                    })
+                }),
+            })
+            .collect();
+        self.rule_counters.store(Arc::new(counters));
     }
 
     pub fn message(&self, dir: Direction, kind: MessageKind, bytes: usize) {
@@ -353,22 +363,43 @@ impl Metrics {
     }
 }
 
-/// Feeds rule-engine observations into the counters.
-pub struct RuleMetrics<'a>(pub &'a Metrics);
+/// One rule's `wsnorm_rewrites_total` children, by direction and result.
+pub struct RuleCounters {
+    name: Box<str>,
+    by_result: [[IntCounter; 4]; 2],
+}
+
+/// Feeds one message's rule-engine observations into the counters.
+pub struct RuleMetrics<'a> {
+    metrics: &'a Metrics,
+    rules: arc_swap::Guard<Arc<Vec<RuleCounters>>>,
+}
+
+impl<'a> RuleMetrics<'a> {
+    pub fn new(metrics: &'a Metrics) -> RuleMetrics<'a> {
+        RuleMetrics {
+            metrics,
+            rules: metrics.rule_counters.load(),
+        }
+    }
+}
 
 impl Observer for RuleMetrics<'_> {
     fn rule_result(&mut self, rule: &str, dir: Direction, result: RuleResult) {
-        self.0
-            .rewrites
-            .with_label_values(&[rule, dir.as_str(), result.as_str()])
-            .inc();
+        // A handful of rules: a scan is cheaper than hashing the labels.
+        match self.rules.iter().find(|c| &*c.name == rule) {
+            Some(c) => c.by_result[dir_index(dir)][result as usize].inc(),
+            // Rules swapped in by a reload whose counters are not resolved yet.
+            None => self
+                .metrics
+                .rewrites
+                .with_label_values(&[rule, dir.as_str(), result.as_str()])
+                .inc(),
+        }
     }
 
     fn timestamp_input(&mut self, format: TimestampFormat) {
-        self.0
-            .timestamp_inputs
-            .with_label_values(&[format.as_str()])
-            .inc();
+        self.metrics.timestamp_inputs[format as usize].inc();
     }
 }
 
@@ -385,6 +416,35 @@ mod tests {
         assert!(text.contains(r#"wsnorm_closes_total{code="1011",initiator="upstream"} 1"#));
         assert!(text.contains(r#"wsnorm_closes_total{code="other",initiator="client"} 1"#));
         assert!(!text.contains("4000"));
+    }
+
+    #[test]
+    fn rule_results_land_on_their_own_series_before_and_after_a_reload() {
+        let m = Metrics::new().unwrap();
+        m.register_rules(["a", "b"].into_iter());
+        let mut obs = RuleMetrics::new(&m);
+        obs.rule_result("b", Direction::BackendToClient, RuleResult::Rejected);
+        obs.timestamp_input(TimestampFormat::Millis);
+        // A rule the resolved table does not know yet (a reload in between) still counts.
+        obs.rule_result("c", Direction::ClientToBackend, RuleResult::Rewritten);
+        let text = m.encode();
+        assert!(text.contains(
+            r#"wsnorm_rewrites_total{direction="backend_to_client",result="rejected",rule="b"} 1"#
+        ));
+        assert!(text.contains(
+            r#"wsnorm_rewrites_total{direction="client_to_backend",result="rewritten",rule="c"} 1"#
+        ));
+        assert!(text.contains(r#"wsnorm_timestamp_inputs_total{format="millis"} 1"#));
+        assert!(text.contains(
+            r#"wsnorm_rewrites_total{direction="backend_to_client",result="rejected",rule="a"} 0"#
+        ));
+        // The arrays are indexed by discriminant.
+        for (i, r) in RuleResult::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i);
+        }
+        for (i, f) in TimestampFormat::ALL.into_iter().enumerate() {
+            assert_eq!(f as usize, i);
+        }
     }
 
     #[test]

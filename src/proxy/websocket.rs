@@ -155,18 +155,21 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
             idle_timeout: ws.idle_timeout(),
         },
         max_message_bytes: ws.max_message_bytes,
+        span: span.clone(),
     };
     // The relay gets a task of its own, so pingora's session (its futures, request header and
     // buffers, ~20 KiB) is freed now instead of living as long as the WebSocket.
     session.set_keepalive(None);
     let relay_task = async move {
         info!(
+            parent: &span,
             handshake_ms = elapsed * 1e3,
             upstream_subprotocol = backend.protocol.is_some(),
             "WebSocket connected."
         );
         let summary = relay::run(h1.into_inner(), backend.stream, &backend.leftover, ctx).await;
         info!(
+            parent: &span,
             close_code = summary.close_code,
             close_reason = %summary.close_reason,
             initiator = summary.initiator.unwrap_or("none"),
@@ -175,8 +178,7 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
             "WebSocket closed."
         );
         drop(slot);
-    }
-    .instrument(span);
+    };
     tokio::spawn(relay_task);
 }
 

@@ -64,6 +64,9 @@ pub struct RelayContext {
     pub keepalive: Keepalive,
     /// The largest message (and frame) accepted from either side; larger ones close with 1009.
     pub max_message_bytes: usize,
+    /// The connection's span, named as the parent of the relay's log events (the relay future
+    /// is not instrumented: entering a span on every poll costs more than the rules).
+    pub span: tracing::Span,
 }
 
 /// Liveness of the legs.
@@ -135,7 +138,10 @@ struct LegState {
     role: Role,
     /// Frames to write, sent at the end of each batch.
     out: Vec<u8>,
-    /// When the peer last sent anything (data, control or close).
+    /// The peer sent something since the last keepalive check (a flag, not a clock read per
+    /// message).
+    heard: bool,
+    /// When the peer was last found to have sent anything, to within a keepalive check.
     last_heard: tokio::time::Instant,
     /// When we last pinged it.
     last_ping: Option<tokio::time::Instant>,
@@ -156,6 +162,7 @@ impl LegState {
         LegState {
             role,
             out: Vec::new(),
+            heard: false,
             last_heard: tokio::time::Instant::now(),
             last_ping: None,
             done: false,
@@ -182,6 +189,7 @@ struct Legs {
     states: [LegState; 2],
     summary: Summary,
     metrics: Arc<Metrics>,
+    span: tracing::Span,
 }
 
 /// Relays until both legs are closed (or a close handshake times out). `upstream_leftover`
@@ -216,6 +224,7 @@ where
             states: [LegState::new(Role::Server), LegState::new(Role::Client)],
             summary: Summary::default(),
             metrics: ctx.metrics.clone(),
+            span: ctx.span.clone(),
         },
         write_timeout: ctx.keepalive.idle_timeout,
     };
@@ -280,7 +289,7 @@ where
             };
             match wake {
                 Wake::Read(from, read) => {
-                    self.legs.states[from as usize].last_heard = tokio::time::Instant::now();
+                    self.legs.states[from as usize].heard = true;
                     self.on_read(from, read, ctx);
                     // Relay whatever else that leg already has (no syscall: tokio knows the
                     // socket is drained), then write the batch out.
@@ -298,12 +307,12 @@ where
                 }
                 Wake::Tick => self.legs.keepalive(keepalive),
                 Wake::CloseTimedOut => {
-                    debug!("Close handshake timed out; dropping the connection.");
+                    debug!(parent: &self.legs.span, "Close handshake timed out; dropping the connection.");
                     break;
                 }
                 Wake::Shutdown => {
                     shutting_down = true;
-                    info!("Shutting down: closing both legs with 1001.");
+                    info!(parent: &self.legs.span, "Shutting down: closing both legs with 1001.");
                     for leg in [Leg::Client, Leg::Upstream] {
                         self.legs.close_leg(leg, 1001, "going away");
                     }
@@ -463,7 +472,7 @@ impl Legs {
         state.done = true;
         state.broken = true;
         if !state.close_received && !state.close_sent {
-            info!(leg = leg.as_str(), "Peer went away without a close frame.");
+            info!(parent: &self.span, leg = leg.as_str(), "Peer went away without a close frame.");
             self.metrics.close(1006, leg.initiator());
             self.close_other(leg);
         }
@@ -477,9 +486,9 @@ impl Legs {
         state.done = true;
         state.broken = true;
         if state.close_received {
-            debug!(leg = leg.as_str(), error = %error, "Leg closed.");
+            debug!(parent: &self.span, leg = leg.as_str(), error = %error, "Leg closed.");
         } else {
-            warn!(leg = leg.as_str(), error = %error, "Leg failed.");
+            warn!(parent: &self.span, leg = leg.as_str(), error = %error, "Leg failed.");
             self.metrics.close(1006, leg.initiator());
         }
         self.close_other(leg);
@@ -488,7 +497,7 @@ impl Legs {
     /// The peer broke the protocol: tell it why, read nothing more from it (its framing can no
     /// longer be trusted), and close the other leg on its behalf.
     fn on_frame_error(&mut self, leg: Leg, error: &FrameError) {
-        info!(leg = leg.as_str(), error = %error, "Peer broke the protocol; closing its leg.");
+        info!(parent: &self.span, leg = leg.as_str(), error = %error, "Peer broke the protocol; closing its leg.");
         self.close_leg(leg, error.close_code(), error.close_reason());
         let state = &mut self.states[leg as usize];
         state.done = true;
@@ -518,13 +527,18 @@ impl Legs {
     /// Pings quiet legs; closes legs that have been silent past the idle timeout.
     fn keepalive(&mut self, keepalive: Keepalive) {
         for leg in [Leg::Client, Leg::Upstream] {
+            let span = &self.span;
             let state = &mut self.states[leg as usize];
             if state.done || state.close_sent {
                 continue;
             }
+            if std::mem::take(&mut state.heard) {
+                state.last_heard = tokio::time::Instant::now();
+            }
             let quiet = state.last_heard.elapsed();
             if quiet >= keepalive.idle_timeout {
                 info!(
+                    parent: span,
                     leg = leg.as_str(),
                     quiet_ms = quiet.as_millis() as u64,
                     "Peer is silent past the idle timeout; closing."
@@ -652,9 +666,12 @@ fn transform(text: &[u8], dir: Direction, ctx: &RelayContext) -> Forward {
         return Forward::Original;
     }
     let started = Instant::now();
-    let outcome = config
-        .rules
-        .apply(dir, text, UnixTime::now(), &mut RuleMetrics(&ctx.metrics));
+    let outcome = config.rules.apply(
+        dir,
+        text,
+        UnixTime::now(),
+        &mut RuleMetrics::new(&ctx.metrics),
+    );
     let kind = if matches!(outcome, Outcome::NotJson) {
         MessageKind::Text
     } else {
@@ -670,7 +687,7 @@ fn transform(text: &[u8], dir: Direction, ctx: &RelayContext) -> Forward {
         }
         Outcome::Rewritten(_) => Forward::Original,
         Outcome::Rejected { reply, rule } => {
-            debug!(rule = %rule, direction = dir.as_str(), "Message rejected by a rule; the sender was told.");
+            debug!(parent: &ctx.span, rule = %rule, direction = dir.as_str(), "Message rejected by a rule; the sender was told.");
             Forward::Back(String::from_utf8_lossy(&reply).into_owned().into_bytes())
         }
     }
