@@ -473,3 +473,49 @@ async fn tokens_are_never_logged() {
     assert!(!logs.contains("c2VjcmV0LXRva2Vu"), "{logs}");
     assert!(!logs.contains(&TOKEN[..20]), "{logs}");
 }
+
+/// A backend that sends its first frame in the same write as its 101 (FastAPI apps that greet
+/// on accept can do that): the frame arrives with the handshake bytes and must still be relayed.
+#[tokio::test]
+async fn a_frame_sent_right_behind_the_101_reaches_the_client() {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let greeting = br#"{"type":"welcome","timestamp":"2025-09-08T16:50:01.447585"}"#;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let Some(key) = head.lines().find_map(|l| {
+                l.strip_prefix("Sec-WebSocket-Key: ")
+                    .or_else(|| l.strip_prefix("sec-websocket-key: "))
+            }) else {
+                continue;
+            };
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                derive_accept_key(key.trim().as_bytes())
+            )
+            .into_bytes();
+            out.extend_from_slice(&[0x81, greeting.len() as u8]);
+            out.extend_from_slice(greeting);
+            s.write_all(&out).await.unwrap();
+            // Keep the connection open until the client is done.
+            let _ = s.read(&mut buf).await;
+        }
+    });
+    let wsnorm = Wsnorm::start(&addr.to_string(), "").await;
+    let (mut ws, _) = wsnorm.connect("/ws", "agent_chat").await.unwrap();
+    let text = next_text(&mut ws).await;
+    assert!(
+        text.starts_with(r#"{"type":"welcome","timestamp":"#),
+        "{text}"
+    );
+}

@@ -18,6 +18,10 @@ use crate::rules::{self, CompiledRules, RuleConfig};
 /// The documented example in `config/wsnorm.toml`; it doubles as the built-in default.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/wsnorm.toml");
 
+/// The largest `max_message_bytes` accepted: a message is held whole while it is relayed, so a
+/// limit beyond this would let a few connections take the host's memory.
+const MAX_MESSAGE_BYTES_LIMIT: usize = 256 << 20;
+
 /// Why a configuration could not be used. Every message names the file and, where the parser
 /// knows it, the line and key; the caller should print it and keep the previous config (or exit).
 #[derive(Debug, thiserror::Error)]
@@ -368,8 +372,10 @@ fn validate(server: &ServerConfig, ws: &WebSocketConfig, problems: &mut Vec<Stri
             ws.ping_interval_secs
         ));
     }
-    if ws.max_message_bytes < 125 {
-        problems.push("websocket.max_message_bytes: must be at least 125".into());
+    if !(125..=MAX_MESSAGE_BYTES_LIMIT).contains(&ws.max_message_bytes) {
+        problems.push(format!(
+            "websocket.max_message_bytes: must be between 125 and {MAX_MESSAGE_BYTES_LIMIT}"
+        ));
     }
     for (i, p) in ws.subprotocols.iter().enumerate() {
         if !is_token(p) {

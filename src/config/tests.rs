@@ -94,6 +94,10 @@ fn semantic_limits_are_checked() {
     assert!(err.contains("server.threads"), "{err}");
     assert!(err.contains("websocket.max_message_bytes"), "{err}");
     assert!(err.contains("websocket.subprotocols[0]"), "{err}");
+    let err = load("[websocket]\nmax_message_bytes = 1_000_000_000\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("websocket.max_message_bytes"), "{err}");
 }
 
 #[test]

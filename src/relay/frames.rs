@@ -113,8 +113,6 @@ impl Codec {
 
     /// Reads the frame at the start of `buf`, unmasking its payload in place.
     pub fn parse<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Parsed<'a>, FrameError> {
-        // The previous assembled message has been handled; don't keep a large one's memory.
-        self.assembled = Vec::new();
         let mut cursor = Cursor::new(&*buf);
         let (header, len) = match FrameHeader::parse(&mut cursor) {
             Ok(Some(parsed)) => parsed,
@@ -140,6 +138,12 @@ impl Codec {
         })
     }
 
+    /// Frees the message lent out by the last [`Event::Text`] when it was assembled from
+    /// fragments, so a large one's memory is not kept until the next.
+    pub fn release(&mut self) {
+        self.assembled = Vec::new();
+    }
+
     fn check_header(&self, header: &FrameHeader, len: u64) -> Result<(), FrameError> {
         if header.rsv1 || header.rsv2 || header.rsv3 {
             // No extension is negotiated.
@@ -158,7 +162,16 @@ impl Codec {
                 return Err(FrameError::Protocol("control frame too long"));
             }
         }
-        if len > self.max_message as u64 {
+        if len >> 63 != 0 {
+            return Err(FrameError::Protocol("payload length with its top bit set"));
+        }
+        // Refused before its payload is buffered, counting what a fragmented message has so far.
+        let so_far = match (&self.partial, header.opcode) {
+            (Partial::Text { bytes, .. }, OpCode::Data(Data::Continue)) => bytes.len(),
+            (Partial::Binary { bytes }, OpCode::Data(Data::Continue)) => *bytes,
+            _ => 0,
+        };
+        if len.saturating_add(so_far as u64) > self.max_message as u64 {
             return Err(FrameError::TooBig(self.max_message));
         }
         Ok(())
@@ -222,14 +235,10 @@ impl Codec {
         fin: bool,
         payload: &'a [u8],
     ) -> Result<Option<Event<'a>>, FrameError> {
-        let max = self.max_message;
         match std::mem::replace(&mut self.partial, Partial::None) {
             Partial::None => Err(FrameError::Protocol("continuation without a message")),
             Partial::Binary { bytes } => {
                 let bytes = bytes + payload.len();
-                if bytes > max {
-                    return Err(FrameError::TooBig(max));
-                }
                 if !fin {
                     self.partial = Partial::Binary { bytes };
                 }
@@ -243,9 +252,6 @@ impl Codec {
                 mut bytes,
                 mut checked,
             } => {
-                if bytes.len() + payload.len() > max {
-                    return Err(FrameError::TooBig(max));
-                }
                 bytes.extend_from_slice(payload);
                 // Checked as it arrives, so bad text fails at its first bad byte.
                 check_utf8_prefix(&bytes, &mut checked)?;

@@ -54,6 +54,10 @@ const LINGER_MAX_BYTES: usize = 1 << 20;
 const MAX_BATCH: usize = 64;
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
+/// Replies to rejected messages held back while a binary message is forwarded to the same
+/// peer in fragments; past this, reading from that peer waits for the fragments' end.
+const MAX_HELD_BYTES: usize = 64 * 1024;
+
 /// What the relay needs from the rest of the process.
 pub struct RelayContext {
     /// Read on every message, so a reload applies to open connections' next messages.
@@ -131,6 +135,9 @@ struct Incoming {
     buf: BytesMut,
     /// Bytes the frame at the start of `buf` needs in all (0 when unknown).
     need: usize,
+    /// `buf` was grown past [`KEEP_BUFFER_BYTES`] for a large frame (its `capacity()` shrinks
+    /// as bytes are consumed, so it cannot tell).
+    grown: bool,
 }
 
 /// A leg's output and what is known about its closing.
@@ -138,6 +145,10 @@ struct LegState {
     role: Role,
     /// Frames to write, sent at the end of each batch.
     out: Vec<u8>,
+    /// `out` is inside a fragmented binary message: a data frame of our own must wait.
+    mid_message: bool,
+    /// Our own data frames (replies to rejected messages) waiting for that message's end.
+    held: Vec<u8>,
     /// The peer sent something since the last keepalive check (a flag, not a clock read per
     /// message).
     heard: bool,
@@ -162,6 +173,8 @@ impl LegState {
         LegState {
             role,
             out: Vec::new(),
+            mid_message: false,
+            held: Vec::new(),
             heard: false,
             last_heard: tokio::time::Instant::now(),
             last_ping: None,
@@ -178,8 +191,36 @@ impl LegState {
         !self.close_sent && !self.broken
     }
 
+    /// Whether to read from its peer: not while too many replies wait to be sent to it.
+    fn readable(&self) -> bool {
+        !self.done && self.held.len() < MAX_HELD_BYTES
+    }
+
     fn send(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
         frames::write_frame(&mut self.out, self.role, opcode, fin, payload);
+    }
+
+    /// Queues one frame of a message relayed from the other leg; the last one releases the
+    /// replies held meanwhile.
+    fn relay(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        self.send(opcode, fin, payload);
+        self.mid_message = !fin;
+        if fin && !self.held.is_empty() {
+            self.out.append(&mut self.held);
+            if self.held.capacity() > KEEP_BUFFER_BYTES {
+                self.held = Vec::new();
+            }
+        }
+    }
+
+    /// Queues a text message of our own, after any fragmented message being relayed to it.
+    fn reply(&mut self, text: &[u8]) {
+        let out = if self.mid_message {
+            &mut self.held
+        } else {
+            &mut self.out
+        };
+        frames::write_frame(out, self.role, OpCode::Data(Data::Text), true, text);
     }
 }
 
@@ -211,6 +252,7 @@ where
             codec: Codec::new(role, ctx.max_message_bytes),
             buf,
             need: 0,
+            grown: false,
         }
     };
     let mut conn = Conn {
@@ -280,8 +322,8 @@ where
                 let [client_in, upstream_in] = &mut self.incoming;
                 let [client, upstream] = &self.legs.states;
                 tokio::select! {
-                    r = read_some(&mut self.client, client_in), if !client.done => Wake::Read(Leg::Client, r),
-                    r = read_some(&mut self.upstream, upstream_in), if !upstream.done => Wake::Read(Leg::Upstream, r),
+                    r = read_some(&mut self.client, client_in), if client.readable() => Wake::Read(Leg::Client, r),
+                    r = read_some(&mut self.upstream, upstream_in), if upstream.readable() => Wake::Read(Leg::Upstream, r),
                     _ = tick.tick(), if deadline.is_none() => Wake::Tick,
                     _ = sleep_until(deadline) => Wake::CloseTimedOut,
                     _ = &mut shutdown, if !shutting_down => Wake::Shutdown,
@@ -289,23 +331,17 @@ where
             };
             match wake {
                 Wake::Read(from, read) => {
-                    self.legs.states[from as usize].heard = true;
                     self.on_read(from, read, ctx);
-                    // Relay whatever else that leg already has (no syscall: tokio knows the
-                    // socket is drained), then write the batch out.
-                    for _ in 1..MAX_BATCH {
-                        let state = &self.legs.states[from as usize];
-                        let out = &self.legs.states[from.other() as usize].out;
-                        if state.done || out.len() >= WRITE_BATCH_BYTES {
-                            break;
-                        }
-                        let Some(read) = self.try_read(from) else {
-                            break;
-                        };
-                        self.on_read(from, read, ctx);
-                    }
+                    self.relay_ready(from, ctx);
                 }
-                Wake::Tick => self.legs.keepalive(keepalive),
+                Wake::Tick => {
+                    // A long blocked write kept us from reading: what arrived meanwhile
+                    // counts before a leg is judged silent.
+                    for leg in [Leg::Client, Leg::Upstream] {
+                        self.relay_ready(leg, ctx);
+                    }
+                    self.legs.keepalive(keepalive);
+                }
                 Wake::CloseTimedOut => {
                     debug!(parent: &self.legs.span, "Close handshake timed out; dropping the connection.");
                     break;
@@ -330,16 +366,29 @@ where
         }
     }
 
-    /// A read that is ready now, without waiting.
-    fn try_read(&mut self, leg: Leg) -> Option<io::Result<usize>> {
-        let incoming = &mut self.incoming[leg as usize];
-        match leg {
-            Leg::Client => read_some(&mut self.client, incoming).now_or_never(),
-            Leg::Upstream => read_some(&mut self.upstream, incoming).now_or_never(),
+    /// Relays what `leg` has already received, up to a batch, without waiting: tokio knows
+    /// when a socket is drained, so the last try costs no syscall.
+    fn relay_ready(&mut self, leg: Leg, ctx: &RelayContext) {
+        for _ in 1..MAX_BATCH {
+            let states = &self.legs.states;
+            let full = states.iter().any(|s| s.out.len() >= WRITE_BATCH_BYTES);
+            if full || !states[leg as usize].readable() {
+                return;
+            }
+            let incoming = &mut self.incoming[leg as usize];
+            let read = match leg {
+                Leg::Client => read_some(&mut self.client, incoming).now_or_never(),
+                Leg::Upstream => read_some(&mut self.upstream, incoming).now_or_never(),
+            };
+            let Some(read) = read else {
+                return;
+            };
+            self.on_read(leg, read, ctx);
         }
     }
 
     fn on_read(&mut self, from: Leg, read: io::Result<usize>, ctx: &RelayContext) {
+        self.legs.states[from as usize].heard = true;
         match read {
             Ok(0) => self.legs.on_end(from),
             Ok(_) => self.relay_frames(from, ctx),
@@ -359,6 +408,7 @@ where
                 Ok(Parsed::Frame { consumed, event }) => {
                     if let Some(event) = event {
                         self.legs.on_event(from, event, ctx);
+                        incoming.codec.release();
                     }
                     incoming.buf.advance(consumed);
                     incoming.need = 0;
@@ -369,8 +419,11 @@ where
                 }
             }
         }
-        if incoming.buf.is_empty() && incoming.buf.capacity() > KEEP_BUFFER_BYTES {
-            incoming.buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        if incoming.grown && incoming.buf.len() <= READ_BUFFER_BYTES {
+            let mut small = BytesMut::with_capacity(READ_BUFFER_BYTES);
+            small.extend_from_slice(&incoming.buf);
+            incoming.buf = small;
+            incoming.grown = false;
         }
     }
 
@@ -406,15 +459,22 @@ impl Legs {
         match event {
             Event::Text(text) => {
                 self.summary.messages[from as usize] += 1;
-                let forward = transform(text, dir, ctx);
-                let (target, payload) = match &forward {
-                    Forward::Original => (to, text),
-                    Forward::Rewritten(bytes) => (to, bytes.as_slice()),
-                    Forward::Back(reply) => (from, reply.as_slice()),
-                };
-                let state = &mut self.states[target as usize];
-                if state.writable() {
-                    state.send(OpCode::Data(Data::Text), true, payload);
+                if !self.states[to as usize].writable() {
+                    debug!(parent: &self.span, direction = dir.as_str(), "Message dropped: its receiver is closing.");
+                    return;
+                }
+                let text_frame = OpCode::Data(Data::Text);
+                match transform(text, dir, ctx) {
+                    Forward::Original => self.states[to as usize].relay(text_frame, true, text),
+                    Forward::Rewritten(bytes) => {
+                        self.states[to as usize].relay(text_frame, true, &bytes)
+                    }
+                    Forward::Back(reply) => {
+                        let sender = &mut self.states[from as usize];
+                        if sender.writable() {
+                            sender.reply(&reply);
+                        }
+                    }
                 }
             }
             Event::Binary {
@@ -431,7 +491,7 @@ impl Legs {
                 let opcode = OpCode::Data(if first { Data::Binary } else { Data::Continue });
                 let state = &mut self.states[to as usize];
                 if state.writable() {
-                    state.send(opcode, fin, payload);
+                    state.relay(opcode, fin, payload);
                 }
             }
             Event::Ping(payload) => {
@@ -460,7 +520,7 @@ impl Legs {
         self.metrics.close(code, from.initiator());
         self.record_close(code, reason, from.initiator());
         let other = &mut self.states[to as usize];
-        if other.writable() && !other.done {
+        if other.writable() {
             other.close_sent = true;
             frames::write_close(&mut other.out, other.role, close);
         }
@@ -515,7 +575,7 @@ impl Legs {
     /// Queues our own close frame for `leg`, once.
     fn close_leg(&mut self, leg: Leg, code: u16, reason: &'static str) {
         let state = &mut self.states[leg as usize];
-        if !state.writable() || state.done && !state.linger {
+        if !state.writable() {
             return;
         }
         state.close_sent = true;
@@ -573,8 +633,14 @@ async fn read_some<S: AsyncRead + Unpin>(
     stream: &mut S,
     incoming: &mut Incoming,
 ) -> io::Result<usize> {
-    let want = incoming.need.saturating_sub(incoming.buf.len());
-    incoming.buf.reserve(want.max(READ_BUFFER_BYTES / 2));
+    let have = incoming.buf.len();
+    let want = incoming.need.saturating_sub(have);
+    // Grown with what has arrived, at most doubling, not with what a header claims.
+    let step = want.min(have.max(KEEP_BUFFER_BYTES));
+    incoming.buf.reserve(step.max(READ_BUFFER_BYTES / 2));
+    if incoming.buf.capacity() > KEEP_BUFFER_BYTES {
+        incoming.grown = true;
+    }
     stream.read_buf(&mut incoming.buf).await
 }
 

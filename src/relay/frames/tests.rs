@@ -178,13 +178,16 @@ fn fragmentation_order_is_enforced() {
         parse_one(&mut server_codec(), &from_client(CONTINUE, true, b"x")),
         Err(FrameError::Protocol("continuation without a message"))
     );
-    for opcode in [TEXT, BINARY] {
-        let mut codec = server_codec();
-        assert!(parse_one(&mut codec, &from_client(BINARY, false, b"a")).is_ok());
-        assert_eq!(
-            parse_one(&mut codec, &from_client(opcode, true, b"b")),
-            Err(FrameError::Protocol("new message inside a fragmented one"))
-        );
+    for first in [TEXT, BINARY] {
+        for second in [TEXT, BINARY] {
+            let mut codec = server_codec();
+            assert!(parse_one(&mut codec, &from_client(first, false, b"a")).is_ok());
+            assert_eq!(
+                parse_one(&mut codec, &from_client(second, true, b"b")),
+                Err(FrameError::Protocol("new message inside a fragmented one")),
+                "{first:?} then {second:?}"
+            );
+        }
     }
 }
 
@@ -256,11 +259,78 @@ fn the_size_limit_holds_for_frames_and_for_fragmented_messages() {
     for first in [TEXT, BINARY] {
         let mut codec = Codec::new(Role::Server, 10);
         assert!(parse_one(&mut codec, &from_client(first, false, &[b'a'; 6])).is_ok());
+        // The continuation's header alone tells it goes over.
+        let next = from_client(CONTINUE, true, &[b'a'; 5]);
         assert_eq!(
-            parse_one(&mut codec, &from_client(CONTINUE, true, &[b'a'; 5])),
+            codec.parse(&mut next[..6].to_vec()),
             Err(FrameError::TooBig(10))
         );
     }
+}
+
+/// A client frame header (masked, key 0) with a 64-bit length field.
+fn header_with_64_bit_length(len: u64) -> Vec<u8> {
+    let mut bytes = vec![0x82, 0x80 | 127];
+    bytes.extend_from_slice(&len.to_be_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    bytes
+}
+
+#[test]
+fn the_three_length_forms_parse_and_absurd_lengths_are_refused() {
+    let mut codec = Codec::new(Role::Server, 100_000);
+    for len in [125, 126, 65_535, 65_536, 70_000] {
+        let frame = from_client(BINARY, true, &vec![1; len]);
+        let header = frame.len() - len;
+        assert_eq!(
+            header,
+            2 + 4 + [0, 2, 8][(len > 125) as usize + (len > 65_535) as usize]
+        );
+        // Cut inside the extended length: not an error, just more to read.
+        if header > 6 {
+            assert!(matches!(
+                codec.parse(&mut frame[..3].to_vec()),
+                Ok(Parsed::NeedMore(_))
+            ));
+        }
+        assert!(parse_one(&mut codec, &frame).is_ok(), "length {len}");
+    }
+    assert_eq!(
+        codec.parse(&mut header_with_64_bit_length(u64::MAX >> 1)),
+        Err(FrameError::TooBig(100_000))
+    );
+    assert_eq!(
+        codec.parse(&mut header_with_64_bit_length(u64::MAX)),
+        Err(FrameError::Protocol("payload length with its top bit set"))
+    );
+}
+
+#[test]
+fn control_frames_may_come_between_binary_fragments() {
+    let mut codec = server_codec();
+    assert!(parse_one(&mut codec, &from_client(BINARY, false, b"ab")).is_ok());
+    assert_eq!(
+        parse_one(&mut codec, &from_client(PING, true, b"p")),
+        Ok(Some(format!("{:?}", Event::Ping(b"p"))))
+    );
+    assert_eq!(
+        parse_one(
+            &mut codec,
+            &from_client(OpCode::Control(Control::Close), true, b"")
+        ),
+        Ok(Some(format!("{:?}", Event::Close(None))))
+    );
+    assert_eq!(
+        parse_one(&mut codec, &from_client(CONTINUE, true, b"c")),
+        Ok(Some(format!(
+            "{:?}",
+            Event::Binary {
+                payload: b"c",
+                first: false,
+                fin: true
+            }
+        )))
+    );
 }
 
 #[test]
