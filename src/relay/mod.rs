@@ -245,31 +245,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let incoming = |role, leftover: &[u8]| {
-        let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES.max(leftover.len()));
-        buf.extend_from_slice(leftover);
-        Incoming {
-            codec: Codec::new(role, ctx.max_message_bytes),
-            buf,
-            need: 0,
-            grown: false,
-        }
-    };
-    let mut conn = Conn {
-        incoming: [
-            incoming(Role::Server, &[]),
-            incoming(Role::Client, upstream_leftover),
-        ],
-        client,
-        upstream,
-        legs: Legs {
-            states: [LegState::new(Role::Server), LegState::new(Role::Client)],
-            summary: Summary::default(),
-            metrics: ctx.metrics.clone(),
-            span: ctx.span.clone(),
-        },
-        write_timeout: ctx.keepalive.idle_timeout,
-    };
+    let mut conn = Conn::new(client, upstream, upstream_leftover, &ctx);
     conn.serve(&ctx).await;
     for leg in [Leg::Client, Leg::Upstream] {
         if conn.legs.states[leg as usize].linger {
@@ -304,6 +280,34 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    fn new(client: C, upstream: U, upstream_leftover: &[u8], ctx: &RelayContext) -> Self {
+        let incoming = |role, leftover: &[u8]| {
+            let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES.max(leftover.len()));
+            buf.extend_from_slice(leftover);
+            Incoming {
+                codec: Codec::new(role, ctx.max_message_bytes),
+                buf,
+                need: 0,
+                grown: false,
+            }
+        };
+        Conn {
+            incoming: [
+                incoming(Role::Server, &[]),
+                incoming(Role::Client, upstream_leftover),
+            ],
+            client,
+            upstream,
+            legs: Legs {
+                states: [LegState::new(Role::Server), LegState::new(Role::Client)],
+                summary: Summary::default(),
+                metrics: ctx.metrics.clone(),
+                span: ctx.span.clone(),
+            },
+            write_timeout: ctx.keepalive.idle_timeout,
+        }
+    }
+
     async fn serve(&mut self, ctx: &RelayContext) {
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut shutting_down = false;
@@ -592,7 +596,8 @@ impl Legs {
             if state.done || state.close_sent {
                 continue;
             }
-            if std::mem::take(&mut state.heard) {
+            // A leg we stopped reading (replies held for it) is not to blame for its silence.
+            if std::mem::take(&mut state.heard) || !state.readable() {
                 state.last_heard = tokio::time::Instant::now();
             }
             let quiet = state.last_heard.elapsed();
@@ -758,3 +763,6 @@ fn transform(text: &[u8], dir: Direction, ctx: &RelayContext) -> Forward {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
