@@ -167,7 +167,17 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
             upstream_subprotocol = backend.protocol.is_some(),
             "WebSocket connected."
         );
-        let summary = relay::run(h1.into_inner(), backend.stream, &backend.leftover, ctx).await;
+        let client = h1.into_inner();
+        let summary = match plain_socket(&client) {
+            Ok(socket) => {
+                drop(client);
+                relay::run(socket, backend.stream, &backend.leftover, ctx).await
+            }
+            Err(e) => {
+                warn!(parent: &span, error = %e, "Cannot take the client socket; relaying through pingora's stream.");
+                relay::run(client, backend.stream, &backend.leftover, ctx).await
+            }
+        };
         info!(
             parent: &span,
             close_code = summary.close_code,
@@ -180,6 +190,22 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
         drop(slot);
     };
     tokio::spawn(relay_task);
+}
+
+/// The client's socket as a plain tokio `TcpStream`, taken from pingora's stream (which is then
+/// dropped): pingora's layers (buffered writes, per-poll timing) cost the relay about as much per
+/// message as its own framing. The 101 was flushed when it was written.
+fn plain_socket(client: &pingora::protocols::Stream) -> std::io::Result<tokio::net::TcpStream> {
+    use std::os::fd::BorrowedFd;
+    if client.get_ssl().is_some() {
+        return Err(std::io::Error::other("TLS stream"));
+    }
+    // SAFETY: `id()` of a plain pingora stream is its socket's descriptor, open for as long as
+    // `client` is borrowed here; the duplicate is an independent descriptor of the same socket.
+    let fd = unsafe { BorrowedFd::borrow_raw(client.id()) }.try_clone_to_owned()?;
+    let socket = std::net::TcpStream::from(fd);
+    socket.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(socket)
 }
 
 fn switching_protocols(key: &str, protocol: Option<&str>) -> pingora::Result<ResponseHeader> {
