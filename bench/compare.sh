@@ -295,6 +295,10 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
       (map(select(.label == "wsnorm k=\($k) round \($r)"))[0].proxy_cpu_us_per_msg) as $w |
       (map(select(.label == "nginx k=\($k) round \($r)"))[0].proxy_cpu_us_per_msg) as $n |
       select($w != null and $n != null and $n > 0) | $w / $n] | median;
+  # The least disturbed round of each: this VM reports no steal time, so time the hypervisor
+  # takes from CPU 0 is counted as the running proxy and only ever adds.
+  def best($k): (target("wsnorm"; $k) | .cpu_us_per_msg_all | min) as $w |
+      (target("nginx"; $k) | .cpu_us_per_msg_all | min) as $n | ratio($w; $n);
   . as $runs |
   { date: $date, machine: { nproc: $nproc, cpu: $cpu, kernel: $kernel }, nginx_version: $nginx,
     rounds: $rounds, quick: ($quick == 1), seconds: $elapsed,
@@ -307,6 +311,8 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
   .ratios = {
     cpu_per_msg_k1_paired: ($runs | paired(1)),
     cpu_per_msg_k16_paired: ($runs | paired(16)),
+    cpu_per_msg_k1_best: ($runs | best(1)),
+    cpu_per_msg_k16_best: ($runs | best(16)),
     cpu_per_msg_k1: ratio(.pingpong.k1.wsnorm.cpu_us_per_msg; .pingpong.k1.nginx.cpu_us_per_msg),
     cpu_per_msg_k16: ratio(.pingpong.k16.wsnorm.cpu_us_per_msg; .pingpong.k16.nginx.cpu_us_per_msg),
     p99_k1: ratio(.pingpong.k1.wsnorm.p99_us; .pingpong.k1.nginx.p99_us),
@@ -336,8 +342,8 @@ jq -r '
   "",
   "| goal | wsnorm/nginx | goal | verdict |",
   "|---|---:|---:|---|",
-  "| proxy CPU per round trip, K=1 | \(f(.ratios.cpu_per_msg_k1; 2)) (per round: \(f(.ratios.cpu_per_msg_k1_paired; 2))) | <= 1.2 | \(ok(.ratios.cpu_per_msg_k1 <= 1.2)) |",
-  "| proxy CPU per round trip, K=16 | \(f(.ratios.cpu_per_msg_k16; 2)) (per round: \(f(.ratios.cpu_per_msg_k16_paired; 2))) | <= 1.2 | \(ok(.ratios.cpu_per_msg_k16 <= 1.2)) |",
+  "| proxy CPU per round trip, K=1 | \(f(.ratios.cpu_per_msg_k1; 2)) (per round: \(f(.ratios.cpu_per_msg_k1_paired; 2)); best rounds: \(f(.ratios.cpu_per_msg_k1_best; 2))) | <= 1.2 | \(ok(.ratios.cpu_per_msg_k1 <= 1.2)) |",
+  "| proxy CPU per round trip, K=16 | \(f(.ratios.cpu_per_msg_k16; 2)) (per round: \(f(.ratios.cpu_per_msg_k16_paired; 2)); best rounds: \(f(.ratios.cpu_per_msg_k16_best; 2))) | <= 1.2 | \(ok(.ratios.cpu_per_msg_k16 <= 1.2)) |",
   "| p99 round trip, K=1 | \(f(.ratios.p99_k1; 2)) | <= 1.0 | \(ok(.ratios.p99_k1 <= 1.0)) |",
   "| p99 round trip, K=16 (not a goal) | \(f(.ratios.p99_k16; 2)) | - | - |",
   "| RSS per idle connection | \(f(.ratios.rss_per_idle_conn; 2)) (\(f(.idle.wsnorm.kib_per_conn_open; 1)) KiB) | <= 17.5 KiB | \(ok(.idle.wsnorm.kib_per_conn_open <= 17.5)) |",
