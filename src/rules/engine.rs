@@ -320,7 +320,7 @@ impl CompiledRules {
                 obs.rule_result(&rule.name, dir, result);
             }
         }
-        if edits.map.is_empty() {
+        if edits.is_empty() {
             return Outcome::Unchanged;
         }
         let out = splice(src, &edits);
@@ -421,41 +421,58 @@ enum Edit<'r> {
     Remove { obj: usize },
 }
 
+/// The edits of one message, sorted by the offset of the value they change. A message has a
+/// handful at most, so a sorted `Vec` (one allocation, contiguous) beats a map.
 #[derive(Debug, Default)]
 struct Edits<'r> {
-    map: BTreeMap<usize, Edit<'r>>,
+    list: Vec<(usize, Edit<'r>)>,
     has_removals: bool,
 }
 
 impl<'r> Edits<'r> {
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// In the order of the values they change.
+    fn iter(&self) -> impl Iterator<Item = (usize, &Edit<'r>)> {
+        self.list.iter().map(|(start, edit)| (*start, edit))
+    }
+
     #[inline]
     fn get(&self, start: usize) -> Option<&Edit<'r>> {
-        if self.map.is_empty() {
-            None
-        } else {
-            self.map.get(&start)
-        }
+        let i = self.list.binary_search_by_key(&start, |(k, _)| *k).ok()?;
+        Some(&self.list[i].1)
     }
 
     /// Forget edits strictly inside the value at `start..end` (it is being replaced).
     fn clear_inside(&mut self, start: usize, end: usize) {
-        let inner = start + 1..end;
-        if self.map.range(inner.clone()).next().is_some() {
-            let keys: Vec<usize> = self.map.range(inner).map(|(k, _)| *k).collect();
-            for k in keys {
-                self.map.remove(&k);
-            }
+        let from = self.list.partition_point(|(k, _)| *k <= start);
+        let to = self.list.partition_point(|(k, _)| *k < end);
+        if from < to {
+            self.list.drain(from..to);
+        }
+    }
+
+    fn set(&mut self, start: usize, edit: Edit<'r>) {
+        match self.list.binary_search_by_key(&start, |(k, _)| *k) {
+            Ok(i) => self.list[i].1 = edit,
+            Err(i) => self.list.insert(i, (start, edit)),
         }
     }
 
     fn replace(&mut self, start: usize, end: usize, text: Text<'r>) {
         self.clear_inside(start, end);
-        self.map.insert(start, Edit::Replace { end, text });
+        self.set(start, Edit::Replace { end, text });
     }
 
     fn remove(&mut self, start: usize, end: usize, obj: usize) {
         self.clear_inside(start, end);
-        self.map.insert(start, Edit::Remove { obj });
+        self.set(start, Edit::Remove { obj });
         self.has_removals = true;
     }
 }
@@ -466,16 +483,15 @@ fn splice(src: &str, edits: &Edits<'_>) -> Vec<u8> {
     if !edits.has_removals {
         // Fast path: replacements only, already in order and never nested.
         let extra: usize = edits
-            .map
-            .values()
-            .map(|e| match e {
+            .iter()
+            .map(|(_, e)| match e {
                 Edit::Replace { text, .. } => text.as_bytes().len(),
                 Edit::Remove { .. } => 0,
             })
             .sum();
         let mut out = Vec::with_capacity(bytes.len() + extra);
         let mut cur = 0;
-        for (&start, edit) in &edits.map {
+        for (start, edit) in edits.iter() {
             if let Edit::Replace { end, text } = edit {
                 if let (Some(before), true) = (bytes.get(cur..start), *end <= bytes.len()) {
                     out.extend_from_slice(before);
@@ -487,10 +503,10 @@ fn splice(src: &str, edits: &Edits<'_>) -> Vec<u8> {
         out.extend_from_slice(bytes.get(cur..).unwrap_or_default());
         return out;
     }
-    let mut ops: Vec<(usize, usize, &[u8])> = Vec::with_capacity(edits.map.len());
+    let mut ops: Vec<(usize, usize, &[u8])> = Vec::with_capacity(edits.len());
     let mut removed: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut extra = 0;
-    for (&start, edit) in &edits.map {
+    for (start, edit) in edits.iter() {
         match edit {
             Edit::Replace { end, text } => {
                 ops.push((start, *end, text.as_bytes()));
@@ -500,7 +516,7 @@ fn splice(src: &str, edits: &Edits<'_>) -> Vec<u8> {
         }
     }
     for (obj, starts) in removed {
-        // `starts` is sorted (BTreeMap order). spans: (key start, value end, value start)
+        // `starts` is sorted (edits are in offset order). spans: (key start, value end, value start)
         let spans = json::member_spans(src, obj);
         let gone = |i: usize| starts.binary_search(&spans[i].2).is_ok();
         let n = spans.len();
