@@ -200,9 +200,14 @@ fn plain_socket(client: &pingora::protocols::Stream) -> std::io::Result<tokio::n
     if client.get_ssl().is_some() {
         return Err(std::io::Error::other("TLS stream"));
     }
-    // SAFETY: `id()` of a plain pingora stream is its socket's descriptor, open for as long as
-    // `client` is borrowed here; the duplicate is an independent descriptor of the same socket.
-    let fd = unsafe { BorrowedFd::borrow_raw(client.id()) }.try_clone_to_owned()?;
+    let raw = client.id();
+    if raw < 0 {
+        return Err(std::io::Error::other("no socket descriptor"));
+    }
+    // SAFETY: `id()` of a plain pingora stream is its socket's descriptor (checked not to be -1
+    // above), open for as long as `client` is borrowed here; the duplicate is an independent
+    // descriptor of the same socket.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) }.try_clone_to_owned()?;
     let socket = std::net::TcpStream::from(fd);
     socket.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(socket)
