@@ -331,7 +331,7 @@ fn close_payload(payload: &[u8]) -> Result<Option<(u16, &str)>, FrameError> {
 
 /// XORs `buf` with the 4-byte masking key (RFC 6455 §5.3). tungstenite keeps its own masking
 /// function private; this one is checked against tungstenite's `Frame::format` in the tests.
-fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
+pub(super) fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
     let mut words = buf.chunks_exact_mut(4);
     for word in &mut words {
         for (b, k) in word.iter_mut().zip(key) {

@@ -207,9 +207,7 @@ impl LegState {
         self.mid_message = !fin;
         if fin && !self.held.is_empty() {
             self.out.append(&mut self.held);
-            if self.held.capacity() > KEEP_BUFFER_BYTES {
-                self.held = Vec::new();
-            }
+            free_if_large(&mut self.held);
         }
     }
 
@@ -446,9 +444,7 @@ where
                 }
             };
             state.out.clear();
-            if state.out.capacity() > KEEP_BUFFER_BYTES {
-                state.out = Vec::new();
-            }
+            free_if_large(&mut state.out);
             if let Err(e) = result {
                 self.legs.on_io_error(leg, &e);
             }
@@ -647,6 +643,13 @@ async fn read_some<S: AsyncRead + Unpin>(
         incoming.grown = true;
     }
     stream.read_buf(&mut incoming.buf).await
+}
+
+/// Gives back an emptied buffer that grew for one large message.
+fn free_if_large(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP_BUFFER_BYTES {
+        *buf = Vec::new();
+    }
 }
 
 async fn write_out<S: AsyncWrite + Unpin>(

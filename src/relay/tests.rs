@@ -184,10 +184,7 @@ impl RawPeer {
                 if self.buf.len() >= end {
                     let mut payload = self.buf[start..end].to_vec();
                     if let Some(key) = header.mask {
-                        payload
-                            .iter_mut()
-                            .zip(key.iter().cycle())
-                            .for_each(|(b, k)| *b ^= k);
+                        frames::apply_mask(&mut payload, key);
                     }
                     self.buf.advance(end);
                     return (header.opcode, header.is_final, payload);

@@ -443,9 +443,14 @@ impl<'r> Edits<'r> {
         self.list.iter().map(|(start, edit)| (*start, edit))
     }
 
+    /// Where the edit of the value at `start` is, or would go.
+    fn position(&self, start: usize) -> Result<usize, usize> {
+        self.list.binary_search_by_key(&start, |(k, _)| *k)
+    }
+
     #[inline]
     fn get(&self, start: usize) -> Option<&Edit<'r>> {
-        let i = self.list.binary_search_by_key(&start, |(k, _)| *k).ok()?;
+        let i = self.position(start).ok()?;
         Some(&self.list[i].1)
     }
 
@@ -459,7 +464,7 @@ impl<'r> Edits<'r> {
     }
 
     fn set(&mut self, start: usize, edit: Edit<'r>) {
-        match self.list.binary_search_by_key(&start, |(k, _)| *k) {
+        match self.position(start) {
             Ok(i) => self.list[i].1 = edit,
             Err(i) => self.list.insert(i, (start, edit)),
         }
