@@ -17,7 +17,7 @@ RUN bash scripts/setup.sh
 COPY Cargo.toml Cargo.lock ./
 COPY deploy/docker/stub-targets.sh deploy/docker/stub-targets.sh
 RUN sh deploy/docker/stub-targets.sh Cargo.toml \
-    && cargo build --release --locked --bin wsnorm \
+    && cargo build --profile dist --locked --bin wsnorm \
     && rm -rf src
 
 # The real sources. config/ too: src/config/mod.rs embeds config/wsnorm.toml with include_str!.
@@ -27,8 +27,8 @@ COPY config/ config/
 # them as newer than the stub build, so the stub binary is never shipped by mistake; `check`
 # printing OK proves the binary is the real one (the stub prints nothing).
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --bin wsnorm \
-    && ./target/release/wsnorm check --config config/wsnorm.toml > /tmp/check.txt \
+    && cargo build --profile dist --locked --bin wsnorm \
+    && ./target/dist/wsnorm check --config config/wsnorm.toml > /tmp/check.txt \
     && grep -qx OK /tmp/check.txt
 
 # ---- runtime -------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ RUN touch src/main.rs src/lib.rs \
 # manager. The :nonroot tag runs as uid/gid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 
-COPY --from=builder /build/target/release/wsnorm /usr/local/bin/wsnorm
+COPY --from=builder /build/target/dist/wsnorm /usr/local/bin/wsnorm
 # The documented default config as a file, so it can be replaced by a mount (a ConfigMap
 # directory in Kubernetes) and hot-reloaded; wsnorm polls the file and also reloads on SIGHUP.
 COPY config/wsnorm.toml /etc/wsnorm/wsnorm.toml

@@ -3,6 +3,7 @@
 # WebSocket proxy, and wsnorm (threads = 1, default rules rewriting every message), all in one run.
 #
 #   bench/compare.sh [--quick] [--rounds N] [--idle-conns N] [--out FILE] [--no-build]
+#   wsnorm is built and measured as shipped: `cargo build --profile dist` (fat LTO), target/dist/.
 #   (WSNORM_BIN=/path/to/wsnorm compares another build of wsnorm, e.g. a candidate fix)
 #
 # The proxy under test runs on CPU 0 (taskset -c 0); the load generator and the echo backend
@@ -66,10 +67,10 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
 
 if [ "$build" = 1 ]; then
-  cargo build --release --bin wsnorm --bin wsnorm-load >&2
+  cargo build --profile dist --bin wsnorm --bin wsnorm-load >&2
 fi
-wsnorm_bin=${WSNORM_BIN:-$root/target/release/wsnorm}
-load_bin=$root/target/release/wsnorm-load
+wsnorm_bin=${WSNORM_BIN:-$root/target/dist/wsnorm}
+load_bin=$root/target/dist/wsnorm-load
 [ -x "$wsnorm_bin" ] && [ -x "$load_bin" ] || die "binaries missing (build first)"
 
 # Each proxy holds 2 descriptors per idle connection; the load tool and the echo backend one.

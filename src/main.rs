@@ -139,7 +139,7 @@ fn rewrite(cli: &Cli, direction: &str) -> ExitCode {
         };
         let outcome = config
             .rules
-            .apply(dir, line.as_bytes(), UnixTime::now(), &mut ());
+            .apply(dir, line.as_bytes(), UnixTime::now, &mut ());
         println!("{}", ruletest::describe(&line, &outcome));
     }
     ExitCode::SUCCESS

@@ -465,7 +465,9 @@ impl Legs {
                 }
                 let text_frame = OpCode::Data(Data::Text);
                 match transform(text, dir, ctx) {
-                    Forward::Original => self.states[to as usize].relay(text_frame, true, text),
+                    Forward::Original => {
+                        self.states[to as usize].relay(text_frame, true, text.as_bytes())
+                    }
                     Forward::Rewritten(bytes) => {
                         self.states[to as usize].relay(text_frame, true, &bytes)
                     }
@@ -732,7 +734,7 @@ enum Forward {
 }
 
 /// Applies the rules of `dir` to a text message.
-fn transform(text: &[u8], dir: Direction, ctx: &RelayContext) -> Forward {
+fn transform(text: &str, dir: Direction, ctx: &RelayContext) -> Forward {
     let config = ctx.config.load();
     if !config.rules.applies_to(dir) {
         // No rule for this direction: not parsed, so not known to be JSON.
@@ -740,10 +742,10 @@ fn transform(text: &[u8], dir: Direction, ctx: &RelayContext) -> Forward {
         return Forward::Original;
     }
     let started = Instant::now();
-    let outcome = config.rules.apply(
+    let outcome = config.rules.apply_text(
         dir,
         text,
-        UnixTime::now(),
+        UnixTime::now,
         &mut RuleMetrics::new(&ctx.metrics),
     );
     let kind = if matches!(outcome, Outcome::NotJson) {

@@ -22,7 +22,7 @@ use super::timestamp::{
     convert_timestamp, format_timestamp, write_unix_seconds, ByteSink, TimestampError,
     TimestampInput,
 };
-use super::{Direction, Observer, Outcome, RuleResult, TimestampFormat, UnixTime};
+use super::{Clock, Direction, Observer, Outcome, RuleResult, TimestampFormat, UnixTime};
 
 /// Validated, precomputed rules. `Send + Sync`; share it behind an `Arc`.
 #[derive(Debug)]
@@ -229,26 +229,38 @@ impl CompiledRules {
         s
     }
 
-    /// Apply the rules to one message. `now` is used for `on_invalid = "now"` and for
+    /// Apply the rules to one message. `now` is asked for `on_invalid = "now"` and for
     /// reject replies; the engine never reads a clock.
     pub fn apply(
         &self,
         dir: Direction,
         msg: &[u8],
-        now: UnixTime,
+        now: impl Clock,
         obs: &mut impl Observer,
     ) -> Outcome {
         if !self.any_for[dir_index(dir)] {
             return Outcome::Unchanged;
         }
-        let Ok(src) = std::str::from_utf8(msg) else {
-            return Outcome::NotJson;
-        };
+        match std::str::from_utf8(msg) {
+            Ok(text) => self.apply_text(dir, text, now, obs),
+            Err(_) => Outcome::NotJson,
+        }
+    }
+
+    /// [`apply`](Self::apply) to a message known to be UTF-8 (a WebSocket text message).
+    pub fn apply_text(
+        &self,
+        dir: Direction,
+        src: &str,
+        now: impl Clock,
+        obs: &mut impl Observer,
+    ) -> Outcome {
+        if !self.any_for[dir_index(dir)] {
+            return Outcome::Unchanged;
+        }
         let mut top = MemberList::new();
         match json::parse(src, &mut top) {
-            Parsed::Object { start } => {
-                self.run(dir, src, top.as_slice(), start, now.normalized(), obs)
-            }
+            Parsed::Object { start } => self.run(dir, src, top.as_slice(), start, &now, obs),
             Parsed::Other => Outcome::Unchanged,
             Parsed::NotJson => Outcome::NotJson,
         }
@@ -260,7 +272,7 @@ impl CompiledRules {
         src: &'a str,
         top: &[Member<'a>],
         top_start: usize,
-        now: UnixTime,
+        now: &dyn Clock,
         obs: &mut dyn Observer,
     ) -> Outcome {
         let mut edits = Edits::default();
@@ -305,7 +317,7 @@ impl CompiledRules {
                 let message_id = current_top_value(top, &edits, "message_id")
                     .filter(|v| matches!(v.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')));
                 return Outcome::Rejected {
-                    reply: reject_reply(&rule.name, &rej, message_id, now),
+                    reply: reject_reply(&rule.name, &rej, message_id, now.now().normalized()),
                     rule: rule.name.clone(),
                 };
             }
@@ -634,7 +646,7 @@ struct Run<'a, 'c, 'r> {
     src: &'a str,
     edits: &'c mut Edits<'r>,
     obs: &'c mut dyn Observer,
-    now: UnixTime,
+    now: &'c dyn Clock,
     rule: &'r CompiledRule,
     matched: bool,
     changed: bool,
@@ -767,7 +779,7 @@ impl<'a, 'r> Run<'a, '_, 'r> {
                 match ts.on_invalid {
                     OnInvalid::Now => {
                         let mut out = Text::new();
-                        match format_timestamp(self.now, ts.output, &mut out) {
+                        match format_timestamp(self.now.now().normalized(), ts.output, &mut out) {
                             Ok(()) => Decision::Replace(out),
                             Err(_) => Decision::Keep,
                         }

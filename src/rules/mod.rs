@@ -136,7 +136,7 @@ pub struct UnixTime {
 
 impl UnixTime {
     /// The current time from the system clock. For callers; the engine never reads a
-    /// clock itself.
+    /// clock itself (pass this function as its [`Clock`]).
     pub fn now() -> UnixTime {
         use std::time::{SystemTime, UNIX_EPOCH};
         match SystemTime::now().duration_since(UNIX_EPOCH) {
@@ -169,6 +169,25 @@ impl UnixTime {
                 .saturating_add(i64::from(self.nanos / 1_000_000_000)),
             nanos: self.nanos % 1_000_000_000,
         }
+    }
+}
+
+/// Where the engine gets "now" from: a fixed [`UnixTime`], or a clock such as
+/// [`UnixTime::now`]. Asked only when a rule needs it (`on_invalid = "now"`, a reject reply),
+/// so a message that needs none costs no clock read.
+pub trait Clock {
+    fn now(&self) -> UnixTime;
+}
+
+impl Clock for UnixTime {
+    fn now(&self) -> UnixTime {
+        *self
+    }
+}
+
+impl<F: Fn() -> UnixTime> Clock for F {
+    fn now(&self) -> UnixTime {
+        self()
     }
 }
 

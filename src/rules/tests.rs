@@ -433,6 +433,32 @@ fn now_in_each_output_form() {
 }
 
 #[test]
+fn clock_is_read_only_when_a_rule_needs_now() {
+    let reads = std::cell::Cell::new(0);
+    let clock = || {
+        reads.set(reads.get() + 1);
+        NOW
+    };
+    let rules = defaults();
+    let valid = r#"{"type":"execute_agent","timestamp":"2025-09-08T16:50:01.447585"}"#;
+    assert!(matches!(
+        rules.apply_text(C2B, valid, clock, &mut ()),
+        Outcome::Rewritten(_)
+    ));
+    assert_eq!(reads.get(), 0, "a valid timestamp needs no clock");
+    let out = rules.apply_text(C2B, r#"{"timestamp":"nope"}"#, clock, &mut ());
+    assert_eq!(
+        out,
+        Outcome::Rewritten(format!(r#"{{"timestamp":{NOW_SECS}}}"#).into())
+    );
+    assert_eq!(reads.get(), 1, "on_invalid = now reads it once");
+    let reject = ts_rule(&["ts"], json!({ "on_invalid": "reject" }));
+    let out = reject.apply_text(C2B, r#"{"ts":true}"#, clock, &mut ());
+    assert!(matches!(out, Outcome::Rejected { .. }));
+    assert_eq!(reads.get(), 2, "a reject reply carries the time");
+}
+
+#[test]
 fn remove_keeps_json_valid_in_every_position() {
     let rules = ts_rule(&["a", "b", "c", "n.x"], json!({ "on_invalid": "remove" }));
     let cases: &[(&str, &str)] = &[

@@ -6,6 +6,7 @@
 # come back near where it was, without growing from round to round.
 #
 #   tests/soak/run.sh [--connections N] [--messages M] [--rounds R] [--no-build]
+#   (PROFILE=dist runs the binaries `cargo build --profile dist` makes, as shipped)
 #
 # Ends with `N passed, M failed` (checks); exit 1 on any failed check.
 set -euo pipefail
@@ -22,9 +23,10 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-[ "$BUILD" = 0 ] || cargo build --release --bin wsnorm --bin wsnorm-load >&2
-WSNORM=$ROOT/target/release/wsnorm
-LOAD=$ROOT/target/release/wsnorm-load
+PROFILE=${PROFILE:-release}
+[ "$BUILD" = 0 ] || cargo build --profile "$PROFILE" --bin wsnorm --bin wsnorm-load >&2
+WSNORM=$ROOT/target/$PROFILE/wsnorm
+LOAD=$ROOT/target/$PROFILE/wsnorm-load
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d)

@@ -30,7 +30,7 @@ fn parse_one(codec: &mut Codec, bytes: &[u8]) -> Result<Option<String>, FrameErr
 }
 
 fn text_event(text: &str) -> Option<String> {
-    Some(format!("{:?}", Event::Text(text.as_bytes())))
+    Some(format!("{:?}", Event::Text(text)))
 }
 
 #[test]
