@@ -260,7 +260,8 @@ impl Codec {
                     return Ok(None);
                 }
                 self.assembled = bytes;
-                // Fails only if the message ends inside a character; the rest was checked.
+                // Checked whole again for the `&str` the rules take; after the prefix checks above
+                // this fails only for a message that ends inside a character.
                 let text = std::str::from_utf8(&self.assembled).map_err(|_| FrameError::Utf8)?;
                 Ok(Some(Event::Text(text)))
             }
