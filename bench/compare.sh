@@ -4,7 +4,8 @@
 #
 #   bench/compare.sh [--quick] [--rounds N] [--idle-conns N] [--out FILE] [--no-build]
 #   wsnorm is built and measured as shipped: `cargo build --profile dist` (fat LTO), target/dist/.
-#   (WSNORM_BIN=/path/to/wsnorm compares another build of wsnorm, e.g. a candidate fix)
+#   (WSNORM_BIN=/path/to/wsnorm compares another build of wsnorm, e.g. a candidate fix;
+#   LOAD_BIN=/path/to/wsnorm-load uses another build of the load tool and echo backend)
 #
 # The proxy under test runs on CPU 0 (taskset -c 0); the load generator and the echo backend
 # (both `wsnorm-load`, single-threaded) on CPU 1. For each target:
@@ -70,7 +71,7 @@ if [ "$build" = 1 ]; then
   cargo build --profile dist --bin wsnorm --bin wsnorm-load >&2
 fi
 wsnorm_bin=${WSNORM_BIN:-$root/target/dist/wsnorm}
-load_bin=$root/target/dist/wsnorm-load
+load_bin=${LOAD_BIN:-$root/target/dist/wsnorm-load}
 [ -x "$wsnorm_bin" ] && [ -x "$load_bin" ] || die "binaries missing (build first)"
 
 # Each proxy holds 2 descriptors per idle connection; the load tool and the echo backend one.
@@ -277,7 +278,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
   --arg cpu "$cpu_model" --argjson nproc "$(nproc)" --argjson rounds "$rounds" \
   --argjson quick "$quick" --arg nginx "$("$nginx_bin" -v 2>&1 | sed 's/.*nginx\///')" \
-  --argjson elapsed "$elapsed" --slurpfile idle_n "$tmp/idle-nginx.json" \
+  --argjson elapsed "$elapsed" --arg wsnorm_bin "$wsnorm_bin" --slurpfile idle_n "$tmp/idle-nginx.json" \
   --slurpfile idle_w "$tmp/idle-wsnorm.json" '
   def median: sort | if length == 0 then null elif length % 2 == 1 then .[length/2|floor]
     else (.[length/2 - 1] + .[length/2]) / 2 end;
@@ -302,7 +303,7 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
       (target("nginx"; $k) | .cpu_us_per_msg_all | min) as $n | ratio($w; $n);
   . as $runs |
   { date: $date, machine: { nproc: $nproc, cpu: $cpu, kernel: $kernel }, nginx_version: $nginx,
-    rounds: $rounds, quick: ($quick == 1), seconds: $elapsed,
+    wsnorm_bin: $wsnorm_bin, rounds: $rounds, quick: ($quick == 1), seconds: $elapsed,
     pingpong: { k1: { direct: ($runs | target("direct"; 1)), nginx: ($runs | target("nginx"; 1)),
                       wsnorm: ($runs | target("wsnorm"; 1)) },
                 k16: { direct: ($runs | target("direct"; 16)), nginx: ($runs | target("nginx"; 16)),

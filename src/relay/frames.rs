@@ -259,9 +259,11 @@ impl Codec {
                     self.partial = Partial::Text { bytes, checked };
                     return Ok(None);
                 }
+                if checked != bytes.len() {
+                    return Err(FrameError::Utf8); // Ends inside a character.
+                }
                 self.assembled = bytes;
-                // Checked whole again for the `&str` the rules take; after the prefix checks above
-                // this fails only for a message that ends inside a character.
+                // Valid already; checked whole once more for the `&str` the rules take.
                 let text = std::str::from_utf8(&self.assembled).map_err(|_| FrameError::Utf8)?;
                 Ok(Some(Event::Text(text)))
             }

@@ -9,6 +9,7 @@
 //! borrowed from the compiled rules: a typical rewrite allocates only the overlay node and
 //! the output.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
@@ -229,8 +230,8 @@ impl CompiledRules {
         s
     }
 
-    /// Apply the rules to one message. `now` is asked for `on_invalid = "now"` and for
-    /// reject replies; the engine never reads a clock.
+    /// Apply the rules to one message. `now` is asked at most once per message, only when a
+    /// rule needs it (`on_invalid = "now"`, a reject reply); the engine reads no clock itself.
     pub fn apply(
         &self,
         dir: Direction,
@@ -260,7 +261,13 @@ impl CompiledRules {
         }
         let mut top = MemberList::new();
         match json::parse(src, &mut top) {
-            Parsed::Object { start } => self.run(dir, src, top.as_slice(), start, &now, obs),
+            Parsed::Object { start } => {
+                let now = MessageNow {
+                    clock: &now,
+                    value: OnceCell::new(),
+                };
+                self.run(dir, src, top.as_slice(), start, &now, obs)
+            }
             Parsed::Other => Outcome::Unchanged,
             Parsed::NotJson => Outcome::NotJson,
         }
@@ -272,7 +279,7 @@ impl CompiledRules {
         src: &'a str,
         top: &[Member<'a>],
         top_start: usize,
-        now: &dyn Clock,
+        now: &MessageNow<'_>,
         obs: &mut dyn Observer,
     ) -> Outcome {
         let mut edits = Edits::default();
@@ -317,7 +324,7 @@ impl CompiledRules {
                 let message_id = current_top_value(top, &edits, "message_id")
                     .filter(|v| matches!(v.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')));
                 return Outcome::Rejected {
-                    reply: reject_reply(&rule.name, &rej, message_id, now.now().normalized()),
+                    reply: reject_reply(&rule.name, &rej, message_id, now.get()),
                     rule: rule.name.clone(),
                 };
             }
@@ -341,6 +348,19 @@ impl CompiledRules {
         } else {
             Outcome::Rewritten(out)
         }
+    }
+}
+
+/// One message's "now": asked of the caller's clock once, when a rule first needs it, so every
+/// field stamped and the reject reply of one message carry the same time.
+struct MessageNow<'c> {
+    clock: &'c dyn Clock,
+    value: OnceCell<UnixTime>,
+}
+
+impl MessageNow<'_> {
+    fn get(&self) -> UnixTime {
+        *self.value.get_or_init(|| self.clock.now().normalized())
     }
 }
 
@@ -646,7 +666,7 @@ struct Run<'a, 'c, 'r> {
     src: &'a str,
     edits: &'c mut Edits<'r>,
     obs: &'c mut dyn Observer,
-    now: &'c dyn Clock,
+    now: &'c MessageNow<'c>,
     rule: &'r CompiledRule,
     matched: bool,
     changed: bool,
@@ -779,7 +799,7 @@ impl<'a, 'r> Run<'a, '_, 'r> {
                 match ts.on_invalid {
                     OnInvalid::Now => {
                         let mut out = Text::new();
-                        match format_timestamp(self.now.now().normalized(), ts.output, &mut out) {
+                        match format_timestamp(self.now.get(), ts.output, &mut out) {
                             Ok(()) => Decision::Replace(out),
                             Err(_) => Decision::Keep,
                         }

@@ -452,10 +452,28 @@ fn clock_is_read_only_when_a_rule_needs_now() {
         Outcome::Rewritten(format!(r#"{{"timestamp":{NOW_SECS}}}"#).into())
     );
     assert_eq!(reads.get(), 1, "on_invalid = now reads it once");
+    // Two fields stamped in one message get the same time, from one read.
+    let ticking = || {
+        reads.set(reads.get() + 1);
+        UnixTime {
+            secs: NOW.secs + reads.get(),
+            nanos: 0,
+        }
+    };
+    let both = r#"{"timestamp":"nope","payload":{"timestamp":"nope"}}"#;
+    let Outcome::Rewritten(out) = rules.apply_text(C2B, both, ticking, &mut ()) else {
+        panic!("both timestamps should be replaced");
+    };
+    let stamp = format!("{}.0", NOW.secs + 2);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!(r#"{{"timestamp":{stamp},"payload":{{"timestamp":{stamp}}}}}"#)
+    );
+    assert_eq!(reads.get(), 2, "one read for the whole message");
     let reject = ts_rule(&["ts"], json!({ "on_invalid": "reject" }));
     let out = reject.apply_text(C2B, r#"{"ts":true}"#, clock, &mut ());
     assert!(matches!(out, Outcome::Rejected { .. }));
-    assert_eq!(reads.get(), 2, "a reject reply carries the time");
+    assert_eq!(reads.get(), 3, "a reject reply carries the time");
 }
 
 #[test]
