@@ -18,8 +18,11 @@
 
 mod frames;
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -138,6 +141,8 @@ struct Incoming {
     /// `buf` was grown past [`KEEP_BUFFER_BYTES`] for a large frame (its `capacity()` shrinks
     /// as bytes are consumed, so it cannot tell).
     grown: bool,
+    /// The last read filled the buffer: more may be waiting in the socket.
+    filled: bool,
 }
 
 /// A leg's output and what is known about its closing.
@@ -287,6 +292,7 @@ where
                 buf,
                 need: 0,
                 grown: false,
+                filled: false,
             }
         };
         Conn {
@@ -311,24 +317,31 @@ where
         let mut shutting_down = false;
         let keepalive = ctx.keepalive;
         // Checking twice per interval keeps a ping at most half an interval late.
-        let mut tick = tokio::time::interval(keepalive.ping_interval / 2);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let check_every = keepalive.ping_interval / 2;
+        let tick = tokio::time::sleep(check_every);
+        tokio::pin!(tick);
+        let mut tick_waiting = false;
         let shutdown = shutdown_signalled(ctx.shutdown.clone());
         tokio::pin!(shutdown);
+        let mut shutdown_waiting = false;
         // The backend may have sent frames right behind its handshake response.
         self.relay_frames(Leg::Upstream, ctx);
         self.flush().await;
 
         while !self.legs.states.iter().all(|s| s.done) {
+            // A waiting timer or watch keeps our waker until it fires: polled again only then.
+            let poll_tick = deadline.is_none() && (!tick_waiting || tick.is_elapsed());
+            let poll_shutdown = !shutting_down
+                && (!shutdown_waiting || ctx.shutdown.has_changed().unwrap_or(false));
             let wake = {
                 let [client_in, upstream_in] = &mut self.incoming;
                 let [client, upstream] = &self.legs.states;
                 tokio::select! {
                     r = read_some(&mut self.client, client_in), if client.readable() => Wake::Read(Leg::Client, r),
                     r = read_some(&mut self.upstream, upstream_in), if upstream.readable() => Wake::Read(Leg::Upstream, r),
-                    _ = tick.tick(), if deadline.is_none() => Wake::Tick,
-                    _ = sleep_until(deadline) => Wake::CloseTimedOut,
-                    _ = &mut shutdown, if !shutting_down => Wake::Shutdown,
+                    _ = Watched::new(tick.as_mut(), &mut tick_waiting), if poll_tick => Wake::Tick,
+                    _ = sleep_until(deadline), if deadline.is_some() => Wake::CloseTimedOut,
+                    _ = Watched::new(shutdown.as_mut(), &mut shutdown_waiting), if poll_shutdown => Wake::Shutdown,
                 }
             };
             match wake {
@@ -337,9 +350,12 @@ where
                     self.relay_ready(from, ctx);
                 }
                 Wake::Tick => {
+                    tick.as_mut().reset(tokio::time::Instant::now() + check_every);
+                    tick_waiting = false;
                     // A long blocked write kept us from reading: what arrived meanwhile
                     // counts before a leg is judged silent.
                     for leg in [Leg::Client, Leg::Upstream] {
+                        self.incoming[leg as usize].filled = true;
                         self.relay_ready(leg, ctx);
                     }
                     self.legs.keepalive(keepalive);
@@ -368,16 +384,16 @@ where
         }
     }
 
-    /// Relays what `leg` has already received, up to a batch, without waiting: tokio knows
-    /// when a socket is drained, so the last try costs no syscall.
+    /// Relays what `leg` has already received, up to a batch, without waiting. A read that did
+    /// not fill the buffer drained the socket (tokio assumes so too), so it is not tried again.
     fn relay_ready(&mut self, leg: Leg, ctx: &RelayContext) {
         for _ in 1..MAX_BATCH {
             let states = &self.legs.states;
             let full = states.iter().any(|s| s.out.len() >= WRITE_BATCH_BYTES);
-            if full || !states[leg as usize].readable() {
+            let incoming = &mut self.incoming[leg as usize];
+            if full || !incoming.filled || !states[leg as usize].readable() {
                 return;
             }
-            let incoming = &mut self.incoming[leg as usize];
             let read = match leg {
                 Leg::Client => read_some(&mut self.client, incoming).now_or_never(),
                 Leg::Upstream => read_some(&mut self.upstream, incoming).now_or_never(),
@@ -644,7 +660,10 @@ async fn read_some<S: AsyncRead + Unpin>(
     if incoming.buf.capacity() > KEEP_BUFFER_BYTES {
         incoming.grown = true;
     }
-    stream.read_buf(&mut incoming.buf).await
+    let room = incoming.buf.capacity() - incoming.buf.len();
+    let read = stream.read_buf(&mut incoming.buf).await;
+    incoming.filled = matches!(read, Ok(n) if n == room);
+    read
 }
 
 /// Gives back an emptied buffer that grew for one large message.
@@ -720,6 +739,29 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A timer or signal future that records whether it is waiting: one that is keeps the task's
+/// waker until it fires, so the relay loop can skip polling it on every pass (twice per message).
+struct Watched<'a, F> {
+    inner: Pin<&'a mut F>,
+    waiting: &'a mut bool,
+}
+
+impl<'a, F: Future> Watched<'a, F> {
+    fn new(inner: Pin<&'a mut F>, waiting: &'a mut bool) -> Self {
+        Watched { inner, waiting }
+    }
+}
+
+impl<F: Future> Future for Watched<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let polled = self.inner.as_mut().poll(cx);
+        *self.waiting = polled.is_pending();
+        polled
     }
 }
 
