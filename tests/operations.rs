@@ -160,7 +160,7 @@ async fn sigterm_closes_open_websockets_with_1001_and_exits_0() {
         let close = loop {
             match tokio::time::timeout(Duration::from_secs(5), ws.next())
                 .await
-                .unwrap()
+                .unwrap_or_else(|_| panic!("no close within 5 s; logs:\n{}", wsnorm.logs()))
             {
                 Some(Ok(Message::Close(frame))) => break frame,
                 Some(Ok(_)) => continue,

@@ -29,6 +29,7 @@ use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
@@ -328,20 +329,17 @@ where
         self.relay_frames(Leg::Upstream, ctx);
         self.flush().await;
 
+        let shutdown_sent = |_: &_| ctx.shutdown.has_changed().unwrap_or(false);
         while !self.legs.states.iter().all(|s| s.done) {
-            // A waiting timer or watch keeps our waker until it fires: polled again only then.
-            let poll_tick = deadline.is_none() && (!tick_waiting || tick.is_elapsed());
-            let poll_shutdown = !shutting_down
-                && (!shutdown_waiting || ctx.shutdown.has_changed().unwrap_or(false));
             let wake = {
                 let [client_in, upstream_in] = &mut self.incoming;
                 let [client, upstream] = &self.legs.states;
                 tokio::select! {
                     r = read_some(&mut self.client, client_in), if client.readable() => Wake::Read(Leg::Client, r),
                     r = read_some(&mut self.upstream, upstream_in), if upstream.readable() => Wake::Read(Leg::Upstream, r),
-                    _ = Watched::new(tick.as_mut(), &mut tick_waiting), if poll_tick => Wake::Tick,
+                    _ = Gated::new(tick.as_mut(), &mut tick_waiting, Sleep::is_elapsed), if deadline.is_none() => Wake::Tick,
                     _ = sleep_until(deadline), if deadline.is_some() => Wake::CloseTimedOut,
-                    _ = Watched::new(shutdown.as_mut(), &mut shutdown_waiting), if poll_shutdown => Wake::Shutdown,
+                    _ = Gated::new(shutdown.as_mut(), &mut shutdown_waiting, shutdown_sent), if !shutting_down => Wake::Shutdown,
                 }
             };
             match wake {
@@ -350,7 +348,8 @@ where
                     self.relay_ready(from, ctx);
                 }
                 Wake::Tick => {
-                    tick.as_mut().reset(tokio::time::Instant::now() + check_every);
+                    tick.as_mut()
+                        .reset(tokio::time::Instant::now() + check_every);
                     tick_waiting = false;
                     // A long blocked write kept us from reading: what arrived meanwhile
                     // counts before a leg is judged silent.
@@ -742,25 +741,40 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// A timer or signal future that records whether it is waiting: one that is keeps the task's
-/// waker until it fires, so the relay loop can skip polling it on every pass (twice per message).
-struct Watched<'a, F> {
+/// A timer or signal future that is polled again only once `may_have_fired` says so: one that
+/// answered `Pending` keeps the task's waker until it fires, and polling it on every pass of the
+/// relay loop (twice per message) is measurable. The check runs inside `poll`, not as a
+/// `select!` precondition: those are evaluated once per `select!`, so a wake-up from this future
+/// alone would find its branch still off and be lost.
+struct Gated<'a, F, P> {
     inner: Pin<&'a mut F>,
     waiting: &'a mut bool,
+    may_have_fired: P,
 }
 
-impl<'a, F: Future> Watched<'a, F> {
-    fn new(inner: Pin<&'a mut F>, waiting: &'a mut bool) -> Self {
-        Watched { inner, waiting }
+impl<'a, F: Future, P: Fn(&F) -> bool> Gated<'a, F, P> {
+    fn new(inner: Pin<&'a mut F>, waiting: &'a mut bool, may_have_fired: P) -> Self {
+        Gated {
+            inner,
+            waiting,
+            may_have_fired,
+        }
     }
 }
 
-impl<F: Future> Future for Watched<'_, F> {
+impl<F: Future, P: Fn(&F) -> bool + Unpin> Future for Gated<'_, F, P> {
     type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let polled = self.inner.as_mut().poll(cx);
-        *self.waiting = polled.is_pending();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        if *this.waiting && !(this.may_have_fired)(this.inner.as_ref().get_ref()) {
+            return Poll::Pending;
+        }
+        // Out of coop budget, tokio's timers and watches answer `Pending` without keeping the
+        // waker: such an answer is no wait.
+        let registered = tokio::task::coop::has_budget_remaining();
+        let polled = this.inner.as_mut().poll(cx);
+        *this.waiting = polled.is_pending() && registered;
         polled
     }
 }

@@ -391,3 +391,65 @@ async fn a_client_breaking_the_protocol_gets_1002_and_the_backend_1001() {
     assert_eq!(summary.initiator, Some("proxy"));
     assert_eq!(summary.messages, [0, 0]);
 }
+
+/// A client message and the backend's answer, so the relay loop has gone round with traffic
+/// and then waits, with its timer and shutdown watch already polled once.
+async fn exchange_one_message(client: &mut Ws, backend: &mut Ws) {
+    let hello = r#"{"type":"chat","text":"hello"}"#;
+    client.send(Message::text(hello)).await.unwrap();
+    assert_eq!(text_of(backend.next().await), hello);
+    backend.send(Message::text("answer")).await.unwrap();
+    assert_eq!(text_of(client.next().await), "answer");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_while_the_relay_waits_after_traffic_closes_both_legs_with_1001() {
+    let (shutdown, watch) = watch::channel(false);
+    let mut ctx = context("");
+    ctx.shutdown = watch;
+    let Running {
+        client,
+        backend,
+        relay,
+    } = start(ctx);
+    let (mut client, mut backend) = (ws_client(client).await, ws_backend(backend).await);
+    exchange_one_message(&mut client, &mut backend).await;
+    // Paused time moves only once every task waits: the relay is idle when the signal comes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shutdown.send_replace(true);
+
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        (
+            close_of(client.next().await),
+            close_of(backend.next().await),
+        )
+    })
+    .await
+    .expect("no close after the shutdown signal");
+    let going_away = (1001, "going away".to_string());
+    assert_eq!(closed, (going_away.clone(), going_away));
+    // Both answer the close (tungstenite does so when polled); then the relay ends.
+    let (client_end, backend_end) = tokio::join!(client.next(), backend.next());
+    assert!(
+        client_end.is_none() && backend_end.is_none(),
+        "{client_end:?} {backend_end:?}"
+    );
+    assert_eq!(relay.await.unwrap().close_code, Some(1001));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leg_quiet_after_traffic_gets_a_keepalive_ping() {
+    let mut ctx = context("");
+    ctx.keepalive.ping_interval = Duration::from_secs(10);
+    let Running {
+        client, backend, ..
+    } = start(ctx);
+    let (mut client, mut backend) = (ws_client(client).await, ws_backend(backend).await);
+    exchange_one_message(&mut client, &mut backend).await;
+
+    let next = tokio::time::timeout(Duration::from_secs(30), client.next()).await;
+    assert!(
+        matches!(next, Ok(Some(Ok(Message::Ping(_))))),
+        "expected a ping within 30 s of quiet, got {next:?}"
+    );
+}
