@@ -13,11 +13,13 @@ use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+use smallvec::SmallVec;
+
 use super::config::{
     DirectionFilter, EpochUnit, NaiveTimezone, OnInvalid, OutputFormat, RuleConfig, RuleError,
     RuleRef,
 };
-use super::json::{self, Member, MemberList, Parsed};
+use super::json::{self, Member, Outline, Parsed};
 use super::path::{push_escaped_key, FieldPath, Segment};
 use super::timestamp::{
     convert_timestamp, format_timestamp, write_unix_seconds, ByteSink, TimestampError,
@@ -29,8 +31,9 @@ use super::{Clock, Direction, Observer, Outcome, RuleResult, TimestampFormat, Un
 #[derive(Debug)]
 pub struct CompiledRules {
     rules: Vec<CompiledRule>,
-    /// Is there any rule for [client_to_backend, backend_to_client]?
-    any_for: [bool; 2],
+    /// How many segments the longest path of a rule for [client_to_backend,
+    /// backend_to_client] has (0: no rule): the message is outlined that deep.
+    depth_for: [usize; 2],
 }
 
 #[derive(Debug)]
@@ -76,7 +79,7 @@ impl CompiledRules {
     pub fn compile(rules: &[RuleConfig]) -> Result<CompiledRules, RuleError> {
         let mut compiled = Vec::with_capacity(rules.len());
         let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut any_for = [false; 2];
+        let mut depth_for = [0; 2];
         for (index, cfg) in rules.iter().enumerate() {
             cfg.validate(Some(index))?;
             if let Some(&first) = seen.get(cfg.name()) {
@@ -89,8 +92,13 @@ impl CompiledRules {
                 });
             }
             seen.insert(cfg.name(), index);
-            for dir in Direction::ALL {
-                any_for[dir_index(dir)] |= cfg.direction().matches(dir);
+            let depth = cfg.paths().iter().map(|p| p.segments().len()).max();
+            for dir in Direction::ALL
+                .into_iter()
+                .filter(|d| cfg.direction().matches(*d))
+            {
+                let deepest = &mut depth_for[dir_index(dir)];
+                *deepest = (*deepest).max(depth.unwrap_or(0));
             }
             let action = match cfg {
                 RuleConfig::Timestamp(t) => Action::Timestamp(TimestampAction {
@@ -127,7 +135,7 @@ impl CompiledRules {
         }
         Ok(CompiledRules {
             rules: compiled,
-            any_for,
+            depth_for,
         })
     }
 
@@ -135,7 +143,7 @@ impl CompiledRules {
     pub fn empty() -> CompiledRules {
         CompiledRules {
             rules: Vec::new(),
-            any_for: [false; 2],
+            depth_for: [0; 2],
         }
     }
 
@@ -149,7 +157,7 @@ impl CompiledRules {
 
     /// Whether any rule looks at messages of `dir`; if none does, `apply` does not parse them.
     pub fn applies_to(&self, dir: Direction) -> bool {
-        self.any_for[dir_index(dir)]
+        self.depth_for[dir_index(dir)] > 0
     }
 
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
@@ -239,7 +247,7 @@ impl CompiledRules {
         now: impl Clock,
         obs: &mut impl Observer,
     ) -> Outcome {
-        if !self.any_for[dir_index(dir)] {
+        if !self.applies_to(dir) {
             return Outcome::Unchanged;
         }
         match std::str::from_utf8(msg) {
@@ -256,17 +264,17 @@ impl CompiledRules {
         now: impl Clock,
         obs: &mut impl Observer,
     ) -> Outcome {
-        if !self.any_for[dir_index(dir)] {
+        if !self.applies_to(dir) {
             return Outcome::Unchanged;
         }
-        let mut top = MemberList::new();
-        match json::parse(src, &mut top) {
+        let mut outline = Outline::new();
+        match json::parse(src, self.depth_for[dir_index(dir)], &mut outline) {
             Parsed::Object { start } => {
                 let now = MessageNow {
                     clock: &now,
                     value: OnceCell::new(),
                 };
-                self.run(dir, src, top.as_slice(), start, &now, obs)
+                self.run(dir, src, &outline, start, &now, obs)
             }
             Parsed::Other => Outcome::Unchanged,
             Parsed::NotJson => Outcome::NotJson,
@@ -277,18 +285,19 @@ impl CompiledRules {
         &self,
         dir: Direction,
         src: &'a str,
-        top: &[Member<'a>],
+        outline: &Outline<'a>,
         top_start: usize,
         now: &MessageNow<'_>,
         obs: &mut dyn Observer,
     ) -> Outcome {
+        let top = (top_start, src.len());
         let mut edits = Edits::default();
         for rule in &self.rules {
             if !rule.direction.matches(dir) {
                 continue;
             }
             if !rule.types.is_empty() {
-                let matches = current_top_value(top, &edits, "type")
+                let matches = current_top_value(outline, top, &edits, "type")
                     .and_then(json::unescape)
                     .is_some_and(|t| rule.types.iter().any(|x| *x == *t));
                 if !matches {
@@ -296,7 +305,7 @@ impl CompiledRules {
                 }
             }
             let mut run = Run {
-                src,
+                outline,
                 edits: &mut edits,
                 obs: &mut *obs,
                 now,
@@ -307,7 +316,7 @@ impl CompiledRules {
                 reject: None,
             };
             for path in &rule.paths {
-                run.walk_top(top, top_start, path);
+                run.descend(top_start, &src[top_start..], path.segments(), &Trail::Root);
                 if run.reject.is_some() {
                     break;
                 }
@@ -321,7 +330,7 @@ impl CompiledRules {
             } = run;
             if let Some(rej) = reject {
                 obs.rule_result(&rule.name, dir, RuleResult::Rejected);
-                let message_id = current_top_value(top, &edits, "message_id")
+                let message_id = current_top_value(outline, top, &edits, "message_id")
                     .filter(|v| matches!(v.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')));
                 return Outcome::Rejected {
                     reply: reject_reply(&rule.name, &rej, message_id, now.get()),
@@ -342,7 +351,7 @@ impl CompiledRules {
         if edits.is_empty() {
             return Outcome::Unchanged;
         }
-        let out = splice(src, &edits);
+        let out = splice(src, outline, &edits);
         if out == src.as_bytes() {
             Outcome::Unchanged
         } else {
@@ -373,21 +382,21 @@ fn quoted_list<'s>(items: impl Iterator<Item = &'s str>) -> String {
 
 /// The current text of the last (not removed) top-level member named `key`.
 fn current_top_value<'x>(
-    top: &'x [Member<'_>],
+    outline: &'x Outline<'_>,
+    top: Span,
     edits: &'x Edits<'_>,
     key: &str,
 ) -> Option<&'x str> {
-    for m in top.iter().rev() {
-        if !m.key_is(key) {
-            continue;
-        }
-        match edits.get(m.start) {
-            Some(Edit::Remove { .. }) => continue,
-            Some(Edit::Replace { text, .. }) => return std::str::from_utf8(text.as_bytes()).ok(),
-            None => return Some(m.raw),
-        }
-    }
-    None
+    outline
+        .children(top.0, top.1)
+        .filter(|m| m.key_is(key))
+        .filter_map(|m| match edits.get(m.start()) {
+            Some(Edit::Remove { .. }) => None,
+            Some(Edit::Replace { text, .. }) => Some(std::str::from_utf8(text.as_bytes()).ok()),
+            None => Some(Some(m.raw())),
+        })
+        .last()
+        .flatten()
 }
 
 // ---- edits overlay ---------------------------------------------------------------------
@@ -449,15 +458,15 @@ impl ByteSink for Text<'_> {
 enum Edit<'r> {
     /// The value (original bytes up to `end`) now reads `text`.
     Replace { end: usize, text: Text<'r> },
-    /// The member holding the value was removed from the object whose `{` is at `obj`.
-    Remove { obj: usize },
+    /// The member holding the value was removed from the object `obj`.
+    Remove { obj: Span },
 }
 
 /// The edits of one message, sorted by the offset of the value they change. A message has a
-/// handful at most, so a sorted `Vec` (one allocation, contiguous) beats a map.
+/// handful at most, so a sorted list, its first four on the stack, beats a map.
 #[derive(Debug, Default)]
 struct Edits<'r> {
-    list: Vec<(usize, Edit<'r>)>,
+    list: SmallVec<[(usize, Edit<'r>); 4]>,
     has_removals: bool,
 }
 
@@ -507,7 +516,7 @@ impl<'r> Edits<'r> {
         self.set(start, Edit::Replace { end, text });
     }
 
-    fn remove(&mut self, start: usize, end: usize, obj: usize) {
+    fn remove(&mut self, start: usize, end: usize, obj: Span) {
         self.clear_inside(start, end);
         self.set(start, Edit::Remove { obj });
         self.has_removals = true;
@@ -515,7 +524,7 @@ impl<'r> Edits<'r> {
 }
 
 /// Build the output: the original with every edit spliced in.
-fn splice(src: &str, edits: &Edits<'_>) -> Vec<u8> {
+fn splice(src: &str, outline: &Outline<'_>, edits: &Edits<'_>) -> Vec<u8> {
     let bytes = src.as_bytes();
     if !edits.has_removals {
         // Fast path: replacements only, already in order and never nested.
@@ -541,7 +550,7 @@ fn splice(src: &str, edits: &Edits<'_>) -> Vec<u8> {
         return out;
     }
     let mut ops: Vec<(usize, usize, &[u8])> = Vec::with_capacity(edits.len());
-    let mut removed: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut removed: BTreeMap<Span, Vec<usize>> = BTreeMap::new();
     let mut extra = 0;
     for (start, edit) in edits.iter() {
         match edit {
@@ -554,7 +563,10 @@ fn splice(src: &str, edits: &Edits<'_>) -> Vec<u8> {
     }
     for (obj, starts) in removed {
         // `starts` is sorted (edits are in offset order). spans: (key start, value end, value start)
-        let spans = json::member_spans(src, obj);
+        let spans: Vec<_> = outline
+            .children(obj.0, obj.1)
+            .map(|m| (m.key_start(), m.end(), m.start()))
+            .collect();
         let gone = |i: usize| starts.binary_search(&spans[i].2).is_ok();
         let n = spans.len();
         let mut i = 0;
@@ -599,11 +611,14 @@ fn splice(src: &str, edits: &Edits<'_>) -> Vec<u8> {
 
 // ---- walking paths ---------------------------------------------------------------------
 
+/// A container's text: the offset of its `{` or `[` and the offset after its end.
+type Span = (usize, usize);
+
 /// Where a matched value lives.
 #[derive(Clone, Copy)]
 enum Container {
-    /// A member of the object whose `{` is at this offset.
-    Object(usize),
+    /// A member of this object.
+    Object(Span),
     /// An array element.
     Array,
 }
@@ -663,7 +678,7 @@ fn segment_matches_member(seg: &Segment, m: &Member<'_>) -> bool {
 
 /// One rule's pass over the message.
 struct Run<'a, 'c, 'r> {
-    src: &'a str,
+    outline: &'c Outline<'a>,
     edits: &'c mut Edits<'r>,
     obs: &'c mut dyn Observer,
     now: &'c MessageNow<'c>,
@@ -675,21 +690,6 @@ struct Run<'a, 'c, 'r> {
 }
 
 impl<'a, 'r> Run<'a, '_, 'r> {
-    fn walk_top(&mut self, top: &[Member<'a>], top_start: usize, path: &FieldPath) {
-        let Some((seg, rest)) = path.segments().split_first() else {
-            return;
-        };
-        for m in top {
-            if self.reject.is_some() {
-                return;
-            }
-            if segment_matches_member(seg, m) {
-                let trail = Trail::Key(&Trail::Root, m.key_raw);
-                self.visit(m.start, m.raw, rest, Container::Object(top_start), &trail);
-            }
-        }
-    }
-
     /// A value matched by the path so far; `rest` are the remaining segments.
     fn visit(
         &mut self,
@@ -717,27 +717,36 @@ impl<'a, 'r> Run<'a, '_, 'r> {
         }
     }
 
+    /// Follows `segs` into the object or array at `start`.
     fn descend(&mut self, start: usize, raw: &'a str, segs: &[Segment], trail: &Trail<'_>) {
         let Some((seg, rest)) = segs.split_first() else {
             return;
         };
-        let src = self.src;
+        let outline = self.outline;
+        let span = (start, start + raw.len());
+        let children = outline.children(span.0, span.1);
         match raw.as_bytes().first() {
             Some(b'{') => {
-                json::members(src, start, &mut |m| {
-                    if self.reject.is_none() && segment_matches_member(seg, &m) {
-                        let t = Trail::Key(trail, m.key_raw);
-                        self.visit(m.start, m.raw, rest, Container::Object(start), &t);
+                for m in children {
+                    if self.reject.is_some() {
+                        return;
                     }
-                });
+                    if segment_matches_member(seg, &m) {
+                        let t = Trail::Key(trail, m.key_raw());
+                        self.visit(m.start(), m.raw(), rest, Container::Object(span), &t);
+                    }
+                }
             }
             Some(b'[') => {
-                json::elements(src, start, &mut |i, v, vstart| {
-                    if self.reject.is_none() && seg.matches_index(i) {
-                        let t = Trail::Index(trail, i);
-                        self.visit(vstart, v, rest, Container::Array, &t);
+                for (i, m) in children.enumerate() {
+                    if self.reject.is_some() {
+                        return;
                     }
-                });
+                    if seg.matches_index(i) {
+                        let t = Trail::Index(trail, i);
+                        self.visit(m.start(), m.raw(), rest, Container::Array, &t);
+                    }
+                }
             }
             _ => {}
         }

@@ -3,107 +3,150 @@
 //!
 //! [`parse`] validates the whole message in one pass (an iterative RFC 8259 validator
 //! that accepts exactly what serde_json accepts — this is tested differentially against
-//! serde_json — plus a nesting limit of [`MAX_DEPTH`]) and collects the members of the
-//! top-level object on the way. It is hand-written because it is the hot path: one pass,
-//! no recursion, no allocation, strings skipped 8 bytes at a time.
-//!
-//! Nested objects and arrays are then located along configured paths only, by a small
-//! scanner that relies on the text being valid: strings are skipped by searching for the
-//! closing quote, containers by counting brackets outside strings. The scanner never
-//! indexes out of bounds and gives up (returns `None`/nothing) on anything unexpected, so
-//! it cannot panic even on text it was not meant for. serde_json is used to decode
-//! escaped strings and to encode strings. All offsets are byte offsets into the message.
+//! serde_json — plus a nesting limit of [`MAX_DEPTH`]) and records on the way an
+//! [`Outline`]: the members and elements of every container down to the depth the rules'
+//! paths reach, as byte spans of the original text. Paths are then followed through the
+//! outline, so no part of the message is scanned twice. It is hand-written because it is the
+//! hot path: one pass, no recursion, no allocation for small messages, strings skipped 8
+//! bytes at a time. serde_json is used to decode escaped strings and to encode strings.
+//! All offsets are byte offsets into the message.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
+use smallvec::SmallVec;
 
 /// Maximum nesting depth of arrays/objects accepted (deeper documents are `NotJson`).
 pub(crate) const MAX_DEPTH: usize = 128;
 
-/// One member of an object.
+/// One value inside a container, an object member or an array element, as the engine sees
+/// it: a view of an outline entry, sliced from the text only when asked.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Member<'a> {
-    /// The key literal including its quotes (still escaped).
-    pub key_raw: &'a str,
-    /// Whether the key contains escapes (then it must be decoded to compare).
-    pub key_escaped: bool,
-    /// Offset of the key's opening quote.
-    pub key_start: usize,
-    /// The value's text.
-    pub raw: &'a str,
-    /// Offset of the value.
-    pub start: usize,
+    src: &'a str,
+    entry: Entry,
 }
 
 impl<'a> Member<'a> {
-    const EMPTY: Member<'static> = Member {
-        key_raw: "",
-        key_escaped: false,
-        key_start: 0,
-        raw: "",
-        start: 0,
-    };
+    /// The key literal including its quotes (still escaped); empty for an array element.
+    pub fn key_raw(&self) -> &'a str {
+        let start = self.key_start();
+        self.src
+            .get(start..start + self.entry.key_len as usize)
+            .unwrap_or_default()
+    }
 
-    /// Is the (unescaped) key equal to `k`?
-    #[inline]
-    pub fn key_is(&self, k: &str) -> bool {
-        if self.key_escaped {
-            unescape(self.key_raw).is_some_and(|d| d == k)
-        } else {
-            self.key_raw.len() == k.len() + 2
-                && self.key_raw.get(1..self.key_raw.len() - 1) == Some(k)
-        }
+    /// Whether the key contains escapes (then it must be decoded to compare).
+    pub fn key_escaped(&self) -> bool {
+        self.entry.key_escaped
+    }
+
+    /// Offset of the key's opening quote (of the value, for an array element).
+    pub fn key_start(&self) -> usize {
+        self.entry.key_start as usize
+    }
+
+    /// The value's text.
+    pub fn raw(&self) -> &'a str {
+        self.src.get(self.start()..self.end()).unwrap_or_default()
+    }
+
+    /// Offset of the value.
+    pub fn start(&self) -> usize {
+        self.entry.start as usize
     }
 
     /// Offset just after the value.
     pub fn end(&self) -> usize {
-        self.start + self.raw.len()
+        self.entry.end as usize
+    }
+
+    /// Is the (unescaped) key equal to `k`?
+    #[inline]
+    pub fn key_is(&self, k: &str) -> bool {
+        if self.key_escaped() {
+            return unescape(self.key_raw()).is_some_and(|d| d == k);
+        }
+        // Compared as bytes between the quotes: no slicing of the text on the way.
+        let start = self.key_start() + 1;
+        self.entry.key_len as usize == k.len() + 2
+            && self.src.as_bytes().get(start..start + k.len()) == Some(k.as_bytes())
     }
 }
 
-/// Members of the top-level object; the first 16 live on the stack.
-pub(crate) struct MemberList<'a> {
-    inline: [Member<'a>; 16],
-    len: usize,
-    heap: Vec<Member<'a>>,
+/// How the outline stores a [`Member`]: offsets into the text (24 bytes; [`parse`] refuses
+/// texts of 4 GiB and more, far above the largest message accepted).
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    key_start: u32,
+    /// 0 for an array element.
+    key_len: u32,
+    start: u32,
+    end: u32,
+    /// While the value is being read: the index of the enclosing value being read ([`NONE`]
+    /// at the top), so no stack is kept beside the outline. Once it ended: the index of the
+    /// entry after its descendants.
+    link: u32,
+    key_escaped: bool,
 }
 
-impl<'a> MemberList<'a> {
+const NONE: u32 = u32::MAX;
+
+/// The values of a document's containers down to a given depth, in document order, as
+/// [`parse`] found them; the first 16 live on the stack.
+pub(crate) struct Outline<'a> {
+    src: &'a str,
+    entries: SmallVec<[Entry; 16]>,
+    /// The innermost recorded value being read.
+    open: u32,
+}
+
+impl<'a> Outline<'a> {
     pub fn new() -> Self {
-        MemberList {
-            inline: [Member::EMPTY; 16],
-            len: 0,
-            heap: Vec::new(),
+        Outline {
+            src: "",
+            entries: SmallVec::new(),
+            open: NONE,
         }
     }
 
-    fn push(&mut self, m: Member<'a>) {
-        if self.heap.is_empty() && self.len < self.inline.len() {
-            self.inline[self.len] = m;
-            self.len += 1;
-        } else {
-            if self.heap.is_empty() {
-                self.heap.extend_from_slice(&self.inline[..self.len]);
-            }
-            self.heap.push(m);
-        }
+    /// A value starts: it is recorded, inside the value being read.
+    #[inline]
+    fn open(&mut self, mut entry: Entry) {
+        entry.link = self.open;
+        // Fewer entries than text bytes, and the text is under 4 GiB.
+        self.open = self.entries.len() as u32;
+        self.entries.push(entry);
     }
 
-    pub fn as_slice(&self) -> &[Member<'a>] {
-        if self.heap.is_empty() {
-            &self.inline[..self.len]
-        } else {
-            &self.heap
-        }
+    /// The innermost value being read ends at `end`.
+    #[inline]
+    fn close(&mut self, end: usize) -> Option<()> {
+        let next = self.entries.len() as u32;
+        let entry = self.entries.get_mut(self.open as usize)?;
+        entry.end = end as u32;
+        self.open = std::mem::replace(&mut entry.link, next);
+        Some(())
+    }
+
+    /// The members (or elements) of the container whose text spans `start..end`, in order.
+    pub fn children(&self, start: usize, end: usize) -> impl Iterator<Item = Member<'a>> + '_ {
+        let list = &self.entries[..];
+        let src = self.src;
+        let mut i = list.partition_point(|e| e.key_start as usize <= start);
+        std::iter::from_fn(move || {
+            let entry = *list.get(i).filter(|e| (e.key_start as usize) < end)?;
+            // Skips the value's descendants; always moves on, even past an unclosed entry.
+            i = (entry.link as usize).max(i + 1);
+            Some(Member { src, entry })
+        })
     }
 }
 
 /// The result of [`parse`].
 pub(crate) enum Parsed {
-    /// A valid document whose top level is an object with its `{` at `start`; its
-    /// members were pushed to the output list.
+    /// A valid document whose top level is an object with its `{` at `start`.
     Object { start: usize },
     /// A valid document with another top level.
     Other,
@@ -120,15 +163,19 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// Validate `src` as exactly one JSON document (RFC 8259; whitespace around it allowed;
-/// at most [`MAX_DEPTH`] nested arrays/objects) and, if its top level is an object,
-/// collect the object's members — in one pass, without recursion or allocation (beyond
-/// the member list's spill). Accepts exactly what serde_json accepts (including any
-/// `\uXXXX` escape; `src` is already known to be UTF-8).
-pub(crate) fn parse<'a>(src: &'a str, out: &mut MemberList<'a>) -> Parsed {
-    parse_inner(src, out).unwrap_or(Parsed::NotJson)
+/// at most [`MAX_DEPTH`] nested arrays/objects) and record in `out` the values of every
+/// container nested at most `depth` deep (the top level is depth 1) — in one pass, without
+/// recursion or allocation (beyond the outline's spill). Accepts exactly what serde_json
+/// accepts (including any `\uXXXX` escape; `src` is already known to be UTF-8).
+pub(crate) fn parse<'a>(src: &'a str, depth: usize, out: &mut Outline<'a>) -> Parsed {
+    parse_inner(src, depth.min(MAX_DEPTH), out).unwrap_or(Parsed::NotJson)
 }
 
-fn parse_inner<'a>(src: &'a str, out: &mut MemberList<'a>) -> Option<Parsed> {
+fn parse_inner<'a>(src: &'a str, record: usize, out: &mut Outline<'a>) -> Option<Parsed> {
+    if u32::try_from(src.len()).is_err() {
+        return None;
+    }
+    out.src = src;
     let b = src.as_bytes();
     let mut i = skip_ws(b, 0);
     let top_start = i;
@@ -136,13 +183,14 @@ fn parse_inner<'a>(src: &'a str, out: &mut MemberList<'a>) -> Option<Parsed> {
     // Bit d is set when the container at depth d+1 is an object (MAX_DEPTH <= 128).
     let mut objects: u128 = 0;
     let mut depth: usize = 0;
-    // The top-level member being read: key (start, end, escaped) and value start.
-    let mut key = (0, 0, false);
-    let mut vstart = 0;
     loop {
-        // A value starts at `i`.
-        if depth == 1 {
-            vstart = i;
+        // A value starts at `i`; an array element is recorded here, a member at its key.
+        if depth > 0 && depth <= record && objects & (1 << (depth - 1)) == 0 {
+            out.open(Entry {
+                key_start: i as u32,
+                start: i as u32,
+                ..Entry::default()
+            });
         }
         match *b.get(i)? {
             open @ (b'{' | b'[') => {
@@ -162,11 +210,7 @@ fn parse_inner<'a>(src: &'a str, out: &mut MemberList<'a>) -> Option<Parsed> {
                     i += 1;
                     depth -= 1;
                 } else if is_object {
-                    let (next, k) = parse_key(b, i)?;
-                    if depth == 1 {
-                        key = k;
-                    }
-                    i = next;
+                    i = key(b, i, depth <= record, out)?;
                     continue;
                 } else {
                     continue;
@@ -179,7 +223,7 @@ fn parse_inner<'a>(src: &'a str, out: &mut MemberList<'a>) -> Option<Parsed> {
             b'n' => i = literal(b, i, b"null")?,
             _ => return None,
         }
-        // A value ended at `i`: record it, close containers, find the next value.
+        // A value ended at `i`: record its end, close containers, find the next value.
         loop {
             if depth == 0 {
                 if skip_ws(b, i) != b.len() {
@@ -191,14 +235,8 @@ fn parse_inner<'a>(src: &'a str, out: &mut MemberList<'a>) -> Option<Parsed> {
                     Parsed::Other
                 });
             }
-            if depth == 1 && top_is_object {
-                out.push(Member {
-                    key_raw: src.get(key.0..key.1)?,
-                    key_escaped: key.2,
-                    key_start: key.0,
-                    raw: src.get(vstart..i)?,
-                    start: vstart,
-                });
+            if depth <= record {
+                out.close(i)?;
             }
             i = skip_ws(b, i);
             let in_object = objects & (1 << (depth - 1)) != 0;
@@ -206,11 +244,7 @@ fn parse_inner<'a>(src: &'a str, out: &mut MemberList<'a>) -> Option<Parsed> {
                 (b',', _) => {
                     i = skip_ws(b, i + 1);
                     if in_object {
-                        let (next, k) = parse_key(b, i)?;
-                        if depth == 1 {
-                            key = k;
-                        }
-                        i = next;
+                        i = key(b, i, depth <= record, out)?;
                     }
                     break;
                 }
@@ -222,6 +256,22 @@ fn parse_inner<'a>(src: &'a str, out: &mut MemberList<'a>) -> Option<Parsed> {
             }
         }
     }
+}
+
+/// A key and `:` at `i`, recorded in `out` when `record`: the value's offset.
+#[inline(always)]
+fn key(b: &[u8], i: usize, record: bool, out: &mut Outline<'_>) -> Option<usize> {
+    let (value, (start, end, escaped)) = parse_key(b, i)?;
+    if record {
+        out.open(Entry {
+            key_start: start as u32,
+            key_len: (end - start) as u32,
+            start: value as u32,
+            key_escaped: escaped,
+            ..Entry::default()
+        });
+    }
+    Some(value)
 }
 
 /// A key string, `:` and whitespace at `i`: (offset of the value, (key start, key end,
@@ -251,6 +301,7 @@ fn word_at(b: &[u8], j: usize) -> Option<u64> {
 }
 
 /// Validate the string literal at `open`: offset just after it, and whether it has escapes.
+#[inline(always)]
 fn string_end_checked(b: &[u8], open: usize) -> Option<(usize, bool)> {
     const QUOTES: u64 = ONES * b'"' as u64;
     const BACKSLASHES: u64 = ONES * b'\\' as u64;
@@ -341,171 +392,6 @@ fn literal(b: &[u8], i: usize, lit: &[u8]) -> Option<usize> {
     (b.get(i..i + lit.len())? == lit).then_some(i + lit.len())
 }
 
-/// Offset of the next `"` at or after `j` (8 bytes at a time).
-#[inline]
-fn find_quote(b: &[u8], mut j: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    const QUOTES: u64 = ONES * b'"' as u64;
-    while let Some(chunk) = b.get(j..j + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word) ^ QUOTES;
-        // The lowest set bit marks the first zero byte, i.e. the first quote.
-        let found = x.wrapping_sub(ONES) & !x & HIGHS;
-        if found != 0 {
-            return Some(j + (found.trailing_zeros() / 8) as usize);
-        }
-        j += 8;
-    }
-    while let Some(&c) = b.get(j) {
-        if c == b'"' {
-            return Some(j);
-        }
-        j += 1;
-    }
-    None
-}
-
-/// Offset just after the string literal whose opening quote is at `open`.
-fn string_end(src: &str, open: usize) -> Option<usize> {
-    let b = src.as_bytes();
-    let mut j = open + 1;
-    loop {
-        let q = find_quote(b, j)?;
-        // The quote closes the string unless preceded by an odd number of backslashes.
-        let mut k = q;
-        while k > open + 1 && b.get(k - 1) == Some(&b'\\') {
-            k -= 1;
-        }
-        if (q - k) % 2 == 0 {
-            return Some(q + 1);
-        }
-        j = q + 1;
-    }
-}
-
-/// Offset just after the value starting at `i`, and the value's nesting depth (0 for
-/// scalars, 1 for `[]`, ...).
-fn value_end(src: &str, i: usize) -> Option<(usize, usize)> {
-    let b = src.as_bytes();
-    match b.get(i)? {
-        b'"' => Some((string_end(src, i)?, 0)),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut max = 0usize;
-            let mut j = i;
-            while let Some(&c) = b.get(j) {
-                match c {
-                    b'"' => {
-                        j = string_end(src, j)?;
-                        continue;
-                    }
-                    b'{' | b'[' => {
-                        depth += 1;
-                        max = max.max(depth);
-                    }
-                    b'}' | b']' => {
-                        depth = depth.checked_sub(1)?;
-                        if depth == 0 {
-                            return Some((j + 1, max));
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
-            }
-            None
-        }
-        _ => {
-            let mut j = i;
-            while b
-                .get(j)
-                .is_some_and(|c| !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
-            {
-                j += 1;
-            }
-            Some((j, 0))
-        }
-    }
-}
-
-/// Call `f` for each member of the object whose `{` is at `start`; returns the offset
-/// just after the object's `}` and the object's nesting depth (`None` if the text is not
-/// a well-formed object).
-pub(crate) fn members<'a>(
-    src: &'a str,
-    start: usize,
-    f: &mut dyn FnMut(Member<'a>),
-) -> Option<(usize, usize)> {
-    let b = src.as_bytes();
-    if b.get(start) != Some(&b'{') {
-        return None;
-    }
-    let mut i = skip_ws(b, start + 1);
-    if b.get(i) == Some(&b'}') {
-        return Some((i + 1, 1));
-    }
-    let mut max_depth = 0;
-    loop {
-        if b.get(i) != Some(&b'"') {
-            return None;
-        }
-        let key_end = string_end(src, i)?;
-        let key_raw = src.get(i..key_end)?;
-        let key_start = i;
-        i = skip_ws(b, key_end);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        let vstart = skip_ws(b, i + 1);
-        let (vend, depth) = value_end(src, vstart)?;
-        max_depth = max_depth.max(depth);
-        f(Member {
-            key_raw,
-            key_escaped: key_raw.as_bytes().contains(&b'\\'),
-            key_start,
-            raw: src.get(vstart..vend)?,
-            start: vstart,
-        });
-        i = skip_ws(b, vend);
-        match b.get(i) {
-            Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return Some((i + 1, max_depth + 1)),
-            _ => return None,
-        }
-    }
-}
-
-/// Call `f(index, value_text, value_offset)` for each element of the array whose `[` is
-/// at `start`.
-pub(crate) fn elements<'a>(
-    src: &'a str,
-    start: usize,
-    f: &mut dyn FnMut(usize, &'a str, usize),
-) -> Option<usize> {
-    let b = src.as_bytes();
-    if b.get(start) != Some(&b'[') {
-        return None;
-    }
-    let mut i = skip_ws(b, start + 1);
-    if b.get(i) == Some(&b']') {
-        return Some(i + 1);
-    }
-    let mut n = 0;
-    loop {
-        let (vend, _) = value_end(src, i)?;
-        f(n, src.get(i..vend)?, i);
-        n += 1;
-        i = skip_ws(b, vend);
-        match b.get(i) {
-            Some(b',') => i = skip_ws(b, i + 1),
-            Some(b']') => return Some(i + 1),
-            _ => return None,
-        }
-    }
-}
-
 /// A string, borrowed unless it contains escapes.
 struct Str<'a>(Cow<'a, str>);
 
@@ -594,29 +480,28 @@ fn count_openers(b: &[u8]) -> usize {
         .sum()
 }
 
-/// Byte spans of the members of the object whose `{` is at `obj_start`:
-/// (key start, value end, value start).
-pub(crate) fn member_spans(src: &str, obj_start: usize) -> Vec<(usize, usize, usize)> {
-    let mut spans = Vec::new();
-    members(src, obj_start, &mut |m| {
-        spans.push((m.key_start, m.end(), m.start))
-    });
-    spans
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde::de::IgnoredAny;
 
-    fn top(src: &str) -> (Option<usize>, Vec<Member<'_>>) {
-        let mut list = MemberList::new();
-        let span = match parse(src, &mut list) {
-            Parsed::Object { start } => Some(start),
+    /// The outline of `src` recorded `depth` deep, and the span of its top-level value.
+    fn outline(src: &str, depth: usize) -> (Outline<'_>, Option<(usize, usize)>) {
+        let mut outline = Outline::new();
+        let span = match parse(src, depth, &mut outline) {
+            Parsed::Object { start } => Some((start, src.trim_end().len())),
             Parsed::Other => None,
             Parsed::NotJson => panic!("not JSON: {src}"),
         };
-        (span, list.as_slice().to_vec())
+        (outline, span)
+    }
+
+    fn top(src: &str) -> (Option<usize>, Vec<Member<'_>>) {
+        let (outline, span) = outline(src, 1);
+        let members = span.map_or_else(Vec::new, |(start, end)| {
+            outline.children(start, end).collect()
+        });
+        (span.map(|s| s.0), members)
     }
 
     fn serde_accepts(src: &str) -> bool {
@@ -624,7 +509,11 @@ mod tests {
     }
 
     fn we_accept(src: &str) -> bool {
-        !matches!(parse(src, &mut MemberList::new()), Parsed::NotJson)
+        // Recording as deep as the document goes must not change the verdict.
+        let shallow = !matches!(parse(src, 1, &mut Outline::new()), Parsed::NotJson);
+        let deep = !matches!(parse(src, MAX_DEPTH, &mut Outline::new()), Parsed::NotJson);
+        assert_eq!(shallow, deep, "{src:?}");
+        shallow
     }
 
     #[test]
@@ -637,10 +526,10 @@ mod tests {
             .iter()
             .map(|m| {
                 (
-                    unescape(m.key_raw).unwrap().into_owned(),
-                    m.raw,
-                    &src[m.start..m.end()],
-                    &src[m.key_start..m.key_start + m.key_raw.len()],
+                    unescape(m.key_raw()).unwrap().into_owned(),
+                    m.raw(),
+                    &src[m.start()..m.end()],
+                    &src[m.key_start()..m.key_start() + m.key_raw().len()],
                 )
             })
             .collect();
@@ -658,8 +547,8 @@ mod tests {
             ("f".into(), "{}", "{}", "\"f\""),
         ];
         assert_eq!(got, want);
-        assert!(m[0].key_is("a") && !m[0].key_escaped);
-        assert!(m[1].key_is("be") && m[1].key_escaped && !m[1].key_is("b\\u0065"));
+        assert!(m[0].key_is("a") && !m[0].key_escaped());
+        assert!(m[1].key_is("be") && m[1].key_escaped() && !m[1].key_is("b\\u0065"));
         assert!(!m[0].key_is("ab"));
     }
 
@@ -672,64 +561,70 @@ mod tests {
         assert!(m
             .iter()
             .enumerate()
-            .all(|(i, m)| m.key_is(&format!("k{i}")) && m.raw == i.to_string()));
+            .all(|(i, m)| m.key_is(&format!("k{i}")) && m.raw() == i.to_string()));
     }
 
     #[test]
-    fn elements_and_nested_members() {
-        let src = r#"[ 1 , "a,]" ,{"k":[2]}, [ ] ,null,true]"#;
-        let mut got = Vec::new();
-        let end = elements(src, 0, &mut |i, v, s| got.push((i, v, s)));
-        assert_eq!(end, Some(src.len()));
-        let texts: Vec<_> = got
-            .iter()
-            .map(|&(i, v, s)| (i, v, &src[s..s + v.len()]))
-            .collect();
+    fn nested_members_and_elements_down_to_the_recorded_depth() {
+        let src = r#"{"arr":[ 1 , "a,]" ,{"k":[2]}, [ ] ,null,true], "o":{"k":{"deep":1}},"e":{}}"#;
+        fn texts<'a>(o: &Outline<'a>, start: usize, end: usize) -> Vec<(&'a str, &'a str)> {
+            o.children(start, end)
+                .map(|m| (m.key_raw(), m.raw()))
+                .collect()
+        }
+        let (o, span) = outline(src, 2);
+        let (start, end) = span.unwrap();
+        let top = texts(&o, start, end);
         assert_eq!(
-            texts,
-            vec![
-                (0, "1", "1"),
-                (1, "\"a,]\"", "\"a,]\""),
-                (2, r#"{"k":[2]}"#, r#"{"k":[2]}"#),
-                (3, "[ ]", "[ ]"),
-                (4, "null", "null"),
-                (5, "true", "true")
+            top.iter().map(|m| m.0).collect::<Vec<_>>(),
+            [r#""arr""#, r#""o""#, r#""e""#]
+        );
+        let arr = o.children(start, end).next().unwrap();
+        assert_eq!(
+            texts(&o, arr.start(), arr.end()),
+            [
+                ("", "1"),
+                ("", r#""a,]""#),
+                ("", r#"{"k":[2]}"#),
+                ("", "[ ]"),
+                ("", "null"),
+                ("", "true")
             ]
         );
-        assert_eq!(elements("[]", 0, &mut |_, _, _| panic!()), Some(2));
-        assert_eq!(members("{ }", 0, &mut |_| panic!()), Some((3, 1)));
+        let obj = o.children(start, end).nth(1).unwrap();
         assert_eq!(
-            members(r#"{"a":[{"b":[]}],"c":{}}"#, 0, &mut |_| {}),
-            Some((23, 4))
+            texts(&o, obj.start(), obj.end()),
+            [(r#""k""#, r#"{"deep":1}"#)]
         );
+        // Depth 3 is not recorded: nothing inside `{"k":[2]}` or `{"deep":1}`.
+        let inner = o.children(arr.start(), arr.end()).nth(2).unwrap();
+        assert!(texts(&o, inner.start(), inner.end()).is_empty());
+        let empty = o.children(start, end).nth(2).unwrap();
+        assert!(texts(&o, empty.start(), empty.end()).is_empty());
+
+        let (o, _) = outline(src, 3);
+        let deep = o.children(start, end).nth(1).unwrap();
+        let k = o.children(deep.start(), deep.end()).next().unwrap();
+        assert_eq!(texts(&o, k.start(), k.end()), [(r#""deep""#, "1")]);
+        let inner = o.children(arr.start(), arr.end()).nth(2).unwrap();
+        assert_eq!(texts(&o, inner.start(), inner.end()), [(r#""k""#, "[2]")]);
     }
 
     #[test]
-    fn scanner_gives_up_on_garbage_without_panicking() {
-        for bad in [
-            "",
-            "{",
-            "{\"a",
-            "{\"a\"",
-            "{\"a\":",
-            "{\"a\":1",
-            "{\"a\":1,",
-            "{1:2}",
-            "{\"a\" 1}",
-            "[",
-            "[1",
-            "[1 2]",
-            "\"",
-            "{\"a\":\"\\\"}",
-            "{\"a\":[}",
-        ] {
-            let _ = members(bad, 0, &mut |_| {});
-            let _ = elements(bad, 0, &mut |_, _, _| {});
-            let _ = value_end(bad, 0);
-            let _ = member_spans(bad, 0);
+    fn an_outline_past_its_inline_room_spills_to_the_heap_in_order() {
+        let items: Vec<String> = (0..40).map(|i| format!(r#"{{"n":{i}}}"#)).collect();
+        let src = format!(r#"{{"list":[{}],"after":true}}"#, items.join(","));
+        let (o, span) = outline(&src, 3);
+        let (start, end) = span.unwrap();
+        let top: Vec<_> = o.children(start, end).collect();
+        assert_eq!(top.len(), 2);
+        assert!(top[1].key_is("after") && top[1].raw() == "true");
+        let elements: Vec<_> = o.children(top[0].start(), top[0].end()).collect();
+        assert_eq!(elements.len(), 40);
+        for (i, e) in elements.iter().enumerate() {
+            let n: Vec<_> = o.children(e.start(), e.end()).map(|m| m.raw()).collect();
+            assert_eq!(n, [i.to_string()]);
         }
-        assert_eq!(members("{\"a\":1", 0, &mut |_| {}), None);
-        assert_eq!(value_end("}", 0), Some((0, 0)));
     }
 
     #[test]
@@ -859,8 +754,8 @@ mod tests {
     #[test]
     fn member_spans_cover_keys() {
         let src = r#"{ "a" : 1 ,	"b":[2] , "c" :{} }"#;
-        let spans = member_spans(src, 0);
-        let keys: Vec<_> = spans.iter().map(|&(k, e, _)| &src[k..e]).collect();
+        let (_, m) = top(src);
+        let keys: Vec<_> = m.iter().map(|m| &src[m.key_start()..m.end()]).collect();
         assert_eq!(keys, vec![r#""a" : 1"#, r#""b":[2]"#, r#""c" :{}"#]);
     }
 
@@ -875,23 +770,6 @@ mod tests {
         let escaped = format!("{{\"a\":\"\\\"{}\"}}", "[".repeat(1000));
         assert!(!too_deep(escaped.as_bytes(), MAX_DEPTH));
         assert_eq!(count_openers("[{x}]{".repeat(1000).as_bytes()), 3000);
-    }
-
-    #[test]
-    fn quote_search() {
-        let s = "0123456789abcdef\"xyz\"";
-        for start in 0..s.len() {
-            let want = s.as_bytes()[start..]
-                .iter()
-                .position(|&c| c == b'"')
-                .map(|p| p + start);
-            assert_eq!(find_quote(s.as_bytes(), start), want, "{start}");
-        }
-        assert_eq!(find_quote("é\"".as_bytes(), 0), Some(2));
-        assert_eq!(find_quote(b"abcdefghijklmnop", 0), None);
-        assert_eq!(find_quote(b"", 5), None);
-        assert_eq!(string_end(r#""a\"b\\""#, 0), Some(8));
-        assert_eq!(string_end(r#""\\\""#, 0), None);
     }
 
     #[test]
