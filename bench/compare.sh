@@ -20,6 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+. bench/lib.sh
 
 quick=0
 rounds=5
@@ -50,20 +51,8 @@ wsnorm_port=$((port_base + 3)); admin_port=$((port_base + 4))
 [ -n "$out" ] || out="$root/bench/results/compare-$(date -u +%Y%m%d-%H%M%S).json"
 mkdir -p "$(dirname "$out")"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "compare.sh: $*"; exit 1; }
-
 # --- prerequisites ---------------------------------------------------------------------------
-need_apt=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
-command -v jq >/dev/null || need_apt+=(jq)
-command -v taskset >/dev/null || need_apt+=(util-linux)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "installing ${need_apt[*]} with apt-get"
-  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
-  $sudo_ apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+bench_need nginx:nginx jq:jq taskset:util-linux
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
 
@@ -84,33 +73,7 @@ fi
 ulimit -n "$want_fds"
 
 # --- processes -------------------------------------------------------------------------------
-tmp=$(mktemp -d /tmp/wsnorm-compare.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 50); do
-    local alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  if [ "${KEEP_TMP:-0}" = 1 ]; then log "logs kept in $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-forget() { # drop an exited pid from the kill list (it could be reused)
-  local keep=() p
-  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  pids=("${keep[@]}")
-}
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {
-  for _ in $(seq 1 100); do port_open "$1" && return 0; sleep 0.1; done
-  die "nothing listens on port $1 after 10 s (see $tmp)"
-}
+tmp=$bench_tmp
 for p in $echo_port $nginx_port $wsnorm_port $admin_port; do
   port_open "$p" && die "port $p is in use (set PORT_BASE)"
 done

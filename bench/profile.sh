@@ -13,6 +13,7 @@
 set -eu  # no pipefail: `perf report | head` ends with SIGPIPE
 cd "$(dirname "$0")/.."
 root=$PWD
+. bench/lib.sh
 build=1; idle_conns=2000; keep=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,22 +32,8 @@ port_base=${PORT_BASE:-19700}
 echo_port=$((port_base + 1)); ws_port=$((port_base + 2)); admin_port=$((port_base + 3))
 ulimit -n $((2 * idle_conns + 1000 > 10240 ? 2 * idle_conns + 1000 : 10240))
 
-out=$(mktemp -d /tmp/wsnorm-profile.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  if [ "$keep" = 1 ]; then echo "files in $out" >&2; else rm -rf "$out"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {
-  for _ in $(seq 1 100); do port_open "$1" && return 0; sleep 0.1; done
-  echo "nothing listens on $1" >&2; exit 1
-}
+out=$bench_tmp
+if [ "$keep" = 1 ]; then KEEP_TMP=1; fi
 sed -e 's/^threads = .*/threads = 1/' \
     -e "s/^max_connections = .*/max_connections = $((idle_conns + 1000))/" \
     config/wsnorm.toml >"$out/wsnorm.toml"

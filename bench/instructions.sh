@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# User-space instructions per round trip, nginx against wsnorm, counted by valgrind's callgrind.
+# Unlike CPU time on this shared VM (which moves by up to 2x between rounds), the count is the
+# same on every run of the same binaries and inputs, so changes far below the noise of
+# bench/compare.sh show. It does not see the kernel (about 70 % of either proxy's CPU time) nor
+# cache misses: it ranks user-space changes, compare.sh stays the measure of the goals.
+#
+#   bench/instructions.sh [--no-build] [--conns N] [-k K] [--top N]
+#   (WSNORM_BIN / LOAD_BIN as in bench/compare.sh; TARGETS="wsnorm" skips nginx)
+#
+# Each proxy runs alone under callgrind (nginx with one process, master_process off) in front of
+# the wsnorm-load echo backend. Two ping-pong runs of M1 and M2 round trips per connection are
+# counted separately; (I2 - I1) / (N * (M2 - M1)) is the cost of one round trip, with connection
+# set-up and start-up cancelled out. The top functions of wsnorm's M2 run are printed (--top).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+. bench/lib.sh
+
+build=1; conns=50; k=1; top=25
+m1=${M1:-100}; m2=${M2:-300}
+targets=${TARGETS:-"nginx wsnorm"}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-build) build=0 ;;
+    --conns) conns=$2; shift ;;
+    -k) k=$2; shift ;;
+    --top) top=$2; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ "$m2" -gt "$m1" ] || { echo "M2 must be larger than M1" >&2; exit 2; }
+
+bench_need valgrind:valgrind nginx:nginx jq:jq
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+
+[ "$build" = 0 ] || cargo build --profile dist --bin wsnorm --bin wsnorm-load >&2
+wsnorm_bin=${WSNORM_BIN:-$root/target/dist/wsnorm}
+load_bin=${LOAD_BIN:-$root/target/dist/wsnorm-load}
+[ -x "$wsnorm_bin" ] && [ -x "$load_bin" ] || die "binaries missing (build first)"
+
+port_base=${PORT_BASE:-19500}
+echo_port=$((port_base + 1)); proxy_port=$((port_base + 2)); admin_port=$((port_base + 3))
+tmp=$bench_tmp
+for p in $echo_port $proxy_port $admin_port; do
+  port_open "$p" && die "port $p is in use (set PORT_BASE)"
+done
+
+taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
+pids+=("$!")
+wait_port "$echo_port"
+
+cat >"$tmp/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/body;
+    proxy_temp_path $tmp/proxy;
+    fastcgi_temp_path $tmp/fastcgi;
+    uwsgi_temp_path $tmp/uwsgi;
+    scgi_temp_path $tmp/scgi;
+    server {
+        listen 127.0.0.1:$proxy_port;
+        location / {
+            proxy_pass http://127.0.0.1:$echo_port;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host \$host;
+            proxy_read_timeout 3600s;
+        }
+    }
+}
+EOF
+sed -e 's/^threads = .*/threads = 1/' config/wsnorm.toml >"$tmp/wsnorm.toml"
+grep -q '^threads = 1$' "$tmp/wsnorm.toml" || die "could not set threads = 1"
+
+# Instructions counted between two callgrind dumps, from the dump file's totals line.
+dump_total() { # pid dump-number
+  callgrind_control -d "$1" >/dev/null
+  local f
+  for _ in $(seq 1 100); do
+    f=$(ls "$tmp"/callgrind.out."$1".* 2>/dev/null | sort -t. -k4 -n | sed -n "${2}p")
+    [ -n "$f" ] && grep -q '^totals:' "$f" 2>/dev/null && break
+    sleep 0.2
+  done
+  [ -n "$f" ] || die "no callgrind dump $2 from $1"
+  awk '/^totals:/ {print $2}' "$f"
+}
+
+pingpong() { # target messages label
+  local sp="--subprotocol=" check=""
+  [ "$1" = wsnorm ] && { sp="--subprotocol=agent_chat"; check="--expect-rewrite"; }
+  timeout 900 taskset -c 1 "$load_bin" pingpong --url "ws://127.0.0.1:$proxy_port/ws" "$sp" $check \
+    -n "$conns" -k "$k" -m "$2" --warmup 0 --connect-timeout-secs 60 --reply-timeout-secs 60 --max-secs 800 --label "$3" \
+    >"$tmp/$3.json" || die "load run $3 failed"
+  local errors mismatches
+  errors=$(jq .errors "$tmp/$3.json"); mismatches=$(jq .mismatches "$tmp/$3.json")
+  [ "$errors" = 0 ] && [ "$mismatches" = 0 ] \
+    || die "$3: $errors errors, $mismatches mismatches: $(jq -r .first_error "$tmp/$3.json")"
+}
+
+results=()
+for t in $targets; do
+  case "$t" in
+    nginx) cmd=("$nginx_bin" -p "$tmp" -e "$tmp/nginx-error.log" -c "$tmp/nginx.conf") ;;
+    wsnorm) cmd=("$wsnorm_bin" --config "$tmp/wsnorm.toml" --listen "127.0.0.1:$proxy_port"
+                 --admin "127.0.0.1:$admin_port" --upstream "127.0.0.1:$echo_port" --log-format json) ;;
+    *) die "unknown target $t" ;;
+  esac
+  taskset -c 0 valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$tmp/callgrind.out.%p" "${cmd[@]}" 2>"$tmp/$t.log" &
+  pid=$!; pids+=("$pid")
+  wait_port "$proxy_port" 120
+  pingpong "$t" 5 "warmup-$t"
+  callgrind_control -i on "$pid" >/dev/null
+  pingpong "$t" "$m1" "$t-m1"
+  i1=$(dump_total "$pid" 1)
+  pingpong "$t" "$m2" "$t-m2"
+  i2=$(dump_total "$pid" 2)
+  callgrind_control -i off "$pid" >/dev/null
+  per=$(( (i2 - i1) / (conns * (m2 - m1)) ))
+  log "$t: $i1 instructions for $((conns * m1)) round trips, $i2 for $((conns * m2)): $per per round trip"
+  results+=("$t=$per")
+  if [ "$t" = wsnorm ] && [ "$top" -gt 0 ]; then
+    f=$(ls "$tmp"/callgrind.out."$pid".* | sort -t. -k4 -n | sed -n 2p)
+    callgrind_annotate --inclusive=no "$f" 2>/dev/null | sed -n "1,$((top + 25))p" \
+      | grep -E '^ *[0-9,]+ \(' | head -n "$top" >"$tmp/top.txt" || true
+    log "wsnorm's top functions, self instructions over $((conns * m2)) round trips:"
+    cat "$tmp/top.txt" >&2
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do port_open "$proxy_port" || break; sleep 0.1; done
+done
+
+printf '%s\n' "${results[@]}" | jq -R 'split("=") | {(.[0]): (.[1] | tonumber)}' | jq -s \
+  --argjson conns "$conns" --argjson k "$k" --argjson m1 "$m1" --argjson m2 "$m2" '
+  add as $r | { connections: $conns, in_flight: $k, round_trips: [$m1, $m2],
+    user_instructions_per_round_trip: $r,
+    ratio: (if $r.nginx and $r.wsnorm then ($r.wsnorm / $r.nginx * 100 | round / 100) else null end) }'

@@ -1,0 +1,51 @@
+# Shared by the bench scripts (sourced, from the repository root): messages, installing what
+# is missing, the processes a script started (all killed on exit) and waiting for ports.
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "$(basename "$0"): $*"; exit 1; }
+
+# Installs, with apt-get, the package of each command that is missing: bench_need CMD:PKG...
+bench_need() {
+  local need=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
+  done
+  [ ${#need[@]} -gt 0 ] || return 0
+  log "installing ${need[*]} with apt-get"
+  local sudo_=""
+  [ "$(id -u)" = 0 ] || sudo_=sudo
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null
+}
+
+# Processes to stop on exit (append with pids+=("$!")), and the scratch directory removed then
+# unless KEEP_TMP=1.
+pids=()
+bench_tmp=$(mktemp -d "/tmp/wsnorm-$(basename "$0" .sh).XXXXXX")
+bench_cleanup() {
+  local p alive
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 50); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  if [ "${KEEP_TMP:-0}" = 1 ]; then log "files kept in $bench_tmp"; else rm -rf "$bench_tmp"; fi
+}
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Drops an exited pid from the kill list (it could be reused).
+forget() {
+  local keep=() p
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # port [seconds]
+  for _ in $(seq 1 $((${2:-10} * 10))); do port_open "$1" && return 0; sleep 0.1; done
+  die "nothing listens on port $1 after ${2:-10} s (see $bench_tmp)"
+}
