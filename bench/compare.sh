@@ -84,37 +84,7 @@ echo_pid=$!; pids+=("$echo_pid")
 wait_port "$echo_port"
 
 # nginx: 1 worker, its own prefix, conf, pid and logs; pass-through WebSocket proxy.
-mkdir -p "$tmp/nginx/logs" "$tmp/nginx/tmp"
-cat >"$tmp/nginx/nginx.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile $want_fds;
-daemon off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/logs/error.log warn;
-events {
-    worker_connections $want_fds;
-}
-http {
-    access_log off;
-    client_body_temp_path $tmp/nginx/tmp/body;
-    proxy_temp_path $tmp/nginx/tmp/proxy;
-    fastcgi_temp_path $tmp/nginx/tmp/fastcgi;
-    uwsgi_temp_path $tmp/nginx/tmp/uwsgi;
-    scgi_temp_path $tmp/nginx/tmp/scgi;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location / {
-            proxy_pass http://127.0.0.1:$echo_port;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade \$http_upgrade;
-            proxy_set_header Connection "upgrade";
-            proxy_set_header Host \$host;
-            proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
-        }
-    }
-}
-EOF
+bench_nginx_conf "$tmp/nginx" "$nginx_port" "$echo_port" "$want_fds"
 taskset -c 0 "$nginx_bin" -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" &
 nginx_pid=$!; pids+=("$nginx_pid")
 wait_port "$nginx_port"

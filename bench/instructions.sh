@@ -52,33 +52,7 @@ taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
 pids+=("$!")
 wait_port "$echo_port"
 
-cat >"$tmp/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $tmp/nginx.pid;
-error_log $tmp/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $tmp/body;
-    proxy_temp_path $tmp/proxy;
-    fastcgi_temp_path $tmp/fastcgi;
-    uwsgi_temp_path $tmp/uwsgi;
-    scgi_temp_path $tmp/scgi;
-    server {
-        listen 127.0.0.1:$proxy_port;
-        location / {
-            proxy_pass http://127.0.0.1:$echo_port;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade \$http_upgrade;
-            proxy_set_header Connection "upgrade";
-            proxy_set_header Host \$host;
-            proxy_read_timeout 3600s;
-        }
-    }
-}
-EOF
+bench_nginx_conf "$tmp/nginx" "$proxy_port" "$echo_port" 4096 single
 sed -e 's/^threads = .*/threads = 1/' config/wsnorm.toml >"$tmp/wsnorm.toml"
 grep -q '^threads = 1$' "$tmp/wsnorm.toml" || die "could not set threads = 1"
 
@@ -110,7 +84,7 @@ pingpong() { # target messages label
 results=()
 for t in $targets; do
   case "$t" in
-    nginx) cmd=("$nginx_bin" -p "$tmp" -e "$tmp/nginx-error.log" -c "$tmp/nginx.conf") ;;
+    nginx) cmd=("$nginx_bin" -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf") ;;
     wsnorm) cmd=("$wsnorm_bin" --config "$tmp/wsnorm.toml" --listen "127.0.0.1:$proxy_port"
                  --admin "127.0.0.1:$admin_port" --upstream "127.0.0.1:$echo_port" --log-format json) ;;
     *) die "unknown target $t" ;;

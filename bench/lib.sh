@@ -49,3 +49,44 @@ wait_port() { # port [seconds]
   for _ in $(seq 1 $((${2:-10} * 10))); do port_open "$1" && return 0; sleep 0.1; done
   die "nothing listens on port $1 after ${2:-10} s (see $bench_tmp)"
 }
+
+# nginx as a pass-through WebSocket proxy with one worker, everything under DIR:
+# bench_nginx_conf DIR LISTEN_PORT UPSTREAM_PORT CONNECTIONS [single] ("single": no master
+# process, e.g. to run it under valgrind). Start it with
+# nginx -p DIR -e DIR/logs/error.log -c DIR/nginx.conf
+bench_nginx_conf() {
+  mkdir -p "$1/logs" "$1/tmp"
+  local master=""
+  [ "${5:-}" = single ] && master="master_process off;"
+  cat >"$1/nginx.conf" <<EOF
+worker_processes 1;
+$master
+worker_rlimit_nofile $4;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events {
+    worker_connections $4;
+}
+http {
+    access_log off;
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path $1/tmp/proxy;
+    fastcgi_temp_path $1/tmp/fastcgi;
+    uwsgi_temp_path $1/tmp/uwsgi;
+    scgi_temp_path $1/tmp/scgi;
+    server {
+        listen 127.0.0.1:$2;
+        location / {
+            proxy_pass http://127.0.0.1:$3;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host \$host;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+        }
+    }
+}
+EOF
+}
