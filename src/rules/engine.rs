@@ -19,7 +19,7 @@ use super::config::{
     DirectionFilter, EpochUnit, NaiveTimezone, OnInvalid, OutputFormat, RuleConfig, RuleError,
     RuleRef,
 };
-use super::json::{self, Member, Outline, Parsed};
+use super::json::{self, Member, Outline, Parsed, Reach};
 use super::path::{push_escaped_key, FieldPath, Segment};
 use super::timestamp::{
     convert_timestamp, format_timestamp, write_unix_seconds, ByteSink, TimestampError,
@@ -31,9 +31,9 @@ use super::{Clock, Direction, Observer, Outcome, RuleResult, TimestampFormat, Un
 #[derive(Debug)]
 pub struct CompiledRules {
     rules: Vec<CompiledRule>,
-    /// How many segments the longest path of a rule for [client_to_backend,
-    /// backend_to_client] has (0: no rule): the message is outlined that deep.
-    depth_for: [usize; 2],
+    /// What the paths of the rules for [client_to_backend, backend_to_client] can reach: what
+    /// a message's outline records.
+    reach_for: [Reach; 2],
 }
 
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl CompiledRules {
     pub fn compile(rules: &[RuleConfig]) -> Result<CompiledRules, RuleError> {
         let mut compiled = Vec::with_capacity(rules.len());
         let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut depth_for = [0; 2];
+        let mut reach_for: [Reach; 2] = Default::default();
         for (index, cfg) in rules.iter().enumerate() {
             cfg.validate(Some(index))?;
             if let Some(&first) = seen.get(cfg.name()) {
@@ -92,13 +92,13 @@ impl CompiledRules {
                 });
             }
             seen.insert(cfg.name(), index);
-            let depth = cfg.paths().iter().map(|p| p.segments().len()).max();
             for dir in Direction::ALL
                 .into_iter()
                 .filter(|d| cfg.direction().matches(*d))
             {
-                let deepest = &mut depth_for[dir_index(dir)];
-                *deepest = (*deepest).max(depth.unwrap_or(0));
+                for path in cfg.paths() {
+                    reach_for[dir_index(dir)].add(path.segments());
+                }
             }
             let action = match cfg {
                 RuleConfig::Timestamp(t) => Action::Timestamp(TimestampAction {
@@ -135,7 +135,7 @@ impl CompiledRules {
         }
         Ok(CompiledRules {
             rules: compiled,
-            depth_for,
+            reach_for,
         })
     }
 
@@ -143,7 +143,7 @@ impl CompiledRules {
     pub fn empty() -> CompiledRules {
         CompiledRules {
             rules: Vec::new(),
-            depth_for: [0; 2],
+            reach_for: Default::default(),
         }
     }
 
@@ -157,7 +157,7 @@ impl CompiledRules {
 
     /// Whether any rule looks at messages of `dir`; if none does, `apply` does not parse them.
     pub fn applies_to(&self, dir: Direction) -> bool {
-        self.depth_for[dir_index(dir)] > 0
+        !self.reach_for[dir_index(dir)].is_empty()
     }
 
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
@@ -268,7 +268,7 @@ impl CompiledRules {
             return Outcome::Unchanged;
         }
         let mut outline = Outline::new();
-        match json::parse(src, self.depth_for[dir_index(dir)], &mut outline) {
+        match json::parse(src, &self.reach_for[dir_index(dir)], &mut outline) {
             Parsed::Object { start } => {
                 let now = MessageNow {
                     clock: &now,

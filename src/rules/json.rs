@@ -17,6 +17,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use smallvec::SmallVec;
 
+use super::path::Segment;
+
 /// Maximum nesting depth of arrays/objects accepted (deeper documents are `NotJson`).
 pub(crate) const MAX_DEPTH: usize = 128;
 
@@ -144,6 +146,71 @@ impl<'a> Outline<'a> {
     }
 }
 
+/// Which values [`parse`] records: those the rules' paths can reach. The top level's values
+/// are recorded when there is any path; a container's values only when some path can go on
+/// through it, so a large array no path enters costs no outline entries.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Reach {
+    any_path: bool,
+    /// Per level (0: the top level's values): what the paths that go on below it name there.
+    levels: Vec<Through>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Through {
+    /// Key literals, quotes included: compared with the text as they are.
+    keys: Vec<Box<[u8]>>,
+    any_key: bool,
+    any_index: bool,
+}
+
+impl Reach {
+    pub fn add(&mut self, segments: &[Segment]) {
+        self.any_path = true;
+        let through = segments.len().saturating_sub(1);
+        for (level, seg) in segments.iter().take(through).enumerate() {
+            if self.levels.len() <= level {
+                self.levels.push(Through::default());
+            }
+            let at = &mut self.levels[level];
+            let key = match seg {
+                Segment::Any => {
+                    at.any_key = true;
+                    at.any_index = true;
+                    continue;
+                }
+                Segment::Index { key, .. } => {
+                    at.any_index = true;
+                    key
+                }
+                Segment::Key(key) => key,
+            };
+            let literal = format!("\"{key}\"").into_bytes().into_boxed_slice();
+            if !at.keys.contains(&literal) {
+                at.keys.push(literal);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.any_path
+    }
+
+    /// Whether a path goes through the container that is a value at `level`: a member with
+    /// the key literal `key` (quotes included), or an array element (`None`).
+    fn enters(&self, level: usize, key: Option<(&[u8], bool)>) -> bool {
+        let Some(at) = self.levels.get(level) else {
+            return false;
+        };
+        match key {
+            None => at.any_index,
+            // An escaped key would need decoding: recording it anyway is only extra work.
+            Some((_, escaped)) if escaped || at.any_key => true,
+            Some((raw, _)) => at.keys.iter().any(|k| **k == *raw),
+        }
+    }
+}
+
 /// The result of [`parse`].
 pub(crate) enum Parsed {
     /// A valid document whose top level is an object with its `{` at `start`.
@@ -163,15 +230,15 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// Validate `src` as exactly one JSON document (RFC 8259; whitespace around it allowed;
-/// at most [`MAX_DEPTH`] nested arrays/objects) and record in `out` the values of every
-/// container nested at most `depth` deep (the top level is depth 1) — in one pass, without
-/// recursion or allocation (beyond the outline's spill). Accepts exactly what serde_json
-/// accepts (including any `\uXXXX` escape; `src` is already known to be UTF-8).
-pub(crate) fn parse<'a>(src: &'a str, depth: usize, out: &mut Outline<'a>) -> Parsed {
-    parse_inner(src, depth.min(MAX_DEPTH), out).unwrap_or(Parsed::NotJson)
+/// at most [`MAX_DEPTH`] nested arrays/objects) and record in `out` the values `reach` says
+/// the paths can get to — in one pass, without recursion or allocation (beyond the
+/// outline's spill). Accepts exactly what serde_json accepts (including any `\uXXXX`
+/// escape; `src` is already known to be UTF-8).
+pub(crate) fn parse<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Parsed {
+    parse_inner(src, reach, out).unwrap_or(Parsed::NotJson)
 }
 
-fn parse_inner<'a>(src: &'a str, record: usize, out: &mut Outline<'a>) -> Option<Parsed> {
+fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option<Parsed> {
     if u32::try_from(src.len()).is_err() {
         return None;
     }
@@ -180,12 +247,17 @@ fn parse_inner<'a>(src: &'a str, record: usize, out: &mut Outline<'a>) -> Option
     let mut i = skip_ws(b, 0);
     let top_start = i;
     let top_is_object = b.get(i) == Some(&b'{');
-    // Bit d is set when the container at depth d+1 is an object (MAX_DEPTH <= 128).
+    // Bit d is set when the container at depth d+1 is an object (MAX_DEPTH <= 128), and in
+    // `recorded` when its values are recorded; `here` is that bit of the container being read.
     let mut objects: u128 = 0;
+    let mut recorded: u128 = 0;
+    let mut here = false;
     let mut depth: usize = 0;
+    // Whether a path goes through the member value about to be read, if it is a container.
+    let mut enter_member = false;
     loop {
         // A value starts at `i`; an array element is recorded here, a member at its key.
-        if depth > 0 && depth <= record && objects & (1 << (depth - 1)) == 0 {
+        if here && objects & (1 << (depth - 1)) == 0 {
             out.open(Entry {
                 key_start: i as u32,
                 start: i as u32,
@@ -203,14 +275,28 @@ fn parse_inner<'a>(src: &'a str, record: usize, out: &mut Outline<'a>) -> Option
                 } else {
                     objects &= !(1 << depth);
                 }
+                let parent = here;
+                here = if depth == 0 {
+                    !reach.is_empty()
+                } else if objects & (1 << (depth - 1)) != 0 {
+                    enter_member
+                } else {
+                    here && reach.enters(depth - 1, None)
+                };
+                if here {
+                    recorded |= 1 << depth;
+                } else {
+                    recorded &= !(1 << depth);
+                }
                 depth += 1;
                 i = skip_ws(b, i + 1);
                 let close = if is_object { b'}' } else { b']' };
                 if b.get(i) == Some(&close) {
                     i += 1;
                     depth -= 1;
+                    here = parent;
                 } else if is_object {
-                    i = key(b, i, depth <= record, out)?;
+                    (i, enter_member) = key(b, i, here.then_some((reach, depth)), out)?;
                     continue;
                 } else {
                     continue;
@@ -235,7 +321,7 @@ fn parse_inner<'a>(src: &'a str, record: usize, out: &mut Outline<'a>) -> Option
                     Parsed::Other
                 });
             }
-            if depth <= record {
+            if here {
                 out.close(i)?;
             }
             i = skip_ws(b, i);
@@ -244,13 +330,14 @@ fn parse_inner<'a>(src: &'a str, record: usize, out: &mut Outline<'a>) -> Option
                 (b',', _) => {
                     i = skip_ws(b, i + 1);
                     if in_object {
-                        i = key(b, i, depth <= record, out)?;
+                        (i, enter_member) = key(b, i, here.then_some((reach, depth)), out)?;
                     }
                     break;
                 }
                 (b'}', true) | (b']', false) => {
                     i += 1;
                     depth -= 1;
+                    here = depth > 0 && recorded & (1 << (depth - 1)) != 0;
                 }
                 _ => return None,
             }
@@ -258,20 +345,29 @@ fn parse_inner<'a>(src: &'a str, record: usize, out: &mut Outline<'a>) -> Option
     }
 }
 
-/// A key and `:` at `i`, recorded in `out` when `record`: the value's offset.
+/// A key and `:` at `i` in the object at `depth`, recorded in `out` when that object's values
+/// are (`record`): the value's offset, and whether a path goes through the value.
 #[inline(always)]
-fn key(b: &[u8], i: usize, record: bool, out: &mut Outline<'_>) -> Option<usize> {
+fn key(
+    b: &[u8],
+    i: usize,
+    record: Option<(&Reach, usize)>,
+    out: &mut Outline<'_>,
+) -> Option<(usize, bool)> {
     let (value, (start, end, escaped)) = parse_key(b, i)?;
-    if record {
-        out.open(Entry {
-            key_start: start as u32,
-            key_len: (end - start) as u32,
-            start: value as u32,
-            key_escaped: escaped,
-            ..Entry::default()
-        });
-    }
-    Some(value)
+    let Some((reach, depth)) = record else {
+        return Some((value, false));
+    };
+    out.open(Entry {
+        key_start: start as u32,
+        key_len: (end - start) as u32,
+        start: value as u32,
+        key_escaped: escaped,
+        ..Entry::default()
+    });
+    let container = matches!(b.get(value), Some(b'{' | b'['));
+    let enter = container && reach.enters(depth - 1, Some((b.get(start..end)?, escaped)));
+    Some((value, enter))
 }
 
 /// A key string, `:` and whitespace at `i`: (offset of the value, (key start, key end,
@@ -485,15 +581,33 @@ mod tests {
     use super::*;
     use serde::de::IgnoredAny;
 
-    /// The outline of `src` recorded `depth` deep, and the span of its top-level value.
-    fn outline(src: &str, depth: usize) -> (Outline<'_>, Option<(usize, usize)>) {
+    /// What the paths (dotted, as in a rule) reach.
+    fn reach(paths: &[&str]) -> Reach {
+        let mut reach = Reach::default();
+        for p in paths {
+            reach.add(crate::rules::path::FieldPath::parse(p).unwrap().segments());
+        }
+        reach
+    }
+
+    /// Every value down to `depth` levels: a path of `depth` `*`s.
+    fn everything(depth: usize) -> Reach {
+        reach(&[&vec!["*"; depth].join(".")])
+    }
+
+    /// The outline of `src` as `reach` records it, and the span of its top-level value.
+    fn outline_of<'a>(src: &'a str, reach: &Reach) -> (Outline<'a>, Option<(usize, usize)>) {
         let mut outline = Outline::new();
-        let span = match parse(src, depth, &mut outline) {
+        let span = match parse(src, reach, &mut outline) {
             Parsed::Object { start } => Some((start, src.trim_end().len())),
             Parsed::Other => None,
             Parsed::NotJson => panic!("not JSON: {src}"),
         };
         (outline, span)
+    }
+
+    fn outline(src: &str, depth: usize) -> (Outline<'_>, Option<(usize, usize)>) {
+        outline_of(src, &everything(depth))
     }
 
     fn top(src: &str) -> (Option<usize>, Vec<Member<'_>>) {
@@ -510,8 +624,14 @@ mod tests {
 
     fn we_accept(src: &str) -> bool {
         // Recording as deep as the document goes must not change the verdict.
-        let shallow = !matches!(parse(src, 1, &mut Outline::new()), Parsed::NotJson);
-        let deep = !matches!(parse(src, MAX_DEPTH, &mut Outline::new()), Parsed::NotJson);
+        let shallow = !matches!(
+            parse(src, &Reach::default(), &mut Outline::new()),
+            Parsed::NotJson
+        );
+        let deep = !matches!(
+            parse(src, &everything(MAX_DEPTH), &mut Outline::new()),
+            Parsed::NotJson
+        );
         assert_eq!(shallow, deep, "{src:?}");
         shallow
     }
@@ -608,6 +728,46 @@ mod tests {
         assert_eq!(texts(&o, k.start(), k.end()), [(r#""deep""#, "1")]);
         let inner = o.children(arr.start(), arr.end()).nth(2).unwrap();
         assert_eq!(texts(&o, inner.start(), inner.end()), [(r#""k""#, "[2]")]);
+    }
+
+    #[test]
+    fn only_containers_a_path_goes_through_are_outlined() {
+        let src = r#"{"a":{"x":1,"y":{"z":2}},"b":{"x":3},"list":[{"x":4},{"x":5}],"n":[1,2,3]}"#;
+        let keys = |o: &Outline<'_>, m: &Member<'_>| -> Vec<String> {
+            o.children(m.start(), m.end())
+                .map(|c| c.key_raw().to_string())
+                .collect()
+        };
+        let (o, span) = outline_of(src, &reach(&["a.x", "list.1.x", "type"]));
+        let (start, end) = span.unwrap();
+        let top: Vec<_> = o.children(start, end).collect();
+        assert_eq!(top.len(), 4);
+        assert_eq!(keys(&o, &top[0]), [r#""x""#, r#""y""#]);
+        // `a.x` ends at `x`: nothing inside `y`; nothing inside `b` or `n`'s elements either.
+        let y = o.children(top[0].start(), top[0].end()).nth(1).unwrap();
+        assert!(keys(&o, &y).is_empty());
+        assert!(keys(&o, &top[1]).is_empty());
+        // An index segment: every element of `list` is outlined (and what is inside them).
+        let elements: Vec<_> = o.children(top[2].start(), top[2].end()).collect();
+        assert_eq!(elements.len(), 2);
+        assert_eq!(keys(&o, &elements[1]), [r#""x""#]);
+        // `n` is an array no path enters: its elements are not recorded.
+        assert_eq!(o.children(top[3].start(), top[3].end()).count(), 0);
+        // The same document with no path: nothing is recorded, and it is still validated.
+        let (o, _) = outline_of(src, &Reach::default());
+        assert_eq!(o.entries.len(), 0);
+    }
+
+    #[test]
+    fn a_large_array_no_path_enters_costs_no_entries() {
+        let numbers: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+        let src = format!(
+            r#"{{"type":"x","data":[{}],"payload":{{"timestamp":1}}}}"#,
+            numbers.join(",")
+        );
+        let (o, _) = outline_of(&src, &reach(&["timestamp", "payload.timestamp", "type"]));
+        // The three top-level members and `payload`'s one.
+        assert_eq!(o.entries.len(), 4);
     }
 
     #[test]
