@@ -483,8 +483,10 @@ impl Legs {
                     Forward::Original => {
                         self.states[to as usize].relay(text_frame, true, text.as_bytes())
                     }
-                    Forward::Rewritten(bytes) => {
-                        self.states[to as usize].relay(text_frame, true, &bytes)
+                    Forward::Rewritten(mut bytes) => {
+                        self.states[to as usize].relay(text_frame, true, &bytes);
+                        free_if_large(&mut bytes);
+                        REWRITE_BUFFER.set(bytes);
                     }
                     Forward::Back(reply) => {
                         let sender = &mut self.states[from as usize];
@@ -779,6 +781,12 @@ impl<F: Future, P: Fn(&F) -> bool + Unpin> Future for Gated<'_, F, P> {
     }
 }
 
+thread_local! {
+    /// The buffer the rules wrote the last rewritten message into, lent to the next: it is
+    /// copied into the leg's output at once, so one per thread does for every connection.
+    static REWRITE_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Where a text message goes after the rules.
 enum Forward {
     /// To the other leg, as received.
@@ -798,11 +806,12 @@ fn transform(text: &str, dir: Direction, ctx: &RelayContext) -> Forward {
         return Forward::Original;
     }
     let started = Instant::now();
-    let outcome = config.rules.apply_text(
+    let outcome = config.rules.apply_text_into(
         dir,
         text,
         UnixTime::now,
         &mut RuleMetrics::new(&ctx.metrics),
+        REWRITE_BUFFER.take(),
     );
     let kind = if matches!(outcome, Outcome::NotJson) {
         MessageKind::Text

@@ -264,6 +264,20 @@ impl CompiledRules {
         now: impl Clock,
         obs: &mut impl Observer,
     ) -> Outcome {
+        self.apply_text_into(dir, src, now, obs, Vec::new())
+    }
+
+    /// [`apply_text`](Self::apply_text), writing a rewritten message into `spare` (cleared
+    /// first): a caller that hands back the buffer of the last [`Outcome::Rewritten`] saves an
+    /// allocation per message.
+    pub fn apply_text_into(
+        &self,
+        dir: Direction,
+        src: &str,
+        now: impl Clock,
+        obs: &mut impl Observer,
+        spare: Vec<u8>,
+    ) -> Outcome {
         if !self.applies_to(dir) {
             return Outcome::Unchanged;
         }
@@ -274,22 +288,23 @@ impl CompiledRules {
                     clock: &now,
                     value: OnceCell::new(),
                 };
-                self.run(dir, src, &outline, start, &now, obs)
+                self.run(dir, &outline, start, &now, obs, spare)
             }
             Parsed::Other => Outcome::Unchanged,
             Parsed::NotJson => Outcome::NotJson,
         }
     }
 
-    fn run<'a>(
+    fn run(
         &self,
         dir: Direction,
-        src: &'a str,
-        outline: &Outline<'a>,
+        outline: &Outline<'_>,
         top_start: usize,
         now: &MessageNow<'_>,
         obs: &mut dyn Observer,
+        spare: Vec<u8>,
     ) -> Outcome {
+        let src = outline.src();
         let top = (top_start, src.len());
         let mut edits = Edits::default();
         for rule in &self.rules {
@@ -351,7 +366,7 @@ impl CompiledRules {
         if edits.is_empty() {
             return Outcome::Unchanged;
         }
-        let out = splice(src, outline, &edits);
+        let out = splice(src, outline, &edits, spare);
         if out == src.as_bytes() {
             Outcome::Unchanged
         } else {
@@ -524,8 +539,9 @@ impl<'r> Edits<'r> {
 }
 
 /// Build the output: the original with every edit spliced in.
-fn splice(src: &str, outline: &Outline<'_>, edits: &Edits<'_>) -> Vec<u8> {
+fn splice(src: &str, outline: &Outline<'_>, edits: &Edits<'_>, mut out: Vec<u8>) -> Vec<u8> {
     let bytes = src.as_bytes();
+    out.clear();
     if !edits.has_removals {
         // Fast path: replacements only, already in order and never nested.
         let extra: usize = edits
@@ -535,7 +551,7 @@ fn splice(src: &str, outline: &Outline<'_>, edits: &Edits<'_>) -> Vec<u8> {
                 Edit::Remove { .. } => 0,
             })
             .sum();
-        let mut out = Vec::with_capacity(bytes.len() + extra);
+        out.reserve(bytes.len() + extra);
         let mut cur = 0;
         for (start, edit) in edits.iter() {
             if let Edit::Replace { end, text } = edit {
@@ -594,7 +610,7 @@ fn splice(src: &str, outline: &Outline<'_>, edits: &Edits<'_>) -> Vec<u8> {
         }
     }
     ops.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    let mut out = Vec::with_capacity(bytes.len() + extra);
+    out.reserve(bytes.len() + extra);
     let mut cur = 0;
     for (s, e, text) in ops {
         // Skip edits nested in an earlier deletion (and anything malformed).

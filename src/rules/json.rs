@@ -113,6 +113,11 @@ impl<'a> Outline<'a> {
         }
     }
 
+    /// The text the outline is of.
+    pub fn src(&self) -> &'a str {
+        self.src
+    }
+
     /// A value starts: it is recorded, inside the value being read.
     #[inline]
     fn open(&mut self, mut entry: Entry) {
