@@ -1,13 +1,14 @@
 //! Compiled rules and their application to one message.
 //!
-//! One `apply`: validate (UTF-8, serde_json, nesting depth), collect the top-level members
-//! (on the stack for up to 16), then run the rules in order. Rules do not modify the text;
+//! One `apply`: validate (UTF-8, serde_json, nesting depth) and outline in the same pass the
+//! members and elements the rules' paths can reach (on the stack for up to 16), then run the
+//! rules in order, following their paths through the outline. Rules do not modify the text;
 //! they record edits (replace a value / remove a member) in an overlay keyed by the
 //! original offset of the value, and later rules look values up through that overlay, so
 //! they see the message as earlier rules left it. At the end the edits are spliced into
-//! one copy of the original. Small replacement texts are stored inline, rename targets are
-//! borrowed from the compiled rules: a typical rewrite allocates only the overlay node and
-//! the output.
+//! one copy of the original. Small replacement texts and the first edits are stored inline,
+//! rename targets are borrowed from the compiled rules: a typical rewrite allocates only the
+//! output, and the relay lends it a buffer for that.
 
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};

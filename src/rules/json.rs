@@ -4,8 +4,8 @@
 //! [`parse`] validates the whole message in one pass (an iterative RFC 8259 validator
 //! that accepts exactly what serde_json accepts — this is tested differentially against
 //! serde_json — plus a nesting limit of [`MAX_DEPTH`]) and records on the way an
-//! [`Outline`]: the members and elements of every container down to the depth the rules'
-//! paths reach, as byte spans of the original text. Paths are then followed through the
+//! [`Outline`]: the members and elements of the containers the rules' paths can go through
+//! ([`Reach`]), as byte spans of the original text. Paths are then followed through the
 //! outline, so no part of the message is scanned twice. It is hand-written because it is the
 //! hot path: one pass, no recursion, no allocation for small messages, strings skipped 8
 //! bytes at a time. serde_json is used to decode escaped strings and to encode strings.
@@ -95,8 +95,8 @@ struct Entry {
 
 const NONE: u32 = u32::MAX;
 
-/// The values of a document's containers down to a given depth, in document order, as
-/// [`parse`] found them; the first 16 live on the stack.
+/// The values of a document that [`parse`] recorded (see [`Reach`]), in document order; the
+/// first 16 live on the stack.
 pub(crate) struct Outline<'a> {
     src: &'a str,
     entries: SmallVec<[Entry; 16]>,
