@@ -127,13 +127,17 @@ fn close_of(message: Option<Result<Message, WsError>>) -> (u16, String) {
 
 /// `closer` closes with `code`: the other side must get that close, both handshakes must
 /// complete and the relay end. Returns the relay's summary.
-async fn close_from(
-    closer: &mut Ws,
-    other: &mut Ws,
+async fn close_from<A, B>(
+    closer: &mut WebSocketStream<A>,
+    other: &mut WebSocketStream<B>,
     relay: JoinHandle<Summary>,
     code: u16,
     reason: &str,
-) -> Summary {
+) -> Summary
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let close = CloseFrame {
         code: code.into(),
         reason: reason.into(),
@@ -452,4 +456,42 @@ async fn a_leg_quiet_after_traffic_gets_a_keepalive_ping() {
         matches!(next, Ok(Some(Ok(Message::Ping(_))))),
         "expected a ping within 30 s of quiet, got {next:?}"
     );
+}
+
+#[tokio::test]
+async fn the_relay_works_over_pingoras_stream_when_the_socket_cannot_be_taken() {
+    // Real sockets, real time: bounded, so a lost write fails the test instead of hanging it.
+    let relayed = async {
+        // The fallback of `proxy::websocket` (a descriptor that cannot be duplicated): the client
+        // leg stays pingora's `Stream`, over a real TCP connection. Built outside a listener it
+        // has no write buffer (only pingora's listener can size one), so this checks the relay
+        // over pingora's stream type, not that writes are flushed (the relay always flushes).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connect = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, connected) = tokio::join!(listener.accept(), connect);
+        let pingora_leg: pingora::protocols::Stream = Box::new(
+            pingora::protocols::l4::stream::Stream::from(accepted.unwrap().0),
+        );
+        let (backend, relay_backend) = duplex(PIPE_BYTES);
+        let relay =
+            tokio::spawn(async move { run(pingora_leg, relay_backend, &[], context("")).await });
+        let mut client =
+            WebSocketStream::from_raw_socket(connected.unwrap(), Role::Client, None).await;
+        let mut backend = ws_backend(backend).await;
+
+        let incident = r#"{"type":"execute_agent","timestamp":"2025-09-08T16:50:01.447585"}"#;
+        client.send(Message::text(incident)).await.unwrap();
+        assert_eq!(
+            text_of(backend.next().await),
+            r#"{"type":"start_agent","timestamp":1757350201.447585}"#
+        );
+        backend.send(Message::text("ok")).await.unwrap();
+        assert_eq!(text_of(client.next().await), "ok");
+        let summary = close_from(&mut client, &mut backend, relay, 1000, "done").await;
+        assert_eq!(summary.close_code, Some(1000));
+        assert_eq!(summary.messages, [1, 1]);
+    };
+    tokio::time::timeout(Duration::from_secs(10), relayed)
+        .await
+        .expect("the relay over pingora's stream stalled");
 }
