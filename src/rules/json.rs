@@ -282,7 +282,8 @@ fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option
                 }
                 let parent = here;
                 here = if depth == 0 {
-                    !reach.is_empty()
+                    // The rules look only into objects: a top-level array is validated only.
+                    is_object && !reach.is_empty()
                 } else if objects & (1 << (depth - 1)) != 0 {
                     enter_member
                 } else {
@@ -758,6 +759,9 @@ mod tests {
         assert_eq!(keys(&o, &elements[1]), [r#""x""#]);
         // `n` is an array no path enters: its elements are not recorded.
         assert_eq!(o.children(top[3].start(), top[3].end()).count(), 0);
+        // A top-level array is not outlined: the rules look only into objects.
+        let (o, span) = outline_of("[1,2,3]", &everything(2));
+        assert!(span.is_none() && o.entries.is_empty());
         // The same document with no path: nothing is recorded, and it is still validated.
         let (o, _) = outline_of(src, &Reach::default());
         assert_eq!(o.entries.len(), 0);
