@@ -62,6 +62,11 @@ else:
 EOF
 }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$wsnorm_pid/status"; }
+# The round's true peak: the kernel's high-water mark, reset to the current RSS before each
+# round. (RSS sampled when the load tool exits is not the peak: connections are already closing,
+# and a low "peak" made the memory check below fail on a good run.)
+reset_peak() { echo 5 >"/proc/$wsnorm_pid/clear_refs"; }
+peak_kib() { awk '/^VmHWM/ {print $2}' "/proc/$wsnorm_pid/status"; }
 
 for _ in $(seq 1 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$listen") 2>/dev/null && break
@@ -84,9 +89,10 @@ after=()
 for round in $(seq 1 "$ROUNDS"); do
   report=$work/round$round.json
   started=$SECONDS
+  reset_peak
   "$LOAD" pingpong --url "ws://127.0.0.1:$listen/ws" -n "$CONNS" -m "$MESSAGES" -k 2 --warmup 0 \
     --expect-rewrite --open-concurrency 256 --max-secs 240 --label "soak round $round" >"$report" || true
-  peak=$(rss_kib)
+  peak=$(peak_kib)
   read -r ok trips errors mismatches first_error < <(python3 - "$report" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
