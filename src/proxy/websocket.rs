@@ -12,11 +12,12 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{info, warn, Instrument};
 
 use super::upgrade::{self, Refusal};
 use super::upstream::{self, HandshakeRequest, UpstreamError};
 use crate::config::{Config, Route};
+use crate::logging::ConnectionLog;
 use crate::metrics::HandshakeResult;
 use crate::relay::{self, RelayContext};
 use crate::state::AppState;
@@ -81,13 +82,14 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    let span = info_span!(
-        "connection",
-        id = slot.id,
-        route = %route.pattern,
-        subprotocol = negotiation.client_protocol.as_deref().unwrap_or(""),
-        peer = %peer,
-    );
+    let log = Arc::new(ConnectionLog {
+        id: slot.id,
+        route: route.pattern.clone(),
+        subprotocol: negotiation.client_protocol,
+        peer,
+    });
+    // For the handshake only: the open connection keeps `log`, not a span.
+    let span = log.span();
 
     let path_and_query = req
         .uri
@@ -122,14 +124,13 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
         };
 
     // The 101 goes out only now that the backend has accepted.
-    let resp =
-        match switching_protocols(&client_upgrade.key, negotiation.client_protocol.as_deref()) {
-            Ok(resp) => resp,
-            Err(e) => {
-                warn!(parent: &span, error = %e, "Building the 101 failed.");
-                return;
-            }
-        };
+    let resp = match switching_protocols(&client_upgrade.key, log.subprotocol.as_deref()) {
+        Ok(resp) => resp,
+        Err(e) => {
+            warn!(parent: &span, error = %e, "Building the 101 failed.");
+            return;
+        }
+    };
     if let Err(e) = session.write_response_header(Box::new(resp), false).await {
         info!(parent: &span, error = %e, "Client went away before the 101 was written.");
         return;
@@ -144,7 +145,7 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
     state.metrics.handshake(HandshakeResult::Ok, elapsed);
     state
         .metrics
-        .subprotocol(negotiation.client_protocol.as_deref().unwrap_or("none"));
+        .subprotocol(log.subprotocol.as_deref().unwrap_or("none"));
 
     let ctx = RelayContext {
         config: state.config.clone(),
@@ -155,14 +156,15 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
             idle_timeout: ws.idle_timeout(),
         },
         max_message_bytes: ws.max_message_bytes,
-        span: span.clone(),
+        log: log.clone(),
     };
+    drop(span);
     // The relay gets a task of its own, so pingora's session (its futures, request header and
     // buffers, ~20 KiB) is freed now instead of living as long as the WebSocket.
     session.set_keepalive(None);
     let relay_task = async move {
         info!(
-            parent: &span,
+            parent: &log.span(),
             handshake_ms = elapsed * 1e3,
             upstream_subprotocol = backend.protocol.is_some(),
             "WebSocket connected."
@@ -174,12 +176,12 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
                 relay::run(socket, backend.stream, &backend.leftover, ctx).await
             }
             Err(e) => {
-                warn!(parent: &span, error = %e, "Cannot take the client socket; relaying through pingora's stream.");
+                warn!(parent: &log.span(), error = %e, "Cannot take the client socket; relaying through pingora's stream.");
                 relay::run(client, backend.stream, &backend.leftover, ctx).await
             }
         };
         info!(
-            parent: &span,
+            parent: &log.span(),
             close_code = summary.close_code,
             close_reason = %summary.close_reason,
             initiator = summary.initiator.unwrap_or("none"),

@@ -35,6 +35,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::logging::ConnectionLog;
 use crate::metrics::{Initiator, MessageKind, Metrics, RuleMetrics};
 use crate::rules::{Direction, Outcome, UnixTime};
 use frames::{Codec, Event, FrameError, Parsed};
@@ -72,9 +73,9 @@ pub struct RelayContext {
     pub keepalive: Keepalive,
     /// The largest message (and frame) accepted from either side; larger ones close with 1009.
     pub max_message_bytes: usize,
-    /// The connection's span, named as the parent of the relay's log events (the relay future
-    /// is not instrumented: entering a span on every poll costs more than the rules).
-    pub span: tracing::Span,
+    /// Names the connection in the relay's log events (the relay future is not instrumented:
+    /// entering a span on every poll costs more than the rules).
+    pub log: Arc<ConnectionLog>,
 }
 
 /// Liveness of the legs.
@@ -234,7 +235,7 @@ struct Legs {
     states: [LegState; 2],
     summary: Summary,
     metrics: Arc<Metrics>,
-    span: tracing::Span,
+    log: Arc<ConnectionLog>,
 }
 
 /// Relays until both legs are closed (or a close handshake times out). `upstream_leftover`
@@ -307,7 +308,7 @@ where
                 states: [LegState::new(Role::Server), LegState::new(Role::Client)],
                 summary: Summary::default(),
                 metrics: ctx.metrics.clone(),
-                span: ctx.span.clone(),
+                log: ctx.log.clone(),
             },
             write_timeout: ctx.keepalive.idle_timeout,
         }
@@ -360,12 +361,12 @@ where
                     self.legs.keepalive(keepalive);
                 }
                 Wake::CloseTimedOut => {
-                    debug!(parent: &self.legs.span, "Close handshake timed out; dropping the connection.");
+                    debug!(parent: &self.legs.log.span(), "Close handshake timed out; dropping the connection.");
                     break;
                 }
                 Wake::Shutdown => {
                     shutting_down = true;
-                    info!(parent: &self.legs.span, "Shutting down: closing both legs with 1001.");
+                    info!(parent: &self.legs.log.span(), "Shutting down: closing both legs with 1001.");
                     for leg in [Leg::Client, Leg::Upstream] {
                         self.legs.close_leg(leg, 1001, "going away");
                     }
@@ -475,7 +476,7 @@ impl Legs {
             Event::Text(text) => {
                 self.summary.messages[from as usize] += 1;
                 if !self.states[to as usize].writable() {
-                    debug!(parent: &self.span, direction = dir.as_str(), "Message dropped: its receiver is closing.");
+                    debug!(parent: &self.log.span(), direction = dir.as_str(), "Message dropped: its receiver is closing.");
                     return;
                 }
                 let text_frame = OpCode::Data(Data::Text);
@@ -551,7 +552,7 @@ impl Legs {
         state.done = true;
         state.broken = true;
         if !state.close_received && !state.close_sent {
-            info!(parent: &self.span, leg = leg.as_str(), "Peer went away without a close frame.");
+            info!(parent: &self.log.span(), leg = leg.as_str(), "Peer went away without a close frame.");
             self.metrics.close(1006, leg.initiator());
             self.close_other(leg);
         }
@@ -565,9 +566,9 @@ impl Legs {
         state.done = true;
         state.broken = true;
         if state.close_received {
-            debug!(parent: &self.span, leg = leg.as_str(), error = %error, "Leg closed.");
+            debug!(parent: &self.log.span(), leg = leg.as_str(), error = %error, "Leg closed.");
         } else {
-            warn!(parent: &self.span, leg = leg.as_str(), error = %error, "Leg failed.");
+            warn!(parent: &self.log.span(), leg = leg.as_str(), error = %error, "Leg failed.");
             self.metrics.close(1006, leg.initiator());
         }
         self.close_other(leg);
@@ -576,7 +577,7 @@ impl Legs {
     /// The peer broke the protocol: tell it why, read nothing more from it (its framing can no
     /// longer be trusted), and close the other leg on its behalf.
     fn on_frame_error(&mut self, leg: Leg, error: &FrameError) {
-        info!(parent: &self.span, leg = leg.as_str(), error = %error, "Peer broke the protocol; closing its leg.");
+        info!(parent: &self.log.span(), leg = leg.as_str(), error = %error, "Peer broke the protocol; closing its leg.");
         self.close_leg(leg, error.close_code(), error.close_reason());
         let state = &mut self.states[leg as usize];
         state.done = true;
@@ -606,7 +607,7 @@ impl Legs {
     /// Pings quiet legs; closes legs that have been silent past the idle timeout.
     fn keepalive(&mut self, keepalive: Keepalive) {
         for leg in [Leg::Client, Leg::Upstream] {
-            let span = &self.span;
+            let log = &self.log;
             let state = &mut self.states[leg as usize];
             if state.done || state.close_sent {
                 continue;
@@ -618,7 +619,7 @@ impl Legs {
             let quiet = state.last_heard.elapsed();
             if quiet >= keepalive.idle_timeout {
                 info!(
-                    parent: span,
+                    parent: &log.span(),
                     leg = leg.as_str(),
                     quiet_ms = quiet.as_millis() as u64,
                     "Peer is silent past the idle timeout; closing."
@@ -828,7 +829,7 @@ fn transform(text: &str, dir: Direction, ctx: &RelayContext) -> Forward {
         }
         Outcome::Rewritten(_) => Forward::Original,
         Outcome::Rejected { reply, rule } => {
-            debug!(parent: &ctx.span, rule = %rule, direction = dir.as_str(), "Message rejected by a rule; the sender was told.");
+            debug!(parent: &ctx.log.span(), rule = %rule, direction = dir.as_str(), "Message rejected by a rule; the sender was told.");
             Forward::Back(String::from_utf8_lossy(&reply).into_owned().into_bytes())
         }
     }

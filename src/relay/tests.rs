@@ -50,7 +50,7 @@ fn context(toml: &str) -> RelayContext {
             ping_interval: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(7200),
         },
-        span: tracing::Span::none(),
+        log: Default::default(),
     }
 }
 

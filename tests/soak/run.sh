@@ -115,8 +115,9 @@ EOF
   check "round $round: no errors" "$errors == 0"
   check "round $round: every echo rewritten exactly, in order" "$mismatches == 0"
   check "round $round: all connections closed" "$active == 0"
-  check "round $round: memory back near the start after close (<= start + 30% of the peak's rise)" \
-    "$rss <= $baseline + 0.3 * ($peak - $baseline) + 2048"
+  # 15 %: with a tracing span held per open connection, 5,000 closed connections left 23 %.
+  check "round $round: memory back near the start after close (<= start + 15% of the peak's rise)" \
+    "$rss <= $baseline + 0.15 * ($peak - $baseline) + 2048"
 done
 if [ "$ROUNDS" -gt 1 ]; then
   check "memory does not grow from round to round (last <= first + 10%)" \
