@@ -12,7 +12,8 @@
 #   * ping-pong, 50 connections, 1 message in flight, then 16 in flight per connection:
 #     round trips/s, p50/p99 latency, and the proxy's CPU time per round trip (utime+stime from
 #     /proc/PID/stat over the measured window, ticks -> us via CLK_TCK; for nginx master+worker);
-#     rounds are interleaved (direct, nginx, wsnorm, direct, ...) and the median is reported;
+#     rounds are interleaved (at each K: direct, then the two proxies back to back, their order
+#     swapped every round) and the median is reported;
 #   * memory: VmRSS of the proxy (nginx: master+worker) before and after opening N idle
 #     connections through it (and again after one message on each), divided by N.
 # Prints a table with the ratios wsnorm/nginx and writes a JSON result file.
@@ -142,9 +143,13 @@ log "all targets answer correctly (wsnorm rewrites every message exactly)"
 
 # --- ping-pong, interleaved rounds -----------------------------------------------------------
 started=$(date +%s)
+# The two proxies run back to back at each K, and swap places every round (nginx first in odd
+# rounds, wsnorm first in even ones): this VM's speed drifts over seconds, and a fixed order
+# with another load in between charged the drift to one side.
 for r in $(seq 1 "$rounds"); do
-  for t in direct nginx wsnorm; do
-    for k in 1 16; do
+  proxies="nginx wsnorm"; [ $((r % 2)) = 0 ] && proxies="wsnorm nginx"
+  for k in 1 16; do
+    for t in direct $proxies; do
       m=$m1; [ "$k" = 16 ] && m=$m16
       f="$tmp/pp-$t-k$k-r$r.json"
       pingpong "$t" "$k" "$m" "$t k=$k round $r" "$f"
