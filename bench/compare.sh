@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side performance comparison: the echo backend directly, nginx 1.22 as a pass-through
-# WebSocket proxy, and wsnorm (threads = 1, default rules rewriting every message), all in one run.
+# WebSocket proxy, and wsnorm (threads = 1, default rules rewriting every message), all in one run;
+# also wsnorm with no rules ("passthrough"), so the run shows what the rewriting itself costs.
 #
 #   bench/compare.sh [--quick] [--rounds N] [--idle-conns N] [--out FILE] [--no-build]
 #   wsnorm is built and measured as shipped: `cargo build --profile dist` (fat LTO), target/dist/.
@@ -49,6 +50,7 @@ conns=50
 port_base=${PORT_BASE:-19400}
 echo_port=$((port_base + 1)); nginx_port=$((port_base + 2))
 wsnorm_port=$((port_base + 3)); admin_port=$((port_base + 4))
+pass_port=$((port_base + 5)); pass_admin_port=$((port_base + 6))
 [ -n "$out" ] || out="$root/bench/results/compare-$(date -u +%Y%m%d-%H%M%S).json"
 mkdir -p "$(dirname "$out")"
 
@@ -75,7 +77,7 @@ ulimit -n "$want_fds"
 
 # --- processes -------------------------------------------------------------------------------
 tmp=$bench_tmp
-for p in $echo_port $nginx_port $wsnorm_port $admin_port; do
+for p in $echo_port $nginx_port $wsnorm_port $admin_port $pass_port $pass_admin_port; do
   port_open "$p" && die "port $p is in use (set PORT_BASE)"
 done
 
@@ -107,19 +109,30 @@ taskset -c 0 "$wsnorm_bin" --config "$tmp/wsnorm.toml" --listen "127.0.0.1:$wsno
   --log-format json 2>"$tmp/wsnorm.log" &
 wsnorm_pid=$!; pids+=("$wsnorm_pid")
 wait_port "$wsnorm_port"
+# The same with no rules: frames are still parsed, checked and re-framed, messages not parsed.
+{ echo 'rules = []'
+  awk '/^\[\[rules\]\]/ { skip = 1; next } /^\[/ { skip = 0 } !skip' "$tmp/wsnorm.toml"
+} >"$tmp/passthrough.toml"
+taskset -c 0 "$wsnorm_bin" --config "$tmp/passthrough.toml" --listen "127.0.0.1:$pass_port" \
+  --admin "127.0.0.1:$pass_admin_port" --upstream "127.0.0.1:$echo_port" \
+  --log-format json 2>"$tmp/passthrough.log" &
+pass_pid=$!; pids+=("$pass_pid")
+wait_port "$pass_port"
 
 url_direct="ws://127.0.0.1:$echo_port/ws"
 url_nginx="ws://127.0.0.1:$nginx_port/ws"
 url_wsnorm="ws://127.0.0.1:$wsnorm_port/ws"
+url_pass="ws://127.0.0.1:$pass_port/ws"
 clk_tck=$(getconf CLK_TCK)
 
 # Arguments per target: URL, CPU pids, options (the echo backend selects no subprotocol, so
-# only wsnorm is offered agent_chat; only wsnorm rewrites).
+# only wsnorm is offered agent_chat; only wsnorm with rules rewrites, the others echo as sent).
 target_args() {
   case "$1" in
     direct) echo "--url $url_direct --subprotocol= --cpu-pid $echo_pid" ;;
     nginx) echo "--url $url_nginx --subprotocol= --cpu-pid $nginx_pid --cpu-pid $nginx_worker" ;;
     wsnorm) echo "--url $url_wsnorm --subprotocol=agent_chat --expect-rewrite --cpu-pid $wsnorm_pid" ;;
+    passthrough) echo "--url $url_pass --subprotocol=agent_chat --cpu-pid $pass_pid" ;;
   esac
 }
 
@@ -136,18 +149,18 @@ pingpong() { # target k messages label outfile
 }
 
 # Functional check and warm-up for every target.
-for t in direct nginx wsnorm; do
+for t in direct nginx wsnorm passthrough; do
   pingpong "$t" 1 200 "warmup-$t" "$tmp/warmup-$t.json"
 done
 log "all targets answer correctly (wsnorm rewrites every message exactly)"
 
 # --- ping-pong, interleaved rounds -----------------------------------------------------------
 started=$(date +%s)
-# The two proxies run back to back at each K, and swap places every round (nginx first in odd
-# rounds, wsnorm first in even ones): this VM's speed drifts over seconds, and a fixed order
-# with another load in between charged the drift to one side.
+# The proxies run back to back at each K, nginx and wsnorm next to each other, and their order
+# is reversed every round: this VM's speed drifts over seconds, and a fixed order with another
+# load in between charged the drift to one side.
 for r in $(seq 1 "$rounds"); do
-  proxies="nginx wsnorm"; [ $((r % 2)) = 0 ] && proxies="wsnorm nginx"
+  proxies="nginx wsnorm passthrough"; [ $((r % 2)) = 0 ] && proxies="passthrough wsnorm nginx"
   for k in 1 16; do
     for t in direct $proxies; do
       m=$m1; [ "$k" = 16 ] && m=$m16
@@ -230,9 +243,9 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
       sched_us_per_msg: (map(.proxy_sched_us_per_msg) | median),
       cpu_us_per_msg_all: map(.proxy_cpu_us_per_msg) };
   def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b end;
-  # wsnorm/nginx within each round (they ran back to back), then the median over rounds.
-  def paired($k): [range(1; $rounds + 1) as $r |
-      (map(select(.label == "wsnorm k=\($k) round \($r)"))[0].proxy_cpu_us_per_msg) as $w |
+  # $t/nginx within each round (they ran back to back), then the median over rounds.
+  def paired($t; $k): [range(1; $rounds + 1) as $r |
+      (map(select(.label == "\($t) k=\($k) round \($r)"))[0].proxy_cpu_us_per_msg) as $w |
       (map(select(.label == "nginx k=\($k) round \($r)"))[0].proxy_cpu_us_per_msg) as $n |
       select($w != null and $n != null and $n > 0) | $w / $n] | median;
   # The least disturbed round of each: this VM reports no steal time, so time the hypervisor
@@ -243,14 +256,21 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
   { date: $date, machine: { nproc: $nproc, cpu: $cpu, kernel: $kernel }, nginx_version: $nginx,
     wsnorm_bin: $wsnorm_bin, rounds: $rounds, quick: ($quick == 1), seconds: $elapsed,
     pingpong: { k1: { direct: ($runs | target("direct"; 1)), nginx: ($runs | target("nginx"; 1)),
-                      wsnorm: ($runs | target("wsnorm"; 1)) },
+                      wsnorm: ($runs | target("wsnorm"; 1)),
+                      passthrough: ($runs | target("passthrough"; 1)) },
                 k16: { direct: ($runs | target("direct"; 16)), nginx: ($runs | target("nginx"; 16)),
-                       wsnorm: ($runs | target("wsnorm"; 16)) } },
+                       wsnorm: ($runs | target("wsnorm"; 16)),
+                       passthrough: ($runs | target("passthrough"; 16)) } },
     idle: { nginx: $idle_n[0], wsnorm: $idle_w[0] },
     runs: $runs } |
   .ratios = {
-    cpu_per_msg_k1_paired: ($runs | paired(1)),
-    cpu_per_msg_k16_paired: ($runs | paired(16)),
+    cpu_per_msg_k1_paired: ($runs | paired("wsnorm"; 1)),
+    cpu_per_msg_k16_paired: ($runs | paired("wsnorm"; 16)),
+    passthrough_cpu_per_msg_k1_paired: ($runs | paired("passthrough"; 1)),
+    passthrough_cpu_per_msg_k16_paired: ($runs | paired("passthrough"; 16)),
+    passthrough_cpu_per_msg_k1: ratio(.pingpong.k1.passthrough.cpu_us_per_msg; .pingpong.k1.nginx.cpu_us_per_msg),
+    passthrough_cpu_per_msg_k16: ratio(.pingpong.k16.passthrough.cpu_us_per_msg; .pingpong.k16.nginx.cpu_us_per_msg),
+    passthrough_p99_k1: ratio(.pingpong.k1.passthrough.p99_us; .pingpong.k1.nginx.p99_us),
     cpu_per_msg_k1_best: ($runs | best(1)),
     cpu_per_msg_k16_best: ($runs | best(16)),
     cpu_per_msg_k1: ratio(.pingpong.k1.wsnorm.cpu_us_per_msg; .pingpong.k1.nginx.cpu_us_per_msg),
@@ -270,10 +290,10 @@ jq -r '
   "",
   "| load | target | round trips/s | p50 us | p99 us | proxy CPU us/round trip |",
   "|---|---|---:|---:|---:|---:|",
-  row("k1"; "direct"), row("k1"; "nginx"), row("k1"; "wsnorm"),
-  row("k16"; "direct"), row("k16"; "nginx"), row("k16"; "wsnorm"),
+  row("k1"; "direct"), row("k1"; "nginx"), row("k1"; "wsnorm"), row("k1"; "passthrough"),
+  row("k16"; "direct"), row("k16"; "nginx"), row("k16"; "wsnorm"), row("k16"; "passthrough"),
   "",
-  "(direct: the CPU column is the echo backend itself)",
+  "(direct: the CPU column is the echo backend itself; passthrough: wsnorm with no rules)",
   "",
   "| idle connections | RSS before KiB | after open KiB | after 1 msg KiB | KiB/conn open | KiB/conn after 1 msg |",
   "|---|---:|---:|---:|---:|---:|",
@@ -286,6 +306,7 @@ jq -r '
   "| proxy CPU per round trip, K=16 | \(f(.ratios.cpu_per_msg_k16; 2)) (per round: \(f(.ratios.cpu_per_msg_k16_paired; 2)); best rounds: \(f(.ratios.cpu_per_msg_k16_best; 2))) | <= 1.2 | \(ok(.ratios.cpu_per_msg_k16 <= 1.2)) |",
   "| p99 round trip, K=1 | \(f(.ratios.p99_k1; 2)) | <= 1.0 | \(ok(.ratios.p99_k1 <= 1.0)) |",
   "| p99 round trip, K=16 (not a goal) | \(f(.ratios.p99_k16; 2)) | - | - |",
+  "| passthrough (no rules) CPU, K=1 / K=16; p99 K=1 (not goals) | \(f(.ratios.passthrough_cpu_per_msg_k1; 2)) (per round: \(f(.ratios.passthrough_cpu_per_msg_k1_paired; 2))) / \(f(.ratios.passthrough_cpu_per_msg_k16; 2)); \(f(.ratios.passthrough_p99_k1; 2)) | - | - |",
   "| RSS per idle connection | \(f(.ratios.rss_per_idle_conn; 2)) (\(f(.idle.wsnorm.kib_per_conn_open; 1)) KiB) | <= 17.5 KiB | \(ok(.idle.wsnorm.kib_per_conn_open <= 17.5)) |",
   "| RSS per idle connection after 1 message | \(f(.ratios.rss_per_idle_conn_touched; 2)) (\(f(.idle.wsnorm.kib_per_conn_touched; 1)) KiB) | <= 17.5 KiB | \(ok(.idle.wsnorm.kib_per_conn_touched <= 17.5)) |",
   "",

@@ -187,7 +187,7 @@ impl Codec {
             OpCode::Data(Data::Text) => {
                 self.no_message_in_progress()?;
                 if fin {
-                    let text = std::str::from_utf8(payload).map_err(|_| FrameError::Utf8)?;
+                    let text = utf8(payload)?;
                     return Ok(Some(Event::Text(text)));
                 }
                 let mut checked = 0;
@@ -264,7 +264,7 @@ impl Codec {
                 }
                 self.assembled = bytes;
                 // Valid already; checked whole once more for the `&str` the rules take.
-                let text = std::str::from_utf8(&self.assembled).map_err(|_| FrameError::Utf8)?;
+                let text = utf8(&self.assembled)?;
                 Ok(Some(Event::Text(text)))
             }
         }
@@ -304,10 +304,15 @@ pub fn write_close(out: &mut Vec<u8>, role: Role, close: Option<(u16, &str)>) {
     write_frame(out, role, OpCode::Control(Control::Close), true, &payload);
 }
 
+/// `bytes` as text, or the error that closes the connection with 1007.
+pub(super) fn utf8(bytes: &[u8]) -> Result<&str, FrameError> {
+    simdutf8::basic::from_utf8(bytes).map_err(|_| FrameError::Utf8)
+}
+
 /// Advances `checked` over the valid UTF-8 at the start of `bytes[checked..]`; a character cut
 /// at the end is not an error yet (the next fragment may complete it).
 fn check_utf8_prefix(bytes: &[u8], checked: &mut usize) -> Result<(), FrameError> {
-    match std::str::from_utf8(&bytes[*checked..]) {
+    match simdutf8::compat::from_utf8(&bytes[*checked..]) {
         Ok(_) => *checked = bytes.len(),
         Err(e) if e.error_len().is_none() => *checked += e.valid_up_to(),
         Err(_) => return Err(FrameError::Utf8),

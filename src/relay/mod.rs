@@ -824,9 +824,7 @@ fn transform(text: &str, dir: Direction, ctx: &RelayContext) -> Forward {
     match outcome {
         Outcome::Unchanged | Outcome::NotJson => Forward::Original,
         // The engine splices UTF-8 into UTF-8; should that ever break, send the original.
-        Outcome::Rewritten(bytes) if std::str::from_utf8(&bytes).is_ok() => {
-            Forward::Rewritten(bytes)
-        }
+        Outcome::Rewritten(bytes) if frames::utf8(&bytes).is_ok() => Forward::Rewritten(bytes),
         Outcome::Rewritten(_) => Forward::Original,
         Outcome::Rejected { reply, rule } => {
             debug!(parent: &ctx.log.span(), rule = %rule, direction = dir.as_str(), "Message rejected by a rule; the sender was told.");

@@ -432,23 +432,33 @@ pub fn write_unix_seconds(t: UnixTime, out: &mut impl ByteSink) {
     } else {
         (t.secs < 0, t.secs.unsigned_abs(), t.nanos)
     };
-    if neg {
-        out.put(b"-");
+    let mut int_digits = itoa::Buffer::new();
+    let mut frac_digits = itoa::Buffer::new();
+    // A leading 1 makes the fraction nine digits with its zeros kept: 447585000 -> "1447585000".
+    let frac = match frac_digits.format(1_000_000_000 + frac).get(1..) {
+        Some(f) => f.trim_end_matches('0'),
+        None => "",
+    };
+    let parts: [&[u8]; 4] = [
+        if neg { b"-" } else { b"" },
+        int_digits.format(int).as_bytes(),
+        b".",
+        if frac.is_empty() {
+            b"0"
+        } else {
+            frac.as_bytes()
+        },
+    ];
+    // Assembled first: one `put` is cheaper than four.
+    let mut text = [0u8; 32];
+    let mut len = 0;
+    for part in parts {
+        if let Some(dst) = text.get_mut(len..len + part.len()) {
+            dst.copy_from_slice(part);
+            len += part.len();
+        }
     }
-    write_u128(u128::from(int), out);
-    out.put(b".");
-    if frac == 0 {
-        out.put(b"0");
-        return;
-    }
-    let mut buf = [b'0'; 9];
-    let mut f = frac;
-    for slot in buf.iter_mut().rev() {
-        *slot = b'0' + (f % 10) as u8;
-        f /= 10;
-    }
-    let len = 9 - buf.iter().rev().take_while(|&&c| c == b'0').count();
-    out.put(&buf[..len]);
+    out.put(&text[..len]);
 }
 
 /// Integer milliseconds as a JSON number, truncated toward negative infinity.
@@ -458,7 +468,7 @@ pub fn write_unix_millis(t: UnixTime, out: &mut impl ByteSink) {
     if ms < 0 {
         out.put(b"-");
     }
-    write_u128(ms.unsigned_abs(), out);
+    out.put(itoa::Buffer::new().format(ms.unsigned_abs()).as_bytes());
 }
 
 /// RFC 3339 in UTC as a JSON string: `"2025-09-08T16:50:01.447585Z"` (fraction in groups
@@ -473,41 +483,6 @@ pub fn write_rfc3339(t: UnixTime, out: &mut impl ByteSink) -> Result<(), Timesta
     out.put(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes());
     out.put(b"\"");
     Ok(())
-}
-
-fn write_u128(v: u128, out: &mut impl ByteSink) {
-    match u64::try_from(v) {
-        Ok(v) => write_u64(v, out),
-        Err(_) => write_u128_slow(v, out),
-    }
-}
-
-fn write_u64(mut v: u64, out: &mut impl ByteSink) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.put(&buf[i..]);
-}
-
-fn write_u128_slow(mut v: u128, out: &mut impl ByteSink) {
-    let mut buf = [0u8; 40];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.put(&buf[i..]);
 }
 
 #[cfg(test)]
