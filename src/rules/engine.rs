@@ -20,7 +20,7 @@ use super::config::{
     DirectionFilter, EpochUnit, NaiveTimezone, OnInvalid, OutputFormat, RuleConfig, RuleError,
     RuleRef,
 };
-use super::json::{self, Member, Outline, Parsed, Reach};
+use super::json::{self, Outline, Parsed, Reach};
 use super::path::{push_escaped_key, FieldPath, Segment};
 use super::timestamp::{
     convert_timestamp, format_timestamp, write_unix_seconds, ByteSink, TimestampError,
@@ -685,14 +685,6 @@ enum Decision<'r> {
     Reject(String),
 }
 
-#[inline]
-fn segment_matches_member(seg: &Segment, m: &Member<'_>) -> bool {
-    match seg {
-        Segment::Any => true,
-        Segment::Key(k) | Segment::Index { key: k, .. } => m.key_is(k),
-    }
-}
-
 /// One rule's pass over the message.
 struct Run<'a, 'c, 'r> {
     outline: &'c Outline<'a>,
@@ -744,11 +736,16 @@ impl<'a, 'r> Run<'a, '_, 'r> {
         let children = outline.children(span.0, span.1);
         match raw.as_bytes().first() {
             Some(b'{') => {
+                // Decided once per object, not per member: the key to look for (`*`: none).
+                let key = match seg {
+                    Segment::Key(k) | Segment::Index { key: k, .. } => Some(k.as_str()),
+                    Segment::Any => None,
+                };
                 for m in children {
                     if self.reject.is_some() {
                         return;
                     }
-                    if segment_matches_member(seg, &m) {
+                    if key.is_none_or(|k| m.key_is(k)) {
                         let t = Trail::Key(trail, m.key_raw());
                         self.visit(m.start(), m.raw(), rest, Container::Object(span), &t);
                     }

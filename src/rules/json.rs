@@ -65,15 +65,17 @@ impl<'a> Member<'a> {
     }
 
     /// Is the (unescaped) key equal to `k`?
-    #[inline]
+    #[inline(always)]
     pub fn key_is(&self, k: &str) -> bool {
         if self.key_escaped() {
             return unescape(self.key_raw()).is_some_and(|d| d == k);
         }
-        // Compared as bytes between the quotes: no slicing of the text on the way.
+        // Most keys differ in length: that test comes first, then the bytes between the quotes.
+        if self.entry.key_len as usize != k.len() + 2 {
+            return false;
+        }
         let start = self.key_start() + 1;
-        self.entry.key_len as usize == k.len() + 2
-            && self.src.as_bytes().get(start..start + k.len()) == Some(k.as_bytes())
+        self.src.as_bytes().get(start..start + k.len()) == Some(k.as_bytes())
     }
 }
 
@@ -257,12 +259,15 @@ fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option
     let mut objects: u128 = 0;
     let mut recorded: u128 = 0;
     let mut here = false;
+    // Whether the container being read is an object: bit depth-1 of `objects`, kept apart
+    // because every value asks it and a u128 shift by a variable costs several instructions.
+    let mut in_object = false;
     let mut depth: usize = 0;
     // Whether a path goes through the member value about to be read, if it is a container.
     let mut enter_member = false;
     loop {
         // A value starts at `i`; an array element is recorded here, a member at its key.
-        if here && objects & (1 << (depth - 1)) == 0 {
+        if here && !in_object {
             out.open(Entry {
                 key_start: i as u32,
                 start: i as u32,
@@ -281,10 +286,11 @@ fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option
                     objects &= !(1 << depth);
                 }
                 let parent = here;
+                let parent_in_object = in_object;
                 here = if depth == 0 {
                     // The rules look only into objects: a top-level array is validated only.
                     is_object && !reach.is_empty()
-                } else if objects & (1 << (depth - 1)) != 0 {
+                } else if in_object {
                     enter_member
                 } else {
                     here && reach.enters(depth - 1, None)
@@ -295,12 +301,14 @@ fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option
                     recorded &= !(1 << depth);
                 }
                 depth += 1;
+                in_object = is_object;
                 i = skip_ws(b, i + 1);
                 let close = if is_object { b'}' } else { b']' };
                 if b.get(i) == Some(&close) {
                     i += 1;
                     depth -= 1;
                     here = parent;
+                    in_object = parent_in_object;
                 } else if is_object {
                     (i, enter_member) = key(b, i, here.then_some((reach, depth)), out)?;
                     continue;
@@ -331,7 +339,6 @@ fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option
                 out.close(i)?;
             }
             i = skip_ws(b, i);
-            let in_object = objects & (1 << (depth - 1)) != 0;
             match (b.get(i)?, in_object) {
                 (b',', _) => {
                     i = skip_ws(b, i + 1);
@@ -344,6 +351,7 @@ fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option
                     i += 1;
                     depth -= 1;
                     here = depth > 0 && recorded & (1 << (depth - 1)) != 0;
+                    in_object = depth > 0 && objects & (1 << (depth - 1)) != 0;
                 }
                 _ => return None,
             }

@@ -435,19 +435,14 @@ pub fn write_unix_seconds(t: UnixTime, out: &mut impl ByteSink) {
     let mut int_digits = itoa::Buffer::new();
     let mut frac_digits = itoa::Buffer::new();
     // A leading 1 makes the fraction nine digits with its zeros kept: 447585000 -> "1447585000".
-    let frac = match frac_digits.format(1_000_000_000 + frac).get(1..) {
-        Some(f) => f.trim_end_matches('0'),
-        None => "",
-    };
+    let frac = frac_digits.format(1_000_000_000 + frac).as_bytes();
+    // Trailing zeros trimmed, at least one digit kept.
+    let last = frac.iter().rposition(|&c| c != b'0').unwrap_or(0).max(1);
     let parts: [&[u8]; 4] = [
         if neg { b"-" } else { b"" },
         int_digits.format(int).as_bytes(),
         b".",
-        if frac.is_empty() {
-            b"0"
-        } else {
-            frac.as_bytes()
-        },
+        frac.get(1..=last).unwrap_or(b"0"),
     ];
     // Assembled first: one `put` is cheaper than four.
     let mut text = [0u8; 32];
