@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side performance comparison: the echo backend directly, nginx 1.22 as a pass-through
 # WebSocket proxy, and wsnorm (threads = 1, default rules rewriting every message), all in one run;
-# also wsnorm with no rules ("passthrough"), so the run shows what the rewriting itself costs.
+# also wsnorm with no rules ("passthrough"), so the run shows what the rewriting itself costs, and
+# a plain tokio TCP relay ("tcp_relay", `wsnorm-load relay`): what a proxy on tokio costs before it
+# looks at a frame.
 #
 #   bench/compare.sh [--quick] [--rounds N] [--idle-conns N] [--out FILE] [--no-build]
 #   wsnorm is built and measured as shipped: `cargo build --profile dist` (fat LTO), target/dist/.
@@ -50,7 +52,7 @@ conns=50
 port_base=${PORT_BASE:-19400}
 echo_port=$((port_base + 1)); nginx_port=$((port_base + 2))
 wsnorm_port=$((port_base + 3)); admin_port=$((port_base + 4))
-pass_port=$((port_base + 5)); pass_admin_port=$((port_base + 6))
+pass_port=$((port_base + 5)); pass_admin_port=$((port_base + 6)); relay_port=$((port_base + 7))
 [ -n "$out" ] || out="$root/bench/results/compare-$(date -u +%Y%m%d-%H%M%S).json"
 mkdir -p "$(dirname "$out")"
 
@@ -77,7 +79,7 @@ ulimit -n "$want_fds"
 
 # --- processes -------------------------------------------------------------------------------
 tmp=$bench_tmp
-for p in $echo_port $nginx_port $wsnorm_port $admin_port $pass_port $pass_admin_port; do
+for p in $echo_port $nginx_port $wsnorm_port $admin_port $pass_port $pass_admin_port $relay_port; do
   port_open "$p" && die "port $p is in use (set PORT_BASE)"
 done
 
@@ -118,11 +120,16 @@ taskset -c 0 "$wsnorm_bin" --config "$tmp/passthrough.toml" --listen "127.0.0.1:
   --log-format json 2>"$tmp/passthrough.log" &
 pass_pid=$!; pids+=("$pass_pid")
 wait_port "$pass_port"
+taskset -c 0 "$load_bin" relay --bind "127.0.0.1:$relay_port" --upstream "127.0.0.1:$echo_port" \
+  2>"$tmp/relay.log" &
+relay_pid=$!; pids+=("$relay_pid")
+wait_port "$relay_port"
 
 url_direct="ws://127.0.0.1:$echo_port/ws"
 url_nginx="ws://127.0.0.1:$nginx_port/ws"
 url_wsnorm="ws://127.0.0.1:$wsnorm_port/ws"
 url_pass="ws://127.0.0.1:$pass_port/ws"
+url_relay="ws://127.0.0.1:$relay_port/ws"
 clk_tck=$(getconf CLK_TCK)
 
 # Arguments per target: URL, CPU pids, options (the echo backend selects no subprotocol, so
@@ -133,6 +140,7 @@ target_args() {
     nginx) echo "--url $url_nginx --subprotocol= --cpu-pid $nginx_pid --cpu-pid $nginx_worker" ;;
     wsnorm) echo "--url $url_wsnorm --subprotocol=agent_chat --expect-rewrite --cpu-pid $wsnorm_pid" ;;
     passthrough) echo "--url $url_pass --subprotocol=agent_chat --cpu-pid $pass_pid" ;;
+    tcp_relay) echo "--url $url_relay --subprotocol= --cpu-pid $relay_pid" ;;
   esac
 }
 
@@ -149,7 +157,7 @@ pingpong() { # target k messages label outfile
 }
 
 # Functional check and warm-up for every target.
-for t in direct nginx wsnorm passthrough; do
+for t in direct nginx wsnorm passthrough tcp_relay; do
   pingpong "$t" 1 200 "warmup-$t" "$tmp/warmup-$t.json"
 done
 log "all targets answer correctly (wsnorm rewrites every message exactly)"
@@ -160,7 +168,8 @@ started=$(date +%s)
 # is reversed every round: this VM's speed drifts over seconds, and a fixed order with another
 # load in between charged the drift to one side.
 for r in $(seq 1 "$rounds"); do
-  proxies="nginx wsnorm passthrough"; [ $((r % 2)) = 0 ] && proxies="passthrough wsnorm nginx"
+  proxies="nginx wsnorm passthrough tcp_relay"
+  [ $((r % 2)) = 0 ] && proxies="tcp_relay passthrough wsnorm nginx"
   for k in 1 16; do
     for t in direct $proxies; do
       m=$m1; [ "$k" = 16 ] && m=$m16
@@ -257,10 +266,12 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
     wsnorm_bin: $wsnorm_bin, rounds: $rounds, quick: ($quick == 1), seconds: $elapsed,
     pingpong: { k1: { direct: ($runs | target("direct"; 1)), nginx: ($runs | target("nginx"; 1)),
                       wsnorm: ($runs | target("wsnorm"; 1)),
-                      passthrough: ($runs | target("passthrough"; 1)) },
+                      passthrough: ($runs | target("passthrough"; 1)),
+                      tcp_relay: ($runs | target("tcp_relay"; 1)) },
                 k16: { direct: ($runs | target("direct"; 16)), nginx: ($runs | target("nginx"; 16)),
                        wsnorm: ($runs | target("wsnorm"; 16)),
-                       passthrough: ($runs | target("passthrough"; 16)) } },
+                       passthrough: ($runs | target("passthrough"; 16)),
+                       tcp_relay: ($runs | target("tcp_relay"; 16)) } },
     idle: { nginx: $idle_n[0], wsnorm: $idle_w[0] },
     runs: $runs } |
   .ratios = {
@@ -271,6 +282,10 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
     passthrough_cpu_per_msg_k1: ratio(.pingpong.k1.passthrough.cpu_us_per_msg; .pingpong.k1.nginx.cpu_us_per_msg),
     passthrough_cpu_per_msg_k16: ratio(.pingpong.k16.passthrough.cpu_us_per_msg; .pingpong.k16.nginx.cpu_us_per_msg),
     passthrough_p99_k1: ratio(.pingpong.k1.passthrough.p99_us; .pingpong.k1.nginx.p99_us),
+    tcp_relay_cpu_per_msg_k1_paired: ($runs | paired("tcp_relay"; 1)),
+    tcp_relay_cpu_per_msg_k1: ratio(.pingpong.k1.tcp_relay.cpu_us_per_msg; .pingpong.k1.nginx.cpu_us_per_msg),
+    tcp_relay_cpu_per_msg_k16: ratio(.pingpong.k16.tcp_relay.cpu_us_per_msg; .pingpong.k16.nginx.cpu_us_per_msg),
+    tcp_relay_p99_k1: ratio(.pingpong.k1.tcp_relay.p99_us; .pingpong.k1.nginx.p99_us),
     cpu_per_msg_k1_best: ($runs | best(1)),
     cpu_per_msg_k16_best: ($runs | best(16)),
     cpu_per_msg_k1: ratio(.pingpong.k1.wsnorm.cpu_us_per_msg; .pingpong.k1.nginx.cpu_us_per_msg),
@@ -290,10 +305,10 @@ jq -r '
   "",
   "| load | target | round trips/s | p50 us | p99 us | proxy CPU us/round trip |",
   "|---|---|---:|---:|---:|---:|",
-  row("k1"; "direct"), row("k1"; "nginx"), row("k1"; "wsnorm"), row("k1"; "passthrough"),
-  row("k16"; "direct"), row("k16"; "nginx"), row("k16"; "wsnorm"), row("k16"; "passthrough"),
+  row("k1"; "direct"), row("k1"; "nginx"), row("k1"; "wsnorm"), row("k1"; "passthrough"), row("k1"; "tcp_relay"),
+  row("k16"; "direct"), row("k16"; "nginx"), row("k16"; "wsnorm"), row("k16"; "passthrough"), row("k16"; "tcp_relay"),
   "",
-  "(direct: the CPU column is the echo backend itself; passthrough: wsnorm with no rules)",
+  "(direct: the CPU column is the echo backend itself; passthrough: wsnorm with no rules; tcp_relay: a plain tokio TCP relay)",
   "",
   "| idle connections | RSS before KiB | after open KiB | after 1 msg KiB | KiB/conn open | KiB/conn after 1 msg |",
   "|---|---:|---:|---:|---:|---:|",
@@ -307,6 +322,7 @@ jq -r '
   "| p99 round trip, K=1 | \(f(.ratios.p99_k1; 2)) | <= 1.0 | \(ok(.ratios.p99_k1 <= 1.0)) |",
   "| p99 round trip, K=16 (not a goal) | \(f(.ratios.p99_k16; 2)) | - | - |",
   "| passthrough (no rules) CPU, K=1 / K=16; p99 K=1 (not goals) | \(f(.ratios.passthrough_cpu_per_msg_k1; 2)) (per round: \(f(.ratios.passthrough_cpu_per_msg_k1_paired; 2))) / \(f(.ratios.passthrough_cpu_per_msg_k16; 2)); \(f(.ratios.passthrough_p99_k1; 2)) | - | - |",
+  "| tcp_relay (tokio, bytes only) CPU, K=1 / K=16; p99 K=1 (reference) | \(f(.ratios.tcp_relay_cpu_per_msg_k1; 2)) (per round: \(f(.ratios.tcp_relay_cpu_per_msg_k1_paired; 2))) / \(f(.ratios.tcp_relay_cpu_per_msg_k16; 2)); \(f(.ratios.tcp_relay_p99_k1; 2)) | - | - |",
   "| RSS per idle connection | \(f(.ratios.rss_per_idle_conn; 2)) (\(f(.idle.wsnorm.kib_per_conn_open; 1)) KiB) | <= 17.5 KiB | \(ok(.idle.wsnorm.kib_per_conn_open <= 17.5)) |",
   "| RSS per idle connection after 1 message | \(f(.ratios.rss_per_idle_conn_touched; 2)) (\(f(.idle.wsnorm.kib_per_conn_touched; 1)) KiB) | <= 17.5 KiB | \(ok(.idle.wsnorm.kib_per_conn_touched <= 17.5)) |",
   "",

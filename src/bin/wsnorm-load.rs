@@ -13,6 +13,9 @@
 //!   `--hold-secs` or until killed.
 //! * `echo` — a lean echo backend: any path, no auth, no subprotocol, text and binary echoed,
 //!   4 KiB read buffers.
+//! * `relay` — a plain TCP relay (tokio's `copy_bidirectional`, 4 KiB buffers), WebSocket
+//!   handshake and frames passed through as bytes: what any proxy on tokio costs before it looks
+//!   at a message, measured beside nginx and wsnorm as a reference.
 //!
 //! Every phase is bounded in time; nothing here unwraps network input.
 
@@ -64,6 +67,8 @@ enum Command {
     Idle(Idle),
     /// Echo backend (text and binary), for measuring proxies.
     Echo(Echo),
+    /// Plain TCP relay to an upstream (a reference for proxies' CPU per message).
+    Relay(Relay),
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +152,16 @@ struct Echo {
     max_message_bytes: usize,
 }
 
+#[derive(Debug, Args)]
+struct Relay {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:9002")]
+    bind: SocketAddr,
+    /// Where every connection is relayed to.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    upstream: SocketAddr,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // One thread everywhere: the benchmark pins the load and the echo backend to one CPU.
@@ -158,6 +173,7 @@ fn main() -> Result<()> {
         Command::Pingpong(opts) => rt.block_on(pingpong(opts)),
         Command::Idle(opts) => rt.block_on(idle(opts)),
         Command::Echo(opts) => rt.block_on(echo(opts)),
+        Command::Relay(opts) => rt.block_on(relay(opts)),
     }
 }
 
@@ -749,6 +765,44 @@ async fn collect(
 // ---------------------------------------------------------------------------------------------
 // echo
 
+/// The next accepted connection; failures (EMFILE and friends) are logged and waited out
+/// instead of spinning.
+async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _peer)) => return tcp,
+            Err(e) => {
+                eprintln!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn relay(opts: Relay) -> Result<()> {
+    let listener = TcpListener::bind(opts.bind)
+        .await
+        .with_context(|| format!("binding {}", opts.bind))?;
+    eprintln!(
+        "wsnorm-load relay listening on {} -> {}",
+        opts.bind, opts.upstream
+    );
+    loop {
+        let mut client = accept(&listener).await;
+        tokio::spawn(async move {
+            let Ok(mut upstream) = TcpStream::connect(opts.upstream).await else {
+                return;
+            };
+            for s in [&client, &upstream] {
+                let _ = s.set_nodelay(true);
+            }
+            let _ =
+                tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 4096, 4096)
+                    .await;
+        });
+    }
+}
+
 async fn echo(opts: Echo) -> Result<()> {
     let listener = TcpListener::bind(opts.bind)
         .await
@@ -756,15 +810,7 @@ async fn echo(opts: Echo) -> Result<()> {
     eprintln!("wsnorm-load echo listening on {}", opts.bind);
     let config = ws_config(opts.max_message_bytes);
     loop {
-        let (tcp, _peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                eprintln!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let tcp = accept(&listener).await;
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let handshake = tokio::time::timeout(
