@@ -261,6 +261,14 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
   # takes from CPU 0 is counted as the running proxy and only ever adds.
   def best($k): (target("wsnorm"; $k) | .cpu_us_per_msg_all | min) as $w |
       (target("nginx"; $k) | .cpu_us_per_msg_all | min) as $n | ratio($w; $n);
+  # A reference (passthrough, tcp_relay) against nginx: CPU per round trip (medians and per
+  # round) at both K, p99 at K=1. $runs are the runs, $p the medians of `pingpong` below.
+  def reference($runs; $p; $t): {
+    cpu_per_msg_k1: ratio($p.k1[$t].cpu_us_per_msg; $p.k1.nginx.cpu_us_per_msg),
+    cpu_per_msg_k1_paired: ($runs | paired($t; 1)),
+    cpu_per_msg_k16: ratio($p.k16[$t].cpu_us_per_msg; $p.k16.nginx.cpu_us_per_msg),
+    cpu_per_msg_k16_paired: ($runs | paired($t; 16)),
+    p99_k1: ratio($p.k1[$t].p99_us; $p.k1.nginx.p99_us) };
   . as $runs |
   { date: $date, machine: { nproc: $nproc, cpu: $cpu, kernel: $kernel }, nginx_version: $nginx,
     wsnorm_bin: $wsnorm_bin, rounds: $rounds, quick: ($quick == 1), seconds: $elapsed,
@@ -277,15 +285,8 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
   .ratios = {
     cpu_per_msg_k1_paired: ($runs | paired("wsnorm"; 1)),
     cpu_per_msg_k16_paired: ($runs | paired("wsnorm"; 16)),
-    passthrough_cpu_per_msg_k1_paired: ($runs | paired("passthrough"; 1)),
-    passthrough_cpu_per_msg_k16_paired: ($runs | paired("passthrough"; 16)),
-    passthrough_cpu_per_msg_k1: ratio(.pingpong.k1.passthrough.cpu_us_per_msg; .pingpong.k1.nginx.cpu_us_per_msg),
-    passthrough_cpu_per_msg_k16: ratio(.pingpong.k16.passthrough.cpu_us_per_msg; .pingpong.k16.nginx.cpu_us_per_msg),
-    passthrough_p99_k1: ratio(.pingpong.k1.passthrough.p99_us; .pingpong.k1.nginx.p99_us),
-    tcp_relay_cpu_per_msg_k1_paired: ($runs | paired("tcp_relay"; 1)),
-    tcp_relay_cpu_per_msg_k1: ratio(.pingpong.k1.tcp_relay.cpu_us_per_msg; .pingpong.k1.nginx.cpu_us_per_msg),
-    tcp_relay_cpu_per_msg_k16: ratio(.pingpong.k16.tcp_relay.cpu_us_per_msg; .pingpong.k16.nginx.cpu_us_per_msg),
-    tcp_relay_p99_k1: ratio(.pingpong.k1.tcp_relay.p99_us; .pingpong.k1.nginx.p99_us),
+    passthrough: reference($runs; .pingpong; "passthrough"),
+    tcp_relay: reference($runs; .pingpong; "tcp_relay"),
     cpu_per_msg_k1_best: ($runs | best(1)),
     cpu_per_msg_k16_best: ($runs | best(16)),
     cpu_per_msg_k1: ratio(.pingpong.k1.wsnorm.cpu_us_per_msg; .pingpong.k1.nginx.cpu_us_per_msg),
@@ -301,6 +302,8 @@ jq -r '
   def row($k; $t): .pingpong[$k][$t] as $r |
     "| \($k) | \($t) | \(f($r.msg_per_s; 0)) | \(f($r.p50_us; 0)) | \(f($r.p99_us; 0)) | \(f($r.cpu_us_per_msg; 2)) |";
   def ok($c): if $c then "met" else "NOT met" end;
+  def reference_row($t; $what): .ratios[$t] as $r |
+    "| \($t) (\($what)) CPU, K=1 / K=16; p99 K=1 (not goals) | \(f($r.cpu_per_msg_k1; 2)) (per round: \(f($r.cpu_per_msg_k1_paired; 2))) / \(f($r.cpu_per_msg_k16; 2)); \(f($r.p99_k1; 2)) | - | - |";
   "machine: \(.machine.nproc) CPUs, \(.machine.cpu), kernel \(.machine.kernel); nginx \(.nginx_version); \(.rounds) round(s), medians",
   "",
   "| load | target | round trips/s | p50 us | p99 us | proxy CPU us/round trip |",
@@ -321,8 +324,8 @@ jq -r '
   "| proxy CPU per round trip, K=16 | \(f(.ratios.cpu_per_msg_k16; 2)) (per round: \(f(.ratios.cpu_per_msg_k16_paired; 2)); best rounds: \(f(.ratios.cpu_per_msg_k16_best; 2))) | <= 1.2 | \(ok(.ratios.cpu_per_msg_k16 <= 1.2)) |",
   "| p99 round trip, K=1 | \(f(.ratios.p99_k1; 2)) | <= 1.0 | \(ok(.ratios.p99_k1 <= 1.0)) |",
   "| p99 round trip, K=16 (not a goal) | \(f(.ratios.p99_k16; 2)) | - | - |",
-  "| passthrough (no rules) CPU, K=1 / K=16; p99 K=1 (not goals) | \(f(.ratios.passthrough_cpu_per_msg_k1; 2)) (per round: \(f(.ratios.passthrough_cpu_per_msg_k1_paired; 2))) / \(f(.ratios.passthrough_cpu_per_msg_k16; 2)); \(f(.ratios.passthrough_p99_k1; 2)) | - | - |",
-  "| tcp_relay (tokio, bytes only) CPU, K=1 / K=16; p99 K=1 (reference) | \(f(.ratios.tcp_relay_cpu_per_msg_k1; 2)) (per round: \(f(.ratios.tcp_relay_cpu_per_msg_k1_paired; 2))) / \(f(.ratios.tcp_relay_cpu_per_msg_k16; 2)); \(f(.ratios.tcp_relay_p99_k1; 2)) | - | - |",
+  reference_row("passthrough"; "no rules"),
+  reference_row("tcp_relay"; "tokio, bytes only"),
   "| RSS per idle connection | \(f(.ratios.rss_per_idle_conn; 2)) (\(f(.idle.wsnorm.kib_per_conn_open; 1)) KiB) | <= 17.5 KiB | \(ok(.idle.wsnorm.kib_per_conn_open <= 17.5)) |",
   "| RSS per idle connection after 1 message | \(f(.ratios.rss_per_idle_conn_touched; 2)) (\(f(.idle.wsnorm.kib_per_conn_touched; 1)) KiB) | <= 17.5 KiB | \(ok(.idle.wsnorm.kib_per_conn_touched <= 17.5)) |",
   "",
