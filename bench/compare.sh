@@ -6,17 +6,19 @@
 # looks at a frame.
 #
 #   bench/compare.sh [--quick] [--rounds N] [--idle-conns N] [--out FILE] [--no-build]
-#   wsnorm is built and measured as shipped: `cargo build --profile dist` (fat LTO), target/dist/.
-#   (WSNORM_BIN=/path/to/wsnorm compares another build of wsnorm, e.g. a candidate fix;
-#   LOAD_BIN=/path/to/wsnorm-load uses another build of the load tool and echo backend)
+#   wsnorm is built and measured as shipped: scripts/build-pgo.sh (`dist`, fat LTO, PGO),
+#   target/pgo/wsnorm; the load tool and echo backend from `cargo build --profile dist`.
+#   (WSNORM_BIN=/path/to/wsnorm compares another build of wsnorm, e.g. target/dist/wsnorm
+#   without PGO or a candidate fix; LOAD_BIN=/path/to/wsnorm-load another load tool)
 #
 # The proxy under test runs on CPU 0 (taskset -c 0); the load generator and the echo backend
 # (both `wsnorm-load`, single-threaded) on CPU 1. For each target:
 #   * ping-pong, 50 connections, 1 message in flight, then 16 in flight per connection:
 #     round trips/s, p50/p99 latency, and the proxy's CPU time per round trip (utime+stime from
 #     /proc/PID/stat over the measured window, ticks -> us via CLK_TCK; for nginx master+worker);
-#     rounds are interleaved (at each K: direct, then the two proxies back to back, their order
-#     swapped every round) and the median is reported;
+#     rounds are interleaved (at each K: direct, then the proxies back to back, their order
+#     reversed every round), every round with freshly started proxies, and the median is
+#     reported;
 #   * memory: VmRSS of the proxy (nginx: master+worker) before and after opening N idle
 #     connections through it (and again after one message on each), divided by N.
 # Prints a table with the ratios wsnorm/nginx and writes a JSON result file.
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     --idle-conns) idle_conns=$2; shift ;;
     --out) out=$2; shift ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -61,12 +63,7 @@ bench_need nginx:nginx jq:jq taskset:util-linux
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
 
-if [ "$build" = 1 ]; then
-  cargo build --profile dist --bin wsnorm --bin wsnorm-load >&2
-fi
-wsnorm_bin=${WSNORM_BIN:-$root/target/dist/wsnorm}
-load_bin=${LOAD_BIN:-$root/target/dist/wsnorm-load}
-[ -x "$wsnorm_bin" ] && [ -x "$load_bin" ] || die "binaries missing (build first)"
+bench_binaries "$build"
 
 # Each proxy holds 2 descriptors per idle connection; the load tool and the echo backend one.
 want_fds=$((2 * idle_conns + 1000))
@@ -88,42 +85,57 @@ taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
 echo_pid=$!; pids+=("$echo_pid")
 wait_port "$echo_port"
 
-# nginx: 1 worker, its own prefix, conf, pid and logs; pass-through WebSocket proxy.
+# The proxies, all on CPU 0, started afresh for every round (and once more for the memory
+# measurement): two processes of one binary on this VM differ by up to 8 % in CPU per round trip
+# for as long as they live (memory placement), so with one process each a whole run carried the
+# luck of its processes; fresh ones every round let the medians average it out.
 bench_nginx_conf "$tmp/nginx" "$nginx_port" "$echo_port" "$want_fds"
-taskset -c 0 "$nginx_bin" -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" &
-nginx_pid=$!; pids+=("$nginx_pid")
-wait_port "$nginx_port"
-nginx_worker=""
-for _ in $(seq 1 50); do
-  nginx_worker=$(pgrep -P "$nginx_pid" | head -n1 || true)
-  [ -n "$nginx_worker" ] && break
-  sleep 0.1
-done
-[ -n "$nginx_worker" ] || die "no nginx worker process"
-
 # wsnorm: the shipped config with threads = 1 and room for the idle connections.
 sed -e 's/^threads = .*/threads = 1/' \
     -e "s/^max_connections = .*/max_connections = $((idle_conns + 1000))/" \
     config/wsnorm.toml >"$tmp/wsnorm.toml"
 grep -q '^threads = 1$' "$tmp/wsnorm.toml" || die "could not set threads = 1"
-taskset -c 0 "$wsnorm_bin" --config "$tmp/wsnorm.toml" --listen "127.0.0.1:$wsnorm_port" \
-  --admin "127.0.0.1:$admin_port" --upstream "127.0.0.1:$echo_port" \
-  --log-format json 2>"$tmp/wsnorm.log" &
-wsnorm_pid=$!; pids+=("$wsnorm_pid")
-wait_port "$wsnorm_port"
 # The same with no rules: frames are still parsed, checked and re-framed, messages not parsed.
 { echo 'rules = []'
   awk '/^\[\[rules\]\]/ { skip = 1; next } /^\[/ { skip = 0 } !skip' "$tmp/wsnorm.toml"
 } >"$tmp/passthrough.toml"
-taskset -c 0 "$wsnorm_bin" --config "$tmp/passthrough.toml" --listen "127.0.0.1:$pass_port" \
-  --admin "127.0.0.1:$pass_admin_port" --upstream "127.0.0.1:$echo_port" \
-  --log-format json 2>"$tmp/passthrough.log" &
-pass_pid=$!; pids+=("$pass_pid")
-wait_port "$pass_port"
-taskset -c 0 "$load_bin" relay --bind "127.0.0.1:$relay_port" --upstream "127.0.0.1:$echo_port" \
-  2>"$tmp/relay.log" &
-relay_pid=$!; pids+=("$relay_pid")
-wait_port "$relay_port"
+start_wsnorm() { # pid-variable config port admin-port log
+  taskset -c 0 "$wsnorm_bin" --config "$2" --listen "127.0.0.1:$3" --admin "127.0.0.1:$4" \
+    --upstream "127.0.0.1:$echo_port" --log-format json 2>>"$5" &
+  printf -v "$1" '%s' "$!"
+  pids+=("$!")
+  wait_port "$3"
+}
+start_proxies() {
+  taskset -c 0 "$nginx_bin" -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" &
+  nginx_pid=$!; pids+=("$nginx_pid")
+  wait_port "$nginx_port"
+  nginx_worker=""
+  for _ in $(seq 1 50); do
+    nginx_worker=$(pgrep -P "$nginx_pid" | head -n1 || true)
+    [ -n "$nginx_worker" ] && break
+    sleep 0.1
+  done
+  [ -n "$nginx_worker" ] || die "no nginx worker process"
+  start_wsnorm wsnorm_pid "$tmp/wsnorm.toml" "$wsnorm_port" "$admin_port" "$tmp/wsnorm.log"
+  start_wsnorm pass_pid "$tmp/passthrough.toml" "$pass_port" "$pass_admin_port" "$tmp/passthrough.log"
+  taskset -c 0 "$load_bin" relay --bind "127.0.0.1:$relay_port" --upstream "127.0.0.1:$echo_port" \
+    2>>"$tmp/relay.log" &
+  relay_pid=$!; pids+=("$relay_pid")
+  wait_port "$relay_port"
+}
+stop_proxies() {
+  local p
+  for p in "$nginx_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid"; do
+    kill -TERM "$p" 2>/dev/null || true
+  done
+  for p in "$nginx_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid"; do
+    for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    forget "$p"
+  done
+}
 
 url_direct="ws://127.0.0.1:$echo_port/ws"
 url_nginx="ws://127.0.0.1:$nginx_port/ws"
@@ -156,11 +168,13 @@ pingpong() { # target k messages label outfile
   fi
 }
 
-# Functional check and warm-up for every target.
-for t in direct nginx wsnorm passthrough tcp_relay; do
-  pingpong "$t" 1 200 "warmup-$t" "$tmp/warmup-$t.json"
-done
-log "all targets answer correctly (wsnorm rewrites every message exactly)"
+# Functional check and warm-up for every target, after every start.
+warm_up() {
+  local t
+  for t in direct nginx wsnorm passthrough tcp_relay; do
+    pingpong "$t" 1 200 "warmup-$t" "$tmp/warmup-$t.json"
+  done
+}
 
 # --- ping-pong, interleaved rounds -----------------------------------------------------------
 started=$(date +%s)
@@ -168,6 +182,9 @@ started=$(date +%s)
 # is reversed every round: this VM's speed drifts over seconds, and a fixed order with another
 # load in between charged the drift to one side.
 for r in $(seq 1 "$rounds"); do
+  start_proxies
+  warm_up
+  [ "$r" = 1 ] && log "all targets answer correctly (wsnorm rewrites every message exactly)"
   proxies="nginx wsnorm passthrough tcp_relay"
   [ $((r % 2)) = 0 ] && proxies="tcp_relay passthrough wsnorm nginx"
   for k in 1 16; do
@@ -178,6 +195,7 @@ for r in $(seq 1 "$rounds"); do
       log "$(jq -r '"\(.label): \(.msg_per_s|floor) msg/s p50 \(.p50_us) us p99 \(.p99_us) us cpu/msg \(.proxy_cpu_us_per_msg // 0 | .*100|round/100) us"' "$f")"
     done
   done
+  stop_proxies
 done
 
 # --- idle memory -----------------------------------------------------------------------------
@@ -229,6 +247,7 @@ idle_run() { # target pids...
   sleep 3
   log "$(jq -r '"idle \(.target): \(.connections_ok) conns, RSS \(.rss_before_kib) -> \(.rss_open_kib) -> \(.rss_touched_kib) KiB: \(.kib_per_conn_open*100|round/100) KiB/conn open, \(.kib_per_conn_touched*100|round/100) after one message"' "$tmp/idle-$t.json")"
 }
+start_proxies
 idle_run nginx "$nginx_pid" "$nginx_worker"
 idle_run wsnorm "$wsnorm_pid"
 elapsed=$(($(date +%s) - started))

@@ -5,19 +5,22 @@
 # bench/compare.sh show. It does not see the kernel (about 70 % of either proxy's CPU time) nor
 # cache misses: it ranks user-space changes, compare.sh stays the measure of the goals.
 #
-#   bench/instructions.sh [--no-build] [--conns N] [-k K] [--top N]
+#   bench/instructions.sh [--no-build] [--conns N] [-k K] [--top N] [--cache]
 #   (WSNORM_BIN / LOAD_BIN as in bench/compare.sh; TARGETS="wsnorm" skips nginx)
 #
 # Each proxy runs alone under callgrind (nginx with one process, master_process off) in front of
 # the wsnorm-load echo backend. Two ping-pong runs of M1 and M2 round trips per connection are
 # counted separately; (I2 - I1) / (N * (M2 - M1)) is the cost of one round trip, with connection
 # set-up and start-up cancelled out. The top functions of wsnorm's M2 run are printed (--top).
+# --cache also simulates this machine's caches per core (L1i and L1d 32 KiB 8-way, L2 1 MiB
+# 16-way, 64 B lines) and reports L1 instruction and data misses per round trip: without the
+# kernel in between, an L1i miss per round trip means code that does not fit in L1i at all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 . bench/lib.sh
 
-build=1; conns=50; k=1; top=25
+build=1; conns=50; k=1; top=25; cache=()
 m1=${M1:-100}; m2=${M2:-300}
 targets=${TARGETS:-"nginx wsnorm"}
 while [ $# -gt 0 ]; do
@@ -26,7 +29,8 @@ while [ $# -gt 0 ]; do
     --conns) conns=$2; shift ;;
     -k) k=$2; shift ;;
     --top) top=$2; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --cache) cache=(--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=1048576,16,64) ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -36,10 +40,7 @@ done
 bench_need valgrind:valgrind nginx:nginx jq:jq
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
-[ "$build" = 0 ] || cargo build --profile dist --bin wsnorm --bin wsnorm-load >&2
-wsnorm_bin=${WSNORM_BIN:-$root/target/dist/wsnorm}
-load_bin=${LOAD_BIN:-$root/target/dist/wsnorm-load}
-[ -x "$wsnorm_bin" ] && [ -x "$load_bin" ] || die "binaries missing (build first)"
+bench_binaries "$build"
 
 port_base=${PORT_BASE:-19500}
 echo_port=$((port_base + 1)); proxy_port=$((port_base + 2)); admin_port=$((port_base + 3))
@@ -56,8 +57,8 @@ bench_nginx_conf "$tmp/nginx" "$proxy_port" "$echo_port" 4096 single
 sed -e 's/^threads = .*/threads = 1/' config/wsnorm.toml >"$tmp/wsnorm.toml"
 grep -q '^threads = 1$' "$tmp/wsnorm.toml" || die "could not set threads = 1"
 
-# Instructions counted between two callgrind dumps, from the dump file's totals line.
-dump_total() { # pid dump-number
+# The events counted since the last callgrind dump ("Ir=... I1mr=..."), from the dump's totals.
+dump_totals() { # pid dump-number
   callgrind_control -d "$1" >/dev/null
   local f
   for _ in $(seq 1 100); do
@@ -66,7 +67,13 @@ dump_total() { # pid dump-number
     sleep 0.2
   done
   [ -n "$f" ] || die "no callgrind dump $2 from $1"
-  awk '/^totals:/ {print $2}' "$f"
+  awk '/^events:/ { for (i = 2; i <= NF; i++) name[i] = $i }
+       /^totals:/ { for (i = 2; i <= NF; i++) printf "%s=%s ", name[i], $i; print "" }' "$f"
+}
+event() { # name totals
+  local pair
+  for pair in $2; do [ "${pair%%=*}" = "$1" ] && { echo "${pair#*=}"; return; }; done
+  echo 0
 }
 
 pingpong() { # target messages label
@@ -89,20 +96,31 @@ for t in $targets; do
                  --admin "127.0.0.1:$admin_port" --upstream "127.0.0.1:$echo_port" --log-format json) ;;
     *) die "unknown target $t" ;;
   esac
-  taskset -c 0 valgrind --tool=callgrind --instr-atstart=no \
+  taskset -c 0 valgrind --tool=callgrind --instr-atstart=no "${cache[@]}" \
     --callgrind-out-file="$tmp/callgrind.out.%p" "${cmd[@]}" 2>"$tmp/$t.log" &
   pid=$!; pids+=("$pid")
   wait_port "$proxy_port" 120
   pingpong "$t" 5 "warmup-$t"
   callgrind_control -i on "$pid" >/dev/null
   pingpong "$t" "$m1" "$t-m1"
-  i1=$(dump_total "$pid" 1)
+  e1=$(dump_totals "$pid" 1)
   pingpong "$t" "$m2" "$t-m2"
-  i2=$(dump_total "$pid" 2)
+  e2=$(dump_totals "$pid" 2)
   callgrind_control -i off "$pid" >/dev/null
+  i1=$(event Ir "$e1"); i2=$(event Ir "$e2")
   per=$(( (i2 - i1) / (conns * (m2 - m1)) ))
   log "$t: $i1 instructions for $((conns * m1)) round trips, $i2 for $((conns * m2)): $per per round trip"
   results+=("$t=$per")
+  if [ ${#cache[@]} -gt 0 ]; then
+    misses=""
+    for ev in I1mr D1mr D1mw; do
+      x=$(awk -v a="$(event "$ev" "$e1")" -v b="$(event "$ev" "$e2")" -v n=$((conns * (m2 - m1))) \
+        'BEGIN { printf "%.1f", (b - a) / n }')
+      results+=("$t.$ev=$x")
+      misses+=" $ev $x"
+    done
+    log "$t: L1 misses per round trip:$misses"
+  fi
   if [ "$t" = wsnorm ] && [ "$top" -gt 0 ]; then
     f=$(ls "$tmp"/callgrind.out."$pid".* | sort -t. -k4 -n | sed -n 2p)
     callgrind_annotate --inclusive=no "$f" 2>/dev/null | sed -n "1,$((top + 25))p" \
@@ -118,6 +136,12 @@ done
 
 printf '%s\n' "${results[@]}" | jq -R 'split("=") | {(.[0]): (.[1] | tonumber)}' | jq -s \
   --argjson conns "$conns" --argjson k "$k" --argjson m1 "$m1" --argjson m2 "$m2" '
-  add as $r | { connections: $conns, in_flight: $k, round_trips: [$m1, $m2],
+  add as $all | ($all | with_entries(select(.key | contains(".") | not))) as $r |
+  { connections: $conns, in_flight: $k, round_trips: [$m1, $m2],
     user_instructions_per_round_trip: $r,
-    ratio: (if $r.nginx and $r.wsnorm then ($r.wsnorm / $r.nginx * 100 | round / 100) else null end) }'
+    ratio: (if $r.nginx and $r.wsnorm then ($r.wsnorm / $r.nginx * 100 | round / 100) else null end) } +
+  if ($all | keys | any(contains("."))) then
+    { l1_misses_per_round_trip: ($all | to_entries | map(select(.key | contains("."))) |
+        map(.key |= split(".")) | group_by(.key[0]) |
+        map({ (.[0].key[0]): (map({ (.key[1]): .value }) | add) }) | add) }
+  else {} end'

@@ -90,3 +90,18 @@ http {
 }
 EOF
 }
+
+# The binaries measured: wsnorm as shipped (scripts/build-pgo.sh: the `dist` profile with
+# profile-guided optimisation, target/pgo/wsnorm), the load tool and echo backend from the plain
+# `dist` build. bench_binaries BUILD (1: build them first) sets wsnorm_bin and load_bin;
+# WSNORM_BIN / LOAD_BIN name other builds (WSNORM_BIN=target/dist/wsnorm: without PGO).
+bench_binaries() {
+  if [ "$1" = 1 ]; then
+    cargo build --profile dist --bin wsnorm-load >&2
+    [ -n "${WSNORM_BIN:-}" ] || bash scripts/build-pgo.sh >&2
+  fi
+  wsnorm_bin=${WSNORM_BIN:-$root/target/pgo/wsnorm}
+  load_bin=${LOAD_BIN:-$root/target/dist/wsnorm-load}
+  [ -x "$wsnorm_bin" ] && [ -x "$load_bin" ] \
+    || die "binaries missing: $wsnorm_bin, $load_bin (build first, or drop --no-build)"
+}

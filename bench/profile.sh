@@ -25,9 +25,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-[ "$build" = 0 ] || cargo build --profile dist --bin wsnorm --bin wsnorm-load >&2
-wsnorm_bin=${WSNORM_BIN:-$root/target/dist/wsnorm}
-load_bin=${LOAD_BIN:-$root/target/dist/wsnorm-load}
+bench_binaries "$build"
 port_base=${PORT_BASE:-19700}
 echo_port=$((port_base + 1)); ws_port=$((port_base + 2)); admin_port=$((port_base + 3))
 ulimit -n $((2 * idle_conns + 1000 > 10240 ? 2 * idle_conns + 1000 : 10240))

@@ -6,7 +6,8 @@
 # come back near where it was, without growing from round to round.
 #
 #   tests/soak/run.sh [--connections N] [--messages M] [--rounds R] [--no-build]
-#   (PROFILE=dist runs the binaries `cargo build --profile dist` makes, as shipped)
+#   (PROFILE=dist runs the binaries `cargo build --profile dist` makes; WSNORM_BIN=FILE runs that
+#   wsnorm instead, e.g. target/pgo/wsnorm from scripts/build-pgo.sh, the one the image ships)
 #
 # Ends with `N passed, M failed` (checks); exit 1 on any failed check.
 set -euo pipefail
@@ -24,8 +25,14 @@ while [ $# -gt 0 ]; do
   shift
 done
 PROFILE=${PROFILE:-release}
-[ "$BUILD" = 0 ] || cargo build --profile "$PROFILE" --bin wsnorm --bin wsnorm-load >&2
-WSNORM=$ROOT/target/$PROFILE/wsnorm
+if [ "$BUILD" = 1 ]; then
+  if [ -n "${WSNORM_BIN:-}" ]; then
+    cargo build --profile "$PROFILE" --bin wsnorm-load >&2
+  else
+    cargo build --profile "$PROFILE" --bin wsnorm --bin wsnorm-load >&2
+  fi
+fi
+WSNORM=${WSNORM_BIN:-$ROOT/target/$PROFILE/wsnorm}
 LOAD=$ROOT/target/$PROFILE/wsnorm-load
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
