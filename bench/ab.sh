@@ -68,8 +68,7 @@ for s in $(seq 1 "$sessions"); do
       done
     done
   done
-  for p in "${side_pids[@]}"; do kill -TERM "$p"; done
-  for p in "${side_pids[@]}"; do wait "$p" 2>/dev/null || true; forget "$p"; done
+  bench_stop "${side_pids[@]}" || true
 done
 
 jq -s -r '

@@ -124,18 +124,7 @@ start_proxies() {
   relay_pid=$!; pids+=("$relay_pid")
   wait_port "$relay_port"
 }
-stop_proxies() {
-  local p
-  for p in "$nginx_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid"; do
-    kill -TERM "$p" 2>/dev/null || true
-  done
-  for p in "$nginx_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid"; do
-    for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-    forget "$p"
-  done
-}
+stop_proxies() { bench_stop "$nginx_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid" || true; }
 
 url_direct="ws://127.0.0.1:$echo_port/ws"
 url_nginx="ws://127.0.0.1:$nginx_port/ws"

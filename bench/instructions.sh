@@ -128,9 +128,7 @@ for t in $targets; do
     log "wsnorm's top functions, self instructions over $((conns * m2)) round trips:"
     cat "$tmp/top.txt" >&2
   fi
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
+  bench_stop "$pid" || true
   for _ in $(seq 1 50); do port_open "$proxy_port" || break; sleep 0.1; done
 done
 

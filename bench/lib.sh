@@ -44,6 +44,20 @@ forget() {
   pids=("${keep[@]}")
 }
 
+# Stops processes this script started: SIGTERM to all, then for each up to 15 s to exit before
+# SIGKILL; reaped and dropped from the kill list. bench_stop PID... fails if any needed SIGKILL.
+bench_stop() {
+  local p clean=0
+  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "$@"; do
+    for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; clean=1; fi
+    wait "$p" 2>/dev/null || true
+    forget "$p"
+  done
+  return "$clean"
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() { # port [seconds]
   for _ in $(seq 1 $((${2:-10} * 10))); do port_open "$1" && return 0; sleep 0.1; done

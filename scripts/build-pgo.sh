@@ -104,12 +104,7 @@ for path in metrics healthz readyz; do
   curl -fsS "http://127.0.0.1:$admin_port/$path" -o /dev/null
 done
 # The profile is written at exit.
-for p in "${trained[@]}"; do
-  kill -TERM "$p"
-  for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && die "wsnorm did not exit on SIGTERM"
-  forget "$p"
-done
+bench_stop "${trained[@]}" || die "wsnorm did not exit on SIGTERM"
 ls "$data"/wsnorm-*.profraw >/dev/null 2>&1 || die "no profile written"
 mkdir -p target/pgo-use
 merged=$root/target/pgo-use/wsnorm.profdata
