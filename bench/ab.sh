@@ -34,6 +34,7 @@ WSNORM_BIN=${bins[0]} bench_binaries 0
 
 port_base=${PORT_BASE:-19600}
 echo_port=$((port_base + 1))
+bench_ports_free "$echo_port" $((port_base + 10)) $((port_base + 11)) $((port_base + 20)) $((port_base + 21))
 sed -e 's/^threads = .*/threads = 1/' config/wsnorm.toml >"$bench_tmp/wsnorm.toml"
 configs=("${CONFIG_A:-$bench_tmp/wsnorm.toml}" "${CONFIG_B:-$bench_tmp/wsnorm.toml}")
 taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$bench_tmp/echo.log" &
@@ -61,8 +62,7 @@ for s in $(seq 1 "$sessions"); do
           $check -n 50 -k "$k" -m "$m" --warmup 50 --max-secs 120 --cpu-pid "${side_pids[$i]}" \
           --label "$([ "$i" = 0 ] && echo A || echo B) k=$k s$s r$r" >"$bench_tmp/run.json" \
           || die "load run failed"
-        jq -e '.errors == 0 and .mismatches == 0' "$bench_tmp/run.json" >/dev/null \
-          || die "errors or mismatches: $(jq -r .first_error "$bench_tmp/run.json")"
+        bench_check_report "$bench_tmp/run.json" "$(jq -r .label "$bench_tmp/run.json")"
         jq -c '{label: .label, cpu: .proxy_cpu_us_per_msg, p99: .p99_us, msg_per_s: (.msg_per_s | floor)}' \
           "$bench_tmp/run.json" | tee -a "$runs"
       done

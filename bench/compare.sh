@@ -76,9 +76,7 @@ ulimit -n "$want_fds"
 
 # --- processes -------------------------------------------------------------------------------
 tmp=$bench_tmp
-for p in $echo_port $nginx_port $wsnorm_port $admin_port $pass_port $pass_admin_port $relay_port; do
-  port_open "$p" && die "port $p is in use (set PORT_BASE)"
-done
+bench_ports_free $echo_port $nginx_port $wsnorm_port $admin_port $pass_port $pass_admin_port $relay_port
 
 # Echo backend on CPU 1.
 taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
@@ -150,11 +148,7 @@ pingpong() { # target k messages label outfile
   timeout 150 taskset -c 1 "$load_bin" pingpong $(target_args "$1") --clk-tck "$clk_tck" \
     -n "$conns" -k "$2" -m "$3" --warmup 50 --max-secs 120 --label "$4" >"$5" \
     || die "load run $4 failed (exit $?)"
-  local errors mismatches
-  errors=$(jq .errors "$5"); mismatches=$(jq .mismatches "$5")
-  if [ "$errors" != 0 ] || [ "$mismatches" != 0 ]; then
-    die "$4: $errors errors, $mismatches mismatches: $(jq -r .first_error "$5")"
-  fi
+  bench_check_report "$5" "$4"
 }
 
 # Functional check and warm-up for every target, after every start.

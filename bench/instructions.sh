@@ -45,9 +45,7 @@ bench_binaries "$build"
 port_base=${PORT_BASE:-19500}
 echo_port=$((port_base + 1)); proxy_port=$((port_base + 2)); admin_port=$((port_base + 3))
 tmp=$bench_tmp
-for p in $echo_port $proxy_port $admin_port; do
-  port_open "$p" && die "port $p is in use (set PORT_BASE)"
-done
+bench_ports_free $echo_port $proxy_port $admin_port
 
 taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
 pids+=("$!")
@@ -82,10 +80,7 @@ pingpong() { # target messages label
   timeout 900 taskset -c 1 "$load_bin" pingpong --url "ws://127.0.0.1:$proxy_port/ws" "$sp" $check \
     -n "$conns" -k "$k" -m "$2" --warmup 0 --connect-timeout-secs 60 --reply-timeout-secs 60 --max-secs 800 --label "$3" \
     >"$tmp/$3.json" || die "load run $3 failed"
-  local errors mismatches
-  errors=$(jq .errors "$tmp/$3.json"); mismatches=$(jq .mismatches "$tmp/$3.json")
-  [ "$errors" = 0 ] && [ "$mismatches" = 0 ] \
-    || die "$3: $errors errors, $mismatches mismatches: $(jq -r .first_error "$tmp/$3.json")"
+  bench_check_report "$tmp/$3.json" "$3"
 }
 
 results=()

@@ -59,6 +59,13 @@ bench_stop() {
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Fails unless nothing listens on any of the ports: bench_ports_free PORT...
+bench_ports_free() {
+  local p
+  for p in "$@"; do
+    ! port_open "$p" || die "port $p is in use (set PORT_BASE)"
+  done
+}
 wait_port() { # port [seconds]
   for _ in $(seq 1 $((${2:-10} * 10))); do port_open "$1" && return 0; sleep 0.1; done
   die "nothing listens on port $1 after ${2:-10} s (see $bench_tmp)"
@@ -118,4 +125,12 @@ bench_binaries() {
   load_bin=${LOAD_BIN:-$root/target/dist/wsnorm-load}
   [ -x "$wsnorm_bin" ] && [ -x "$load_bin" ] \
     || die "binaries missing: $wsnorm_bin, $load_bin (build first, or drop --no-build)"
+}
+
+# Fails unless the load tool's report FILE has every echo right (no errors, no mismatches):
+# bench_check_report FILE WHAT
+bench_check_report() {
+  jq -e '.errors == 0 and .mismatches == 0' "$1" >/dev/null 2>&1 \
+    || die "$2: $(jq -r '"\(.errors) errors, \(.mismatches) mismatches: \(.first_error)"' "$1" 2>/dev/null \
+      || cat "$1")"
 }

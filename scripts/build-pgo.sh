@@ -63,6 +63,7 @@ untrained="$bench_tmp/untrained-%p.profraw"
 port_base=${PORT_BASE:-19800}
 echo_port=$((port_base + 1)); ws_port=$((port_base + 2)); admin_port=$((port_base + 3))
 demo_port=$((port_base + 4)); http_port=$((port_base + 5)); http_admin_port=$((port_base + 6))
+bench_ports_free "$echo_port" "$ws_port" "$admin_port" "$demo_port" "$http_port" "$http_admin_port"
 LLVM_PROFILE_FILE=$untrained "$load_bin" echo --bind "127.0.0.1:$echo_port" \
   2>"$bench_tmp/echo.log" &
 pids+=("$!")
@@ -87,9 +88,8 @@ train() { # label args...
   local label=$1; shift
   LLVM_PROFILE_FILE=$untrained "$load_bin" pingpong \
     --url "ws://127.0.0.1:$ws_port/ws" --expect-rewrite --max-secs 120 "$@" \
-    >"$bench_tmp/$label.json"
-  jq -e '.errors == 0 and .mismatches == 0' "$bench_tmp/$label.json" >/dev/null \
-    || die "training run $label failed: $(cat "$bench_tmp/$label.json")"
+    >"$bench_tmp/$label.json" || die "training run $label failed"
+  bench_check_report "$bench_tmp/$label.json" "training run $label"
 }
 log "build-pgo: training"
 train k1 -n 50 -k 1 -m 4000

@@ -12,7 +12,7 @@
 //!   sends one message on each (`--touch`, then `{"event":"touched",...}`), and holds them for
 //!   `--hold-secs` or until killed.
 //! * `echo` — a lean echo backend: any path, no auth, no subprotocol, text and binary echoed,
-//!   4 KiB read buffers.
+//!   16 KiB read buffers.
 //! * `relay` — a plain TCP relay (tokio's `copy_bidirectional`, 4 KiB buffers), WebSocket
 //!   handshake and frames passed through as bytes: what any proxy on tokio costs before it looks
 //!   at a message, measured beside nginx and wsnorm as a reference.
@@ -47,7 +47,10 @@ const SENT_TAIL: &str = r#"","user_id":"abcd1234"}"#;
 /// Digits of the sequence number (fixed width: every message has the same size).
 const SEQ_DIGITS: usize = 10;
 
-const READ_BUFFER_BYTES: usize = 4096;
+/// Per read of the load tool and the echo backend: 16 messages in flight (~4.2 KiB of frames)
+/// arrive in one read, so neither side splits a burst because of its own buffer (with 4 KiB,
+/// the unrewritten 257 B messages took two reads at K=16 and the rewritten 246 B ones one).
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Parser)]
 #[command(
