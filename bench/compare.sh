@@ -52,15 +52,12 @@ else
 fi
 conns=50
 port_base=${PORT_BASE:-19400}
-echo_port=$((port_base + 1)); nginx_port=$((port_base + 2))
-wsnorm_port=$((port_base + 3)); admin_port=$((port_base + 4))
-pass_port=$((port_base + 5)); pass_admin_port=$((port_base + 6)); relay_port=$((port_base + 7))
+echo_port=$((port_base + 1))
 [ -n "$out" ] || out="$root/bench/results/compare-$(date -u +%Y%m%d-%H%M%S).json"
 mkdir -p "$(dirname "$out")"
 
 # --- prerequisites ---------------------------------------------------------------------------
 bench_need nginx:nginx jq:jq taskset:util-linux
-nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
 
 bench_binaries "$build"
@@ -76,7 +73,7 @@ ulimit -n "$want_fds"
 
 # --- processes -------------------------------------------------------------------------------
 tmp=$bench_tmp
-bench_ports_free $echo_port $nginx_port $wsnorm_port $admin_port $pass_port $pass_admin_port $relay_port
+bench_ports_free "$echo_port"
 
 # Echo backend on CPU 1.
 taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
@@ -87,59 +84,14 @@ wait_port "$echo_port"
 # measurement): two processes of one binary on this VM differ by up to 8 % in CPU per round trip
 # for as long as they live (memory placement), so with one process each a whole run carried the
 # luck of its processes; fresh ones every round let the medians average it out.
-bench_nginx_conf "$tmp/nginx" "$nginx_port" "$echo_port" "$want_fds"
-# wsnorm: the shipped config with threads = 1 and room for the idle connections.
-sed -e 's/^threads = .*/threads = 1/' \
-    -e "s/^max_connections = .*/max_connections = $((idle_conns + 1000))/" \
-    config/wsnorm.toml >"$tmp/wsnorm.toml"
-grep -q '^threads = 1$' "$tmp/wsnorm.toml" || die "could not set threads = 1"
-# The same with no rules: frames are still parsed, checked and re-framed, messages not parsed.
-{ echo 'rules = []'
-  awk '/^\[\[rules\]\]/ { skip = 1; next } /^\[/ { skip = 0 } !skip' "$tmp/wsnorm.toml"
-} >"$tmp/passthrough.toml"
-start_wsnorm() { # pid-variable config port admin-port log
-  taskset -c 0 "$wsnorm_bin" --config "$2" --listen "127.0.0.1:$3" --admin "127.0.0.1:$4" \
-    --upstream "127.0.0.1:$echo_port" --log-format json 2>>"$5" &
-  printf -v "$1" '%s' "$!"
-  pids+=("$!")
-  wait_port "$3"
-}
-start_proxies() {
-  taskset -c 0 "$nginx_bin" -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" &
-  nginx_pid=$!; pids+=("$nginx_pid")
-  wait_port "$nginx_port"
-  nginx_worker=""
-  for _ in $(seq 1 50); do
-    nginx_worker=$(pgrep -P "$nginx_pid" | head -n1 || true)
-    [ -n "$nginx_worker" ] && break
-    sleep 0.1
-  done
-  [ -n "$nginx_worker" ] || die "no nginx worker process"
-  start_wsnorm wsnorm_pid "$tmp/wsnorm.toml" "$wsnorm_port" "$admin_port" "$tmp/wsnorm.log"
-  start_wsnorm pass_pid "$tmp/passthrough.toml" "$pass_port" "$pass_admin_port" "$tmp/passthrough.log"
-  taskset -c 0 "$load_bin" relay --bind "127.0.0.1:$relay_port" --upstream "127.0.0.1:$echo_port" \
-    2>>"$tmp/relay.log" &
-  relay_pid=$!; pids+=("$relay_pid")
-  wait_port "$relay_port"
-}
-stop_proxies() { bench_stop "$nginx_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid" || true; }
-
-url_direct="ws://127.0.0.1:$echo_port/ws"
-url_nginx="ws://127.0.0.1:$nginx_port/ws"
-url_wsnorm="ws://127.0.0.1:$wsnorm_port/ws"
-url_pass="ws://127.0.0.1:$pass_port/ws"
-url_relay="ws://127.0.0.1:$relay_port/ws"
+bench_targets_configure "$tmp" "$port_base" "$echo_port" "$want_fds"
 clk_tck=$(getconf CLK_TCK)
 
-# Arguments per target: URL, CPU pids, options (the echo backend selects no subprotocol, so
-# only wsnorm is offered agent_chat; only wsnorm with rules rewrites, the others echo as sent).
+# The load tool's options per target (bench/lib.sh), and for the backend itself.
 target_args() {
   case "$1" in
-    direct) echo "--url $url_direct --subprotocol= --cpu-pid $echo_pid" ;;
-    nginx) echo "--url $url_nginx --subprotocol= --cpu-pid $nginx_pid --cpu-pid $nginx_worker" ;;
-    wsnorm) echo "--url $url_wsnorm --subprotocol=agent_chat --expect-rewrite --cpu-pid $wsnorm_pid" ;;
-    passthrough) echo "--url $url_pass --subprotocol=agent_chat --cpu-pid $pass_pid" ;;
-    tcp_relay) echo "--url $url_relay --subprotocol= --cpu-pid $relay_pid" ;;
+    direct) echo "--url ws://127.0.0.1:$echo_port/ws --subprotocol= --cpu-pid $echo_pid" ;;
+    *) bench_target_args "$1" ;;
   esac
 }
 
@@ -165,7 +117,7 @@ started=$(date +%s)
 # is reversed every round: this VM's speed drifts over seconds, and a fixed order with another
 # load in between charged the drift to one side.
 for r in $(seq 1 "$rounds"); do
-  start_proxies
+  bench_targets_start
   warm_up
   [ "$r" = 1 ] && log "all targets answer correctly (wsnorm rewrites every message exactly)"
   proxies="nginx wsnorm passthrough tcp_relay"
@@ -178,7 +130,7 @@ for r in $(seq 1 "$rounds"); do
       log "$(jq -r '"\(.label): \(.msg_per_s|floor) msg/s p50 \(.p50_us) us p99 \(.p99_us) us cpu/msg \(.proxy_cpu_us_per_msg // 0 | .*100|round/100) us"' "$f")"
     done
   done
-  stop_proxies
+  bench_targets_stop
 done
 
 # --- idle memory -----------------------------------------------------------------------------
@@ -201,7 +153,10 @@ wait_event() { # file event seconds
 idle_run() { # target pids...
   local t=$1; shift
   local f="$tmp/idle-$t.out" before opened touched ipid url
-  case "$t" in nginx) url=$url_nginx; sp="--subprotocol=" ;; wsnorm) url=$url_wsnorm; sp="--subprotocol=agent_chat" ;; esac
+  case "$t" in
+    nginx) url=ws://127.0.0.1:$nginx_port/ws; sp="--subprotocol=" ;;
+    wsnorm) url=ws://127.0.0.1:$wsnorm_port/ws; sp="--subprotocol=agent_chat" ;;
+  esac
   sleep 1
   before=$(rss_kib "$@")
   taskset -c 1 "$load_bin" idle --url "$url" "$sp" -n "$idle_conns" --touch \
@@ -230,7 +185,7 @@ idle_run() { # target pids...
   sleep 3
   log "$(jq -r '"idle \(.target): \(.connections_ok) conns, RSS \(.rss_before_kib) -> \(.rss_open_kib) -> \(.rss_touched_kib) KiB: \(.kib_per_conn_open*100|round/100) KiB/conn open, \(.kib_per_conn_touched*100|round/100) after one message"' "$tmp/idle-$t.json")"
 }
-start_proxies
+bench_targets_start
 idle_run nginx "$nginx_pid" "$nginx_worker"
 idle_run wsnorm "$wsnorm_pid"
 elapsed=$(($(date +%s) - started))

@@ -134,3 +134,64 @@ bench_check_report() {
     || die "$2: $(jq -r '"\(.errors) errors, \(.mismatches) mismatches: \(.first_error)"' "$1" 2>/dev/null \
       || cat "$1")"
 }
+
+# The proxies compared, each a fresh process on CPU 0 in front of the echo backend: nginx
+# (1 worker), wsnorm (the shipped config with threads = 1), wsnorm with no rules ("passthrough":
+# frames are still parsed, checked and re-framed, messages not parsed) and a plain tokio TCP
+# relay (`wsnorm-load relay`: what a proxy on tokio costs before it looks at a frame).
+# bench_targets_configure DIR PORT_BASE ECHO_PORT FDS writes their configs under DIR and takes
+# the ports PORT_BASE+2..+7; then bench_targets_start (sets nginx_pid, nginx_worker,
+# wsnorm_pid, pass_pid, relay_pid), bench_targets_stop, and bench_target_args TARGET: the load
+# tool's options for TARGET (its URL, subprotocol, check and CPU pids).
+bench_targets_configure() {
+  targets_dir=$1; targets_echo_port=$3
+  nginx_port=$(($2 + 2)); wsnorm_port=$(($2 + 3)); wsnorm_admin_port=$(($2 + 4))
+  pass_port=$(($2 + 5)); pass_admin_port=$(($2 + 6)); relay_port=$(($2 + 7))
+  bench_ports_free $nginx_port $wsnorm_port $wsnorm_admin_port $pass_port $pass_admin_port $relay_port
+  nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+  bench_nginx_conf "$1/nginx" "$nginx_port" "$3" "$4"
+  sed -e 's/^threads = .*/threads = 1/' -e "s/^max_connections = .*/max_connections = $4/" \
+    config/wsnorm.toml >"$1/wsnorm.toml"
+  grep -q '^threads = 1$' "$1/wsnorm.toml" || die "could not set threads = 1"
+  { echo 'rules = []'
+    awk '/^\[\[rules\]\]/ { skip = 1; next } /^\[/ { skip = 0 } !skip' "$1/wsnorm.toml"
+  } >"$1/passthrough.toml"
+}
+bench_start_wsnorm() { # pid-variable config port admin-port log
+  taskset -c 0 "$wsnorm_bin" --config "$2" --listen "127.0.0.1:$3" --admin "127.0.0.1:$4" \
+    --upstream "127.0.0.1:$targets_echo_port" --log-format json 2>>"$5" &
+  printf -v "$1" '%s' "$!"
+  pids+=("$!")
+  wait_port "$3"
+}
+bench_targets_start() {
+  local d=$targets_dir
+  taskset -c 0 "$nginx_bin" -p "$d/nginx" -e "$d/nginx/logs/error.log" -c "$d/nginx/nginx.conf" &
+  nginx_pid=$!; pids+=("$nginx_pid")
+  wait_port "$nginx_port"
+  nginx_worker=""
+  for _ in $(seq 1 50); do
+    nginx_worker=$(pgrep -P "$nginx_pid" | head -n1 || true)
+    [ -n "$nginx_worker" ] && break
+    sleep 0.1
+  done
+  [ -n "$nginx_worker" ] || die "no nginx worker process"
+  bench_start_wsnorm wsnorm_pid "$d/wsnorm.toml" "$wsnorm_port" "$wsnorm_admin_port" "$d/wsnorm.log"
+  bench_start_wsnorm pass_pid "$d/passthrough.toml" "$pass_port" "$pass_admin_port" "$d/passthrough.log"
+  taskset -c 0 "$load_bin" relay --bind "127.0.0.1:$relay_port" \
+    --upstream "127.0.0.1:$targets_echo_port" 2>>"$d/relay.log" &
+  relay_pid=$!; pids+=("$relay_pid")
+  wait_port "$relay_port"
+}
+bench_targets_stop() { bench_stop "$nginx_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid" || true; }
+# Only wsnorm is offered agent_chat (the echo backend selects none) and only wsnorm with rules
+# rewrites; the others echo as sent.
+bench_target_args() {
+  case "$1" in
+    nginx) echo "--url ws://127.0.0.1:$nginx_port/ws --subprotocol= --cpu-pid $nginx_pid --cpu-pid $nginx_worker" ;;
+    wsnorm) echo "--url ws://127.0.0.1:$wsnorm_port/ws --subprotocol=agent_chat --expect-rewrite --cpu-pid $wsnorm_pid" ;;
+    passthrough) echo "--url ws://127.0.0.1:$pass_port/ws --subprotocol=agent_chat --cpu-pid $pass_pid" ;;
+    tcp_relay) echo "--url ws://127.0.0.1:$relay_port/ws --subprotocol= --cpu-pid $relay_pid" ;;
+    *) die "unknown target $1" ;;
+  esac
+}
