@@ -48,11 +48,10 @@ bench_binaries "$build"
 port_base=${PORT_BASE:-19500}
 echo_port=$((port_base + 1))
 bench_ports_free "$echo_port"
-ulimit -n 10240
 taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$bench_tmp/echo.log" &
 pids+=("$!")
 wait_port "$echo_port"
-bench_targets_configure "$bench_tmp" "$port_base" "$echo_port" 10240
+bench_targets_configure "$bench_tmp" "$port_base" "$echo_port" 1024
 
 # The kernel call chain of every sample decides its bucket; the first frame is the sampled one.
 split_samples() { # perf-data cpu-us-per-round-trip
