@@ -44,10 +44,17 @@ pub enum HandshakeResult {
     Overloaded,
     /// The backend answered something that is not a valid WebSocket handshake.
     UpstreamInvalid,
+    /// A token-bearing subprotocol whose token is not a valid bearer token.
+    InvalidToken,
+    /// `Origin` not in the route's `allowed_origins`.
+    OriginRejected,
+    /// An upgrade on a path that is no route, refused by `unrouted_upgrades = "refuse"`, or
+    /// on a path whose meaning is ambiguous (`%2F`, NUL, invalid UTF-8).
+    BadPath,
 }
 
 impl HandshakeResult {
-    pub const ALL: [HandshakeResult; 9] = [
+    pub const ALL: [HandshakeResult; 12] = [
         HandshakeResult::Ok,
         HandshakeResult::Upstream4xx,
         HandshakeResult::Upstream5xx,
@@ -57,6 +64,9 @@ impl HandshakeResult {
         HandshakeResult::NoCommonSubprotocol,
         HandshakeResult::Overloaded,
         HandshakeResult::UpstreamInvalid,
+        HandshakeResult::InvalidToken,
+        HandshakeResult::OriginRejected,
+        HandshakeResult::BadPath,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +80,9 @@ impl HandshakeResult {
             HandshakeResult::NoCommonSubprotocol => "no_common_subprotocol",
             HandshakeResult::Overloaded => "overloaded",
             HandshakeResult::UpstreamInvalid => "upstream_invalid",
+            HandshakeResult::InvalidToken => "invalid_token",
+            HandshakeResult::OriginRejected => "origin_rejected",
+            HandshakeResult::BadPath => "bad_path",
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub drain_timeout_secs: u64,
+    /// Peers whose `X-Forwarded-*` / `Forwarded` / `X-Real-IP` headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +79,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_header_bytes: 32 * 1024,
             drain_timeout_secs: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -117,6 +120,13 @@ impl Upstream {
     }
 }
 
+impl ServerConfig {
+    /// Whether `peer` is a proxy whose forwarding headers are kept (and extended).
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
 impl std::str::FromStr for Upstream {
     type Err = String;
 
@@ -142,6 +152,19 @@ impl std::str::FromStr for Upstream {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(format!("upstream `{s}`: empty host"));
+        }
+        // The host goes into `Host` headers and is dialled: a name or an IP address, nothing
+        // else (no `user:pass@`, no control characters, no spaces).
+        let is_name = host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !is_name && host.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!(
+                "upstream `{}`: `{}` is not a host name or IP address (credentials, spaces \
+                 and control characters are not accepted)",
+                s.escape_debug(),
+                host.escape_debug()
+            ));
         }
         let port = port
             .parse::<u16>()
@@ -170,6 +193,16 @@ pub enum NoCommonSubprotocol {
     Reject,
 }
 
+/// What to do with a WebSocket upgrade on a path that is no configured route.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnroutedUpgrades {
+    /// Terminate and relay it without rules: counted, limited and logged like any WebSocket.
+    Relay,
+    /// Answer 404.
+    Refuse,
+}
+
 /// `[websocket]`: handshake and relay settings.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -182,6 +215,7 @@ pub struct WebSocketConfig {
     pub max_message_bytes: usize,
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
+    pub unrouted_upgrades: UnroutedUpgrades,
     pub routes: Vec<Spanned<RouteConfig>>,
 }
 
@@ -198,6 +232,7 @@ impl Default for WebSocketConfig {
             max_message_bytes: 1 << 20,
             ping_interval_secs: 20,
             idle_timeout_secs: 60,
+            unrouted_upgrades: UnroutedUpgrades::Relay,
             routes: ["/ws", "/ws/*", "/api/v1/websocket"]
                 .map(|p| Spanned::new(0..0, RouteConfig::drop_unknown(p)))
                 .to_vec(),
@@ -326,7 +361,8 @@ impl Config {
         let mut out = format!(
             "config: {}\nlisten: {}\nadmin: {}\nupstream: {}\nthreads: {}\nmax_connections: {}\n\
              subprotocols: {:?} (no common: {:?})\nhandshake_timeout_ms: {}\nmax_message_bytes: {}\n\
-             ping_interval_secs: {}\nidle_timeout_secs: {}\n",
+             ping_interval_secs: {}\nidle_timeout_secs: {}\nunrouted_upgrades: {:?}\n\
+             trusted_proxies: {:?}\n",
             self.source,
             self.server.listen,
             self.server.admin,
@@ -339,6 +375,8 @@ impl Config {
             ws.max_message_bytes,
             ws.ping_interval_secs,
             ws.idle_timeout_secs,
+            ws.unrouted_upgrades,
+            self.server.trusted_proxies,
         );
         out.push_str(&self.routes.describe());
         out.push_str(&format!("rules ({}):\n", self.rules.len()));
@@ -390,6 +428,26 @@ fn validate(server: &ServerConfig, ws: &WebSocketConfig, problems: &mut Vec<Stri
                 "websocket.token_subprotocol_prefixes[{i}]: must not be empty"
             ));
         }
+    }
+}
+
+/// An `Origin` value as browsers send it: `scheme://host[:port]`, nothing after.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let shown = origin.escape_debug();
+    let uri: http::Uri = origin
+        .parse()
+        .map_err(|_| format!("`{shown}` is not an origin (scheme://host[:port])"))?;
+    let plain = uri.scheme().is_some()
+        && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
+        && !origin.ends_with('/')
+        && uri.path() == "/"
+        && uri.query().is_none();
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{shown}` is not an origin: give scheme://host[:port] only, as browsers send it"
+        ))
     }
 }
 

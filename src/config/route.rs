@@ -27,6 +27,9 @@ pub struct RouteConfig {
     pub backend_subprotocols: Vec<String>,
     #[serde(default)]
     pub fixed_subprotocol: Option<String>,
+    /// Origins (`https://chat.example.com`) browsers may open this route from; empty: any.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 fn default_policy() -> UpstreamSubprotocols {
@@ -40,6 +43,7 @@ impl RouteConfig {
             upstream_subprotocols: UpstreamSubprotocols::DropUnknown,
             backend_subprotocols: Vec::new(),
             fixed_subprotocol: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -53,6 +57,10 @@ pub struct Route {
     pub policy: UpstreamSubprotocols,
     pub backend_subprotocols: Vec<String>,
     pub fixed_subprotocol: Option<String>,
+    pub allowed_origins: Vec<String>,
+    /// An upgrade on no configured route, relayed as the backend answers it: no rules, the
+    /// client's subprotocols offered as they came, the backend's choice echoed.
+    pub transparent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +71,20 @@ enum Matcher {
 }
 
 impl Route {
+    /// The route of `unrouted_upgrades = "relay"`.
+    pub fn unrouted() -> Route {
+        Route {
+            pattern: "(unrouted)".into(),
+            matcher: Matcher::Exact(String::new()),
+            policy: UpstreamSubprotocols::Forward,
+            backend_subprotocols: Vec::new(),
+            fixed_subprotocol: None,
+            allowed_origins: Vec::new(),
+            transparent: true,
+        }
+    }
+
+    /// `path` is normalised (decoded, no dot segments, no empty segments, no trailing slash).
     fn matches(&self, path: &str) -> bool {
         match &self.matcher {
             Matcher::Exact(p) => path == p,
@@ -108,6 +130,31 @@ impl RouteSet {
             if !rc.path.starts_with('/') {
                 problems.push(format!("{at}.path: `{}` must start with `/`", rc.path));
             }
+            let dot_segment = rc.path.split('/').any(|seg| seg == "." || seg == "..");
+            if rc.path.contains('%')
+                || rc.path.contains("//")
+                || dot_segment
+                || (rc.path.len() > 1 && rc.path.ends_with('/'))
+            {
+                problems.push(format!(
+                    "{at}.path: `{}`: write the path decoded, without `%`, `//`, dot segments or \
+                     a trailing slash (requests are matched in that form)",
+                    rc.path
+                ));
+            }
+            for (j, p) in rc.backend_subprotocols.iter().enumerate() {
+                if !super::is_token(p) {
+                    problems.push(format!(
+                        "{at}.backend_subprotocols[{j}]: `{}` is not a valid subprotocol token",
+                        p.escape_debug()
+                    ));
+                }
+            }
+            for (j, o) in rc.allowed_origins.iter().enumerate() {
+                if let Err(e) = super::check_origin(o) {
+                    problems.push(format!("{at}.allowed_origins[{j}]: {e}"));
+                }
+            }
             let matcher = match rc.path.strip_suffix('*') {
                 Some(prefix) if prefix.ends_with('/') => Matcher::Prefix(prefix.to_string()),
                 Some(_) => {
@@ -145,13 +192,15 @@ impl RouteSet {
                     policy: rc.upstream_subprotocols,
                     backend_subprotocols: rc.backend_subprotocols.clone(),
                     fixed_subprotocol: rc.fixed_subprotocol.clone(),
+                    allowed_origins: rc.allowed_origins.clone(),
+                    transparent: false,
                 });
             }
         }
         RouteSet { routes }
     }
 
-    /// The first route whose pattern matches `path` (without query string).
+    /// The first route whose pattern matches `path` (normalised, see [`crate::proxy::path`]).
     pub fn find(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(path))
     }
@@ -172,6 +221,9 @@ impl RouteSet {
                     r.fixed_subprotocol.as_deref().unwrap_or("")
                 )),
                 UpstreamSubprotocols::Forward => {}
+            }
+            if !r.allowed_origins.is_empty() {
+                out.push_str(&format!(", allowed origins {:?}", r.allowed_origins));
             }
             out.push('\n');
         }

@@ -1,12 +1,15 @@
 //! The pingora front door. Before the first phase, [`HeadTimeout`] bounds how long a client may
 //! take to send its request head. Phases, in the order pingora runs them:
-//! - `request_filter`: a WebSocket upgrade on a configured route is taken over here
-//!   ([`websocket::serve`]: backend handshake, 101, relay) and pingora is told the request is
-//!   done; everything else continues as plain HTTP;
+//! - `request_filter`: every WebSocket upgrade is taken over here ([`websocket::serve`]: backend
+//!   handshake, 101, relay; on a configured route with the rules, elsewhere without them or
+//!   refused, by `unrouted_upgrades`) and pingora is told the request is done; everything else
+//!   continues as plain HTTP;
 //! - `upstream_peer`: the configured backend, always (no request can choose another);
-//! - `upstream_request_filter`: adds `X-Forwarded-For` / `-Proto`;
+//! - `upstream_request_filter`: sets `X-Forwarded-For` / `-Proto` / `-Host` ([`forwarded`]);
 //! - `logging`: counts plain HTTP requests by status class.
 
+pub mod forwarded;
+pub mod path;
 pub mod upgrade;
 pub mod upstream;
 pub mod websocket;
@@ -113,12 +116,13 @@ impl ProxyHttp for Proxy {
             return Ok(false);
         }
         let config = self.state.config.load_full();
-        let Some(route) = config.routes.find(req.uri.path()).cloned() else {
-            // Upgrades elsewhere pass through to the backend untouched.
-            return Ok(false);
-        };
         ctx.websocket = true;
-        websocket::serve(session, &config, &route, &self.state).await;
+        match upgrade::route_for(req.uri.path(), &config) {
+            Ok(route) => websocket::serve(session, &config, &route, &self.state).await,
+            Err(refusal) => {
+                websocket::refuse(session, &self.state, std::time::Instant::now(), &refusal).await
+            }
+        }
         Ok(true)
     }
 
@@ -151,8 +155,22 @@ impl ProxyHttp for Proxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        for (name, value) in websocket::forwarded_headers(session.req_header(), client_ip) {
-            upstream_request.insert_header(name, value)?;
+        let trusted = client_ip.is_some_and(|ip| self.state.config.load().server.trusts(ip));
+        if !trusted {
+            for name in forwarded::CLAIMS {
+                upstream_request.remove_header(name);
+            }
+        }
+        let headers =
+            forwarded::headers(session.req_header(), client_ip, trusted).map_err(|e| {
+                pingora::Error::because(
+                    pingora::ErrorType::InvalidHTTPHeader,
+                    "forwarding headers",
+                    e,
+                )
+            })?;
+        for (name, value) in headers.iter() {
+            upstream_request.insert_header(name.clone(), value.clone())?;
         }
         Ok(())
     }

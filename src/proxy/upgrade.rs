@@ -4,7 +4,8 @@
 use base64::Engine;
 use pingora::http::RequestHeader;
 
-use crate::config::{NoCommonSubprotocol, Route, WebSocketConfig};
+use super::path;
+use crate::config::{Config, NoCommonSubprotocol, Route, UnroutedUpgrades, WebSocketConfig};
 use crate::metrics::HandshakeResult;
 
 /// A refused handshake: the status and the plain-text reason the client gets.
@@ -95,6 +96,25 @@ pub fn validate(req: &RequestHeader) -> Result<ClientUpgrade, Refusal> {
     })
 }
 
+/// The route an upgrade on `raw_path` belongs to, matched on the path the backend will route
+/// on. An ambiguous path is refused; one that is no route is relayed without rules or refused,
+/// by `unrouted_upgrades`: no WebSocket reaches the backend past the limits and the metrics.
+pub fn route_for(raw_path: &str, config: &Config) -> Result<Route, Refusal> {
+    let bad_path = |status, reason: String| Refusal {
+        status,
+        reason,
+        result: HandshakeResult::BadPath,
+    };
+    let path = path::normalize(raw_path).map_err(|e| bad_path(400, e.to_string()))?;
+    if let Some(route) = config.routes.find(&path) {
+        return Ok(route.clone());
+    }
+    match config.websocket.unrouted_upgrades {
+        UnroutedUpgrades::Relay => Ok(Route::unrouted()),
+        UnroutedUpgrades::Refuse => Err(bad_path(404, "no WebSocket endpoint here".into())),
+    }
+}
+
 /// The outcome of subprotocol negotiation.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Negotiation {
@@ -116,6 +136,14 @@ pub fn negotiate(
     route: &Route,
     has_authorization: bool,
 ) -> Result<Negotiation, Refusal> {
+    if route.transparent {
+        // The backend's answer decides what the client gets.
+        return Ok(Negotiation {
+            client_protocol: None,
+            upstream_offer: offered.to_vec(),
+            bearer: None,
+        });
+    }
     let client_protocol = ws
         .subprotocols
         .iter()
@@ -151,7 +179,7 @@ pub fn negotiate(
     for p in offered {
         if ws.is_token_subprotocol(p) {
             if ws.tokens_to_authorization && !has_authorization && bearer.is_none() {
-                if let Some(token) = token_of(p, &ws.token_subprotocol_prefixes) {
+                if let Some(token) = token_of(p, &ws.token_subprotocol_prefixes)? {
                     bearer = Some(token);
                     continue;
                 }
@@ -168,21 +196,74 @@ pub fn negotiate(
     })
 }
 
-/// The credential inside a token-bearing subprotocol such as `jwt.<base64url>`.
-fn token_of(protocol: &str, prefixes: &[String]) -> Option<String> {
-    let prefix = prefixes.iter().find(|p| protocol.starts_with(p.as_str()))?;
+/// The credential inside a token-bearing subprotocol such as `jwt.<base64url>`, to be written
+/// as `Authorization: Bearer <token>`. It must be RFC 7235 token68 (what a bearer token is);
+/// anything else, above all a control character that would end the header line, is refused.
+fn token_of(protocol: &str, prefixes: &[String]) -> Result<Option<String>, Refusal> {
+    let Some(prefix) = prefixes.iter().find(|p| protocol.starts_with(p.as_str())) else {
+        return Ok(None);
+    };
     let rest = &protocol[prefix.len()..];
     if rest.is_empty() {
-        return None;
+        return Ok(None);
     }
+    let invalid = || Refusal {
+        status: 400,
+        // The token itself is never echoed or logged.
+        reason: format!("the `{prefix}` subprotocol does not carry a valid bearer token"),
+        result: HandshakeResult::InvalidToken,
+    };
     // A raw three-part JWT is used as is; otherwise it is base64url of the token.
-    if rest.split('.').count() == 3 {
-        return Some(rest.to_string());
+    let token = if rest.split('.').count() == 3 {
+        rest.to_string()
+    } else {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(rest.trim_end_matches('='))
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .ok_or_else(invalid)?
+    };
+    if is_token68(&token) {
+        Ok(Some(token))
+    } else {
+        Err(invalid())
     }
-    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(rest.trim_end_matches('='))
-        .ok()?;
-    String::from_utf8(decoded).ok()
+}
+
+/// RFC 7235 `token68`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_token68(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+/// Cross-site WebSocket hijacking protection: with `allowed_origins` on the route, a browser
+/// (which always sends `Origin`) from any other origin is refused. Clients that send no
+/// `Origin` are not browsers and pass.
+pub fn check_origin(req: &RequestHeader, route: &Route) -> Result<(), Refusal> {
+    if route.allowed_origins.is_empty() {
+        return Ok(());
+    }
+    let Some(origin) = req.headers.get("origin") else {
+        return Ok(());
+    };
+    let allowed = origin.to_str().is_ok_and(|o| {
+        route
+            .allowed_origins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(o.trim()))
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(Refusal {
+            status: 403,
+            reason: "origin not allowed".into(),
+            result: HandshakeResult::OriginRejected,
+        })
+    }
 }
 
 /// Comma-separated tokens of every instance of a header.

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
 use crate::config::Upstream;
-use crate::headers::OwnedHeaders;
+use crate::headers::{OutgoingHeaders, OwnedHeaders};
 
 /// Largest backend response head accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -36,25 +36,44 @@ pub enum UpstreamError {
     Timeout(Duration),
     /// The backend answered with a non-101 status: relay it to the client as it is.
     #[error("backend refused the upgrade with HTTP {}", .0.status)]
-    Refused(Refusal),
+    Refused(BackendRefusal),
     /// The backend's answer is not a valid WebSocket handshake response: answer 502.
     #[error("backend answered something that is not a WebSocket handshake: {0}")]
     BadResponse(String),
 }
 
-/// A backend's non-101 answer.
+/// A backend's non-101 answer, relayed to the client as it is.
 #[derive(Debug)]
-pub struct Refusal {
+pub struct BackendRefusal {
     pub status: u16,
-    pub content_type: Option<Vec<u8>>,
+    /// Its end-to-end headers (`Location`, `Retry-After`, `Set-Cookie`, `Content-Type`, ...).
+    pub headers: OutgoingHeaders,
     pub body: Vec<u8>,
 }
 
+/// Response headers that describe one hop or the handshake, not the refusal: they are not
+/// relayed (wsnorm writes its own framing for the client).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+];
+
 /// What goes into the backend handshake request.
 pub struct HandshakeRequest<'a> {
-    pub path_and_query: &'a str,
-    /// End-to-end headers to pass on, already filtered.
-    pub headers: Vec<(&'a str, &'a [u8])>,
+    pub path_and_query: &'a http::uri::PathAndQuery,
+    /// End-to-end headers to pass on, already filtered; `Sec-WebSocket-*` and the upgrade
+    /// headers are added here.
+    pub headers: OutgoingHeaders,
     pub subprotocols: &'a [String],
 }
 
@@ -92,14 +111,15 @@ async fn handshake_inner(
     // Small messages are the norm; do not let Nagle hold them back.
     let _ = stream.set_nodelay(true);
     let key = generate_key();
-    let head = request_head(req, &key);
+    let head = request_head(req, &key)
+        .map_err(|e| UpstreamError::BadResponse(format!("building the handshake: {e}")))?;
     stream
         .write_all(&head)
         .await
         .map_err(|e| UpstreamError::BadResponse(format!("writing the handshake: {e}")))?;
 
     let mut buf = Vec::with_capacity(1024);
-    let (head_len, response) = loop {
+    let (head_len, response) = 'read: loop {
         let mut chunk = [0u8; 2048];
         let n = stream
             .read(&mut chunk)
@@ -111,8 +131,12 @@ async fn handshake_inner(
             ));
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(parsed) = parse_head(&buf)? {
-            break parsed;
+        while let Some((len, head)) = parse_head(&buf)? {
+            // Interim answers (100, 102, 103 Early Hints) come before the final one: skip them.
+            if head.status == 101 || !(100..200).contains(&head.status) {
+                break 'read (len, head);
+            }
+            buf.drain(..len);
         }
         if buf.len() > MAX_HEAD_BYTES {
             return Err(UpstreamError::BadResponse(format!(
@@ -124,9 +148,9 @@ async fn handshake_inner(
 
     if response.status != 101 {
         let body = read_refusal_body(&mut stream, &response, leftover).await;
-        return Err(UpstreamError::Refused(Refusal {
+        return Err(UpstreamError::Refused(BackendRefusal {
             status: response.status,
-            content_type: response.headers.get("content-type").map(<[u8]>::to_vec),
+            headers: end_to_end(&response.headers),
             body,
         }));
     }
@@ -138,27 +162,43 @@ async fn handshake_inner(
     })
 }
 
-fn request_head(req: &HandshakeRequest<'_>, key: &str) -> Vec<u8> {
+fn request_head(
+    req: &HandshakeRequest<'_>,
+    key: &str,
+) -> Result<Vec<u8>, crate::headers::InvalidHeader> {
+    let mut headers = req.headers.clone();
+    headers.push("Connection", "Upgrade")?;
+    headers.push("Upgrade", "websocket")?;
+    headers.push("Sec-WebSocket-Version", "13")?;
+    headers.push("Sec-WebSocket-Key", key)?;
+    if !req.subprotocols.is_empty() {
+        headers.push("Sec-WebSocket-Protocol", req.subprotocols.join(", "))?;
+    }
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(b"GET ");
-    head.extend_from_slice(req.path_and_query.as_bytes());
+    head.extend_from_slice(req.path_and_query.as_str().as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &req.headers {
-        head.extend_from_slice(name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value);
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ");
-    head.extend_from_slice(key.as_bytes());
+    headers.write_to(&mut head);
     head.extend_from_slice(b"\r\n");
-    if !req.subprotocols.is_empty() {
-        head.extend_from_slice(b"Sec-WebSocket-Protocol: ");
-        head.extend_from_slice(req.subprotocols.join(", ").as_bytes());
-        head.extend_from_slice(b"\r\n");
+    Ok(head)
+}
+
+/// The headers of a refusal worth relaying: all but hop-by-hop ones and those the backend's
+/// `Connection` header names. A value that is not valid HTTP is left out.
+fn end_to_end(headers: &OwnedHeaders) -> OutgoingHeaders {
+    let named: Vec<String> = headers.tokens("connection").collect();
+    let mut out = OutgoingHeaders::default();
+    for (name, value) in headers.iter() {
+        let lower = name.to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&lower.as_str())
+            || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        // httparse has checked both already; a value `http` refuses is dropped, not relayed.
+        let _ = out.push(name, value);
     }
-    head.extend_from_slice(b"\r\n");
-    head
+    out
 }
 
 /// A parsed response head with owned headers.

@@ -8,19 +8,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v1::server::HttpSession;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{info, warn, Instrument};
 
-use super::upgrade::{self, Refusal};
+use super::forwarded;
+use super::upgrade::{self, Negotiation, Refusal};
 use super::upstream::{self, HandshakeRequest, UpstreamError};
-use crate::config::{Config, Route};
+use crate::config::{Config, Route, WebSocketConfig};
+use crate::headers::{InvalidHeader, OutgoingHeaders};
 use crate::logging::ConnectionLog;
 use crate::metrics::HandshakeResult;
 use crate::relay::{self, RelayContext};
-use crate::state::AppState;
+use crate::state::{AppState, ConnectionSlot};
 
 /// Headers that belong to one hop or to the handshake itself; wsnorm writes its own.
 const NOT_FORWARDED: &[&str] = &[
@@ -43,72 +47,38 @@ const NOT_FORWARDED: &[&str] = &[
     "x-forwarded-host",
 ];
 
-/// Serves one upgrade request to its end (refusal or closed relay).
+/// Serves one upgrade request to its end (refusal or closed relay): admit it, check it and
+/// negotiate, dial the backend, answer 101 and take the socket, start the relay.
 pub async fn serve(session: &mut Session, config: &Config, route: &Route, state: &Arc<AppState>) {
     let started = Instant::now();
-    let ws = &config.websocket;
-    if state.is_shutting_down() {
-        let refusal = Refusal {
-            status: 503,
-            reason: "shutting down".into(),
-            result: HandshakeResult::Overloaded,
-        };
-        return refuse(session, state, started, &refusal).await;
-    }
-    let Some(slot) = state.try_open_connection(config.server.max_connections) else {
-        let refusal = Refusal {
-            status: 503,
-            reason: "too many WebSocket connections".into(),
-            result: HandshakeResult::Overloaded,
-        };
-        return refuse(session, state, started, &refusal).await;
-    };
-    let req = session.req_header();
-    let client_upgrade = match upgrade::validate(req) {
-        Ok(u) => u,
+    let slot = match admit(config, state) {
+        Ok(slot) => slot,
         Err(refusal) => return refuse(session, state, started, &refusal).await,
     };
-    let has_authorization = req.headers.contains_key("authorization");
-    let negotiation =
-        match upgrade::negotiate(&client_upgrade.offered, ws, route, has_authorization) {
-            Ok(n) => n,
-            Err(refusal) => return refuse(session, state, started, &refusal).await,
-        };
-    let peer = session
-        .client_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
     let client_ip = session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    let log = Arc::new(ConnectionLog {
+    let (key, negotiation, backend_request) =
+        match prepare(session.req_header(), config, route, client_ip) {
+            Ok(prepared) => prepared,
+            Err(refusal) => return refuse(session, state, started, &refusal).await,
+        };
+    let mut log = ConnectionLog {
         id: slot.id,
         route: route.pattern.clone(),
-        subprotocol: negotiation.client_protocol,
-        peer,
-    });
+        subprotocol: negotiation.client_protocol.clone(),
+        peer: session
+            .client_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+    };
     // For the handshake only: the open connection keeps `log`, not a span.
     let span = log.span();
-
-    let path_and_query = req
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
-    let mut headers = handshake_headers(req, client_ip, config);
-    let bearer = negotiation.bearer.as_ref().map(|t| format!("Bearer {t}"));
-    if let Some(b) = &bearer {
-        headers.push(("Authorization".into(), b.as_bytes().to_vec()));
-    }
-    let borrowed: Vec<(&str, &[u8])> = headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_slice()))
-        .collect();
+    let ws = &config.websocket;
     let handshake = HandshakeRequest {
-        path_and_query: &path_and_query,
-        headers: borrowed,
+        path_and_query: &backend_request.path_and_query,
+        headers: backend_request.headers,
         subprotocols: &negotiation.upstream_offer,
     };
     let backend =
@@ -122,31 +92,24 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
                 return refuse_upstream(session, state, started, error).await;
             }
         };
+    if route.transparent {
+        log.subprotocol = backend.protocol.clone();
+    }
 
     // The 101 goes out only now that the backend has accepted.
-    let resp = match switching_protocols(&client_upgrade.key, log.subprotocol.as_deref()) {
-        Ok(resp) => resp,
-        Err(e) => {
-            warn!(parent: &span, error = %e, "Building the 101 failed.");
-            return;
-        }
-    };
-    if let Err(e) = session.write_response_header(Box::new(resp), false).await {
-        info!(parent: &span, error = %e, "Client went away before the 101 was written.");
-        return;
-    }
-    let placeholder = ServerSession::new_http1(Box::new(Cursor::new(Vec::<u8>::new())));
-    let downstream = std::mem::replace(&mut session.downstream_session, Box::new(placeholder));
-    let ServerSession::H1(h1) = *downstream else {
-        warn!(parent: &span, "Upgrade on a non-HTTP/1 session; dropping it.");
+    let Some((h1, client_leftover)) =
+        switch_protocols(session, &key, log.subprotocol.as_deref(), ws, &span).await
+    else {
         return;
     };
     let elapsed = started.elapsed().as_secs_f64();
     state.metrics.handshake(HandshakeResult::Ok, elapsed);
     state
         .metrics
-        .subprotocol(log.subprotocol.as_deref().unwrap_or("none"));
+        .subprotocol(subprotocol_label(log.subprotocol.as_deref(), ws));
+    drop(span);
 
+    let log = Arc::new(log);
     let ctx = RelayContext {
         config: state.config.clone(),
         metrics: state.metrics.clone(),
@@ -156,9 +119,9 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
             idle_timeout: ws.idle_timeout(),
         },
         max_message_bytes: ws.max_message_bytes,
+        rewrite: !route.transparent,
         log: log.clone(),
     };
-    drop(span);
     // The relay gets a task of its own, so pingora's session (its futures, request header and
     // buffers, ~20 KiB) is freed now instead of living as long as the WebSocket.
     session.set_keepalive(None);
@@ -170,14 +133,18 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
             "WebSocket connected."
         );
         let client = h1.into_inner();
+        let leftovers = relay::Leftovers {
+            client: &client_leftover,
+            upstream: &backend.leftover,
+        };
         let summary = match plain_socket(&client) {
             Ok(socket) => {
                 drop(client);
-                relay::run(socket, backend.stream, &backend.leftover, ctx).await
+                relay::run(socket, backend.stream, leftovers, ctx).await
             }
             Err(e) => {
                 warn!(parent: &log.span(), error = %e, "Cannot take the client socket; relaying through pingora's stream.");
-                relay::run(client, backend.stream, &backend.leftover, ctx).await
+                relay::run(client, backend.stream, leftovers, ctx).await
             }
         };
         info!(
@@ -192,6 +159,121 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
         drop(slot);
     };
     tokio::spawn(relay_task);
+}
+
+/// A slot under `max_connections`, unless the process is shutting down.
+fn admit(config: &Config, state: &Arc<AppState>) -> Result<ConnectionSlot, Refusal> {
+    let overloaded = |reason: &str| Refusal {
+        status: 503,
+        reason: reason.into(),
+        result: HandshakeResult::Overloaded,
+    };
+    if state.is_shutting_down() {
+        return Err(overloaded("shutting down"));
+    }
+    state
+        .try_open_connection(config.server.max_connections)
+        .ok_or_else(|| overloaded("too many WebSocket connections"))
+}
+
+/// The backend leg's request line and headers.
+struct BackendRequest {
+    path_and_query: http::uri::PathAndQuery,
+    headers: OutgoingHeaders,
+}
+
+/// Validates the client's upgrade, checks its origin, negotiates subprotocols and builds the
+/// backend's request. Returns the client's key, the negotiation and the request.
+fn prepare(
+    req: &RequestHeader,
+    config: &Config,
+    route: &Route,
+    client_ip: Option<IpAddr>,
+) -> Result<(String, Negotiation, BackendRequest), Refusal> {
+    let client_upgrade = upgrade::validate(req)?;
+    upgrade::check_origin(req, route)?;
+    let has_authorization = req.headers.contains_key("authorization");
+    let negotiation = upgrade::negotiate(
+        &client_upgrade.offered,
+        &config.websocket,
+        route,
+        has_authorization,
+    )?;
+    let trusted = client_ip.is_some_and(|ip| config.server.trusts(ip));
+    let headers =
+        handshake_headers(req, client_ip, trusted, config, &negotiation).map_err(|e| Refusal {
+            status: 400,
+            reason: e.to_string(),
+            result: HandshakeResult::BadRequest,
+        })?;
+    let path_and_query = req
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    Ok((
+        client_upgrade.key,
+        negotiation,
+        BackendRequest {
+            path_and_query,
+            headers,
+        },
+    ))
+}
+
+/// Writes the 101 and takes the client's connection out of pingora, with the bytes the client
+/// sent right behind its request head (an eager first frame): they start the client leg's
+/// stream. `None` when the client is gone or sent more than one message's worth early.
+async fn switch_protocols(
+    session: &mut Session,
+    key: &str,
+    protocol: Option<&str>,
+    ws: &WebSocketConfig,
+    span: &tracing::Span,
+) -> Option<(HttpSession, Vec<u8>)> {
+    let resp = match switching_protocols(key, protocol) {
+        Ok(resp) => resp,
+        Err(e) => {
+            warn!(parent: span, error = %e, "Building the 101 failed.");
+            return None;
+        }
+    };
+    if let Err(e) = session.write_response_header(Box::new(resp), false).await {
+        info!(parent: span, error = %e, "Client went away before the 101 was written.");
+        return None;
+    }
+    let placeholder = ServerSession::new_http1(Box::new(Cursor::new(Vec::<u8>::new())));
+    let downstream = std::mem::replace(&mut session.downstream_session, Box::new(placeholder));
+    let ServerSession::H1(mut h1) = *downstream else {
+        warn!(parent: span, "Upgrade on a non-HTTP/1 session; dropping it.");
+        return None;
+    };
+    // After the 101, pingora reads the connection as an upgraded body: first what it read past
+    // the request head, then its own read buffer, then the socket. Take all that is there now
+    // (a pending read is dropped before it takes anything); the relay reads the rest.
+    let most = ws.max_message_bytes + MAX_FRAME_HEAD;
+    let mut leftover = Vec::new();
+    while let Some(Ok(Some(bytes))) = h1.read_body_bytes().now_or_never() {
+        leftover.extend_from_slice(&bytes);
+        if leftover.len() > most {
+            info!(parent: span, bytes = leftover.len(), "Client sent more than one message before its 101; dropping it.");
+            return None;
+        }
+    }
+    Some((h1, leftover))
+}
+
+/// The longest frame header (RFC 6455 §5.2): 2 bytes, 8 of length, 4 of mask.
+const MAX_FRAME_HEAD: usize = 14;
+
+/// The `subprotocol` label: a configured protocol's name, `none`, or `other` (a protocol the
+/// backend chose on an unrouted path), so the label stays bounded.
+fn subprotocol_label<'a>(protocol: Option<&'a str>, ws: &WebSocketConfig) -> &'a str {
+    match protocol {
+        None => "none",
+        Some(p) if ws.subprotocols.iter().any(|s| s == p) => p,
+        Some(_) => "other",
+    }
 }
 
 /// The client's socket as a plain tokio `TcpStream`, taken from pingora's stream (which is then
@@ -227,85 +309,57 @@ fn switching_protocols(key: &str, protocol: Option<&str>) -> pingora::Result<Res
 }
 
 /// The backend leg's request headers: the client's end-to-end headers (Authorization, Cookie,
-/// Origin, User-Agent, Host, ...) plus `X-Forwarded-*`.
+/// Origin, User-Agent, Host, ...), `X-Forwarded-*`, and a bearer token moved out of a
+/// subprotocol.
 fn handshake_headers(
     req: &RequestHeader,
     client_ip: Option<IpAddr>,
+    trusted: bool,
     config: &Config,
-) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = req
-        .headers
-        .iter()
-        .filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()))
-        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
-        .collect();
-    if !req.headers.contains_key("host") {
-        out.push((
-            "Host".into(),
-            config.upstream.address.authority().into_bytes(),
-        ));
+    negotiation: &Negotiation,
+) -> Result<OutgoingHeaders, InvalidHeader> {
+    let mut out = OutgoingHeaders::default();
+    for (name, value) in &req.headers {
+        let dropped = NOT_FORWARDED.contains(&name.as_str())
+            || (!trusted && forwarded::CLAIMS.contains(&name.as_str()));
+        if !dropped {
+            out.push_typed(name.clone(), value.clone());
+        }
     }
-    for (name, value) in forwarded_headers(req, client_ip) {
-        out.push((name.to_string(), value.into_bytes()));
+    if !out.contains("host") {
+        out.push("Host", config.upstream.address.authority())?;
     }
-    out
+    for (name, value) in forwarded::headers(req, client_ip, trusted)?.iter() {
+        out.push_typed(name.clone(), value.clone());
+    }
+    if let Some(token) = &negotiation.bearer {
+        out.push("Authorization", format!("Bearer {token}"))?;
+    }
+    Ok(out)
 }
 
-/// `X-Forwarded-For` (the client's address appended to any it sent), `X-Forwarded-Proto` and
-/// `X-Forwarded-Host`, for both plain HTTP and WebSocket requests.
-pub fn forwarded_headers(
-    req: &RequestHeader,
-    client_ip: Option<IpAddr>,
-) -> Vec<(&'static str, String)> {
-    let existing = |name: &str| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let mut out = Vec::with_capacity(3);
-    if let Some(ip) = client_ip {
-        let xff = match existing("x-forwarded-for") {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip.to_string(),
-        };
-        out.push(("X-Forwarded-For", xff));
-    }
-    out.push((
-        "X-Forwarded-Proto",
-        existing("x-forwarded-proto").unwrap_or_else(|| "http".into()),
-    ));
-    if let Some(host) = existing("x-forwarded-host").or_else(|| existing("host")) {
-        out.push(("X-Forwarded-Host", host));
-    }
-    out
-}
-
-async fn refuse(session: &mut Session, state: &AppState, started: Instant, refusal: &Refusal) {
+/// Answers a refused upgrade with its status and a JSON reason, counted and logged.
+pub(super) async fn refuse(
+    session: &mut Session,
+    state: &AppState,
+    started: Instant,
+    refusal: &Refusal,
+) {
     info!(
         status = refusal.status,
         result = refusal.result.as_str(),
         reason = %refusal.reason,
         "WebSocket handshake refused."
     );
-    let body = serde_json::json!({ "error": refusal.reason }).to_string();
-    let extra: &[(&str, &str)] = if refusal.status == 426 {
-        &[("Sec-WebSocket-Version", "13")]
-    } else {
-        &[]
-    };
     // Counted before answering, so a client that saw the answer also sees the count.
     state
         .metrics
         .handshake(refusal.result, started.elapsed().as_secs_f64());
-    respond(
-        session,
-        refusal.status,
-        Some(b"application/json"),
-        body.into_bytes(),
-        extra,
-    )
-    .await;
+    let mut headers = OutgoingHeaders::default();
+    if refusal.status == 426 {
+        let _ = headers.push("Sec-WebSocket-Version", "13");
+    }
+    respond_json(session, refusal.status, headers, &refusal.reason).await;
 }
 
 async fn refuse_upstream(
@@ -326,42 +380,41 @@ async fn refuse_upstream(
         .metrics
         .handshake(result, started.elapsed().as_secs_f64());
     match error {
-        UpstreamError::Refused(r) => {
-            respond(session, r.status, r.content_type.as_deref(), r.body, &[]).await
-        }
+        UpstreamError::Refused(r) => respond(session, r.status, r.headers, r.body).await,
         other => {
-            let body = serde_json::json!({ "error": other.to_string() }).to_string();
-            respond(
+            respond_json(
                 session,
                 status,
-                Some(b"application/json"),
-                body.into_bytes(),
-                &[],
+                OutgoingHeaders::default(),
+                &other.to_string(),
             )
             .await
         }
     }
 }
 
-async fn respond(
+/// Answers with `{"error": reason}`.
+async fn respond_json(
     session: &mut Session,
     status: u16,
-    content_type: Option<&[u8]>,
-    body: Vec<u8>,
-    extra: &[(&str, &str)],
+    mut headers: OutgoingHeaders,
+    reason: &str,
 ) {
+    let body = serde_json::json!({ "error": reason }).to_string();
+    let _ = headers.push("Content-Type", "application/json");
+    respond(session, status, headers, body.into_bytes()).await;
+}
+
+async fn respond(session: &mut Session, status: u16, headers: OutgoingHeaders, body: Vec<u8>) {
     // The client asked for an upgrade, not for more requests on this connection.
     session.set_keepalive(None);
     let result = async {
-        let mut resp = ResponseHeader::build(status, Some(4))?;
-        resp.insert_header("Connection", "close")?;
-        if let Some(ct) = content_type {
-            resp.insert_header("Content-Type", ct)?;
+        let mut resp = ResponseHeader::build(status, Some(headers.iter().count() + 2))?;
+        for (name, value) in headers.iter() {
+            resp.append_header(name.clone(), value.clone())?;
         }
-        resp.insert_header("Content-Length", body.len().to_string())?;
-        for (name, value) in extra {
-            resp.insert_header(name.to_string(), value.to_string())?;
-        }
+        resp.insert_header(http::header::CONNECTION, "close")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
         session.write_response_header(Box::new(resp), false).await?;
         session
             .write_response_body(Some(Bytes::from(body)), true)

@@ -73,6 +73,8 @@ pub struct RelayContext {
     pub keepalive: Keepalive,
     /// The largest message (and frame) accepted from either side; larger ones close with 1009.
     pub max_message_bytes: usize,
+    /// Whether text messages go through the rules (not on an unrouted path).
+    pub rewrite: bool,
     /// Names the connection in the relay's log events (the relay future is not instrumented:
     /// entering a span on every poll costs more than the rules).
     pub log: Arc<ConnectionLog>,
@@ -238,19 +240,26 @@ struct Legs {
     log: Arc<ConnectionLog>,
 }
 
-/// Relays until both legs are closed (or a close handshake times out). `upstream_leftover`
-/// holds bytes the backend sent right after its handshake response.
+/// Bytes each peer sent right behind its handshake, read before the relay started: the start
+/// of that leg's stream.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Leftovers<'a> {
+    pub client: &'a [u8],
+    pub upstream: &'a [u8],
+}
+
+/// Relays until both legs are closed (or a close handshake times out).
 pub async fn run<C, U>(
     client: C,
     upstream: U,
-    upstream_leftover: &[u8],
+    leftovers: Leftovers<'_>,
     ctx: RelayContext,
 ) -> Summary
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = Conn::new(client, upstream, upstream_leftover, &ctx);
+    let mut conn = Conn::new(client, upstream, leftovers, &ctx);
     conn.serve(&ctx).await;
     for leg in [Leg::Client, Leg::Upstream] {
         if conn.legs.states[leg as usize].linger {
@@ -285,7 +294,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    fn new(client: C, upstream: U, upstream_leftover: &[u8], ctx: &RelayContext) -> Self {
+    fn new(client: C, upstream: U, leftovers: Leftovers<'_>, ctx: &RelayContext) -> Self {
         let incoming = |role, leftover: &[u8]| {
             let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES.max(leftover.len()));
             buf.extend_from_slice(leftover);
@@ -299,8 +308,8 @@ where
         };
         Conn {
             incoming: [
-                incoming(Role::Server, &[]),
-                incoming(Role::Client, upstream_leftover),
+                incoming(Role::Server, leftovers.client),
+                incoming(Role::Client, leftovers.upstream),
             ],
             client,
             upstream,
@@ -326,7 +335,8 @@ where
         let shutdown = shutdown_signalled(ctx.shutdown.clone());
         tokio::pin!(shutdown);
         let mut shutdown_waiting = false;
-        // The backend may have sent frames right behind its handshake response.
+        // Either peer may have sent frames right behind its handshake.
+        self.relay_frames(Leg::Client, ctx);
         self.relay_frames(Leg::Upstream, ctx);
         self.flush().await;
 
@@ -801,7 +811,7 @@ enum Forward {
 /// Applies the rules of `dir` to a text message.
 fn transform(text: &str, dir: Direction, ctx: &RelayContext) -> Forward {
     let config = ctx.config.load();
-    if !config.rules.applies_to(dir) {
+    if !ctx.rewrite || !config.rules.applies_to(dir) {
         // No rule for this direction: not parsed, so not known to be JSON.
         ctx.metrics.message(dir, MessageKind::Text, text.len());
         return Forward::Original;

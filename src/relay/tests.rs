@@ -42,6 +42,7 @@ fn context(toml: &str) -> RelayContext {
     let config = Config::from_toml("test.toml", toml, &Overrides::default()).unwrap();
     RelayContext {
         max_message_bytes: config.websocket.max_message_bytes,
+        rewrite: true,
         config: Arc::new(arc_swap::ArcSwap::from_pointee(config)),
         metrics: Arc::new(Metrics::new().unwrap()),
         // Its sender is dropped at once: no shutdown ever comes.
@@ -64,7 +65,10 @@ struct Running {
 fn start(ctx: RelayContext) -> Running {
     let (client, relay_client) = duplex(PIPE_BYTES);
     let (backend, relay_backend) = duplex(PIPE_BYTES);
-    let relay = tokio::spawn(async move { run(relay_client, relay_backend, &[], ctx).await });
+    let relay =
+        tokio::spawn(
+            async move { run(relay_client, relay_backend, Leftovers::default(), ctx).await },
+        );
     Running {
         client,
         backend,
@@ -88,7 +92,7 @@ fn conn(ctx: &RelayContext) -> (Conn<DuplexStream, DuplexStream>, DuplexStream, 
     let (client, relay_client) = duplex(PIPE_BYTES);
     let (backend, relay_backend) = duplex(PIPE_BYTES);
     (
-        Conn::new(relay_client, relay_backend, &[], ctx),
+        Conn::new(relay_client, relay_backend, Leftovers::default(), ctx),
         client,
         backend,
     )
@@ -473,8 +477,15 @@ async fn the_relay_works_over_pingoras_stream_when_the_socket_cannot_be_taken() 
             pingora::protocols::l4::stream::Stream::from(accepted.unwrap().0),
         );
         let (backend, relay_backend) = duplex(PIPE_BYTES);
-        let relay =
-            tokio::spawn(async move { run(pingora_leg, relay_backend, &[], context("")).await });
+        let relay = tokio::spawn(async move {
+            run(
+                pingora_leg,
+                relay_backend,
+                Leftovers::default(),
+                context(""),
+            )
+            .await
+        });
         let mut client =
             WebSocketStream::from_raw_socket(connected.unwrap(), Role::Client, None).await;
         let mut backend = ws_backend(backend).await;

@@ -14,6 +14,13 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod raw;
+pub mod recorder;
+#[allow(unused_imports)] // Not every test file uses the raw helpers.
+pub use raw::*;
+#[allow(unused_imports)]
+pub use recorder::*;
+
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub const TOKEN: &str = wsnorm::demo::client::DEMO_TOKEN;
