@@ -67,6 +67,7 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub drain_timeout_secs: u64,
     /// Peers whose `X-Forwarded-*` / `Forwarded` / `X-Real-IP` headers are believed.
+    #[serde(deserialize_with = "addresses_or_blocks")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
@@ -118,6 +119,25 @@ impl Upstream {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// A list of IP addresses (`10.1.2.3`) and CIDR blocks (`10.0.0.0/8`).
+fn addresses_or_blocks<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{}` is not an IP address or CIDR block (like 10.0.0.0/8)",
+                        s.escape_debug()
+                    ))
+                })
+        })
+        .collect()
 }
 
 impl ServerConfig {

@@ -150,3 +150,43 @@ fn a_bad_rule_is_reported_with_its_line() {
     let err = load(text).unwrap_err().to_string();
     assert!(err.contains("line 3"), "{err}");
 }
+
+#[test]
+fn trusted_proxies_take_addresses_and_blocks() {
+    let config = Config::from_toml(
+        "t.toml",
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"::1\"]\n",
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert!(config.server.trusts("10.200.0.1".parse().unwrap()));
+    assert!(config.server.trusts("192.168.1.7".parse().unwrap()));
+    assert!(!config.server.trusts("192.168.1.8".parse().unwrap()));
+    assert!(config.server.trusts("::1".parse().unwrap()));
+    let err = Config::from_toml(
+        "t.toml",
+        "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+        &Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("trusted_proxies") && err.contains("10.0.0.0/33"),
+        "{err}"
+    );
+}
+
+#[test]
+fn upstream_addresses_are_names_or_ips_only() {
+    for bad in ["user:pass@host:80", "ho st:80", "host\r\nX: y:80", "h/x:80"] {
+        assert!(bad.parse::<Upstream>().is_err(), "{bad}");
+    }
+    for good in [
+        "backend:8000",
+        "127.0.0.1:8000",
+        "[::1]:8000",
+        "http://my-svc.ns.svc:80",
+    ] {
+        assert!(good.parse::<Upstream>().is_ok(), "{good}");
+    }
+}
