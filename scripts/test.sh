@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo test --release --all-targets "$@"
+cargo test --release --workspace --all-targets "$@"

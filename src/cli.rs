@@ -1,4 +1,5 @@
-//! Command line: `wsnorm` runs the proxy; subcommands check a config and run the demo peers.
+//! Command line: `wsnorm` runs the proxy; subcommands check a config, test and try rules, and
+//! probe a running instance.
 //! Runtime settings given here (or in `WSNORM_*` variables) override the config file.
 
 use std::net::SocketAddr;
@@ -61,24 +62,6 @@ pub enum Command {
         /// Admin address; default: the config's `server.admin` (or --admin).
         #[arg(long = "addr")]
         addr: Option<SocketAddr>,
-    },
-    /// Run the strict demo backend (the fragile backend wsnorm exists for).
-    DemoBackend {
-        /// Where the demo backend listens.
-        #[arg(long = "bind", default_value = "127.0.0.1:8000")]
-        bind: SocketAddr,
-        /// Do not print every received message.
-        #[arg(long)]
-        quiet: bool,
-    },
-    /// Send the incident message through wsnorm and show what the backend received.
-    DemoClient {
-        /// WebSocket URL to connect to (wsnorm's listen address).
-        #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-        url: String,
-        /// Bearer token to send (the demo backend refuses connections without one).
-        #[arg(long, default_value = crate::demo::client::DEMO_TOKEN)]
-        token: String,
     },
 }
 

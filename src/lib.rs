@@ -8,7 +8,6 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod headers;
 pub mod logging;
 pub mod metrics;

@@ -10,7 +10,7 @@ use wsnorm::config::Config;
 use wsnorm::metrics::Metrics;
 use wsnorm::rules::UnixTime;
 use wsnorm::state::AppState;
-use wsnorm::{demo, logging, ruletest, server};
+use wsnorm::{logging, ruletest, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,16 +20,6 @@ fn main() -> ExitCode {
         Some(Command::TestRules { files }) => test_rules(&cli, files),
         Some(Command::Rewrite { direction }) => rewrite(&cli, direction),
         Some(Command::Health { addr }) => health(&cli, *addr),
-        Some(Command::DemoBackend { bind, quiet }) => block_on(async {
-            let listener = tokio::net::TcpListener::bind(bind).await?;
-            println!("demo backend listening on {bind} (strict: wants timestamp as a number, drops execute_agent, no subprotocol)");
-            demo::backend::serve(listener, demo::backend::BackendOptions { verbose: !quiet })
-                .await?;
-            Ok(())
-        }),
-        Some(Command::DemoClient { url, token }) => {
-            block_on(async { demo::client::run(url, Some(token)).await })
-        }
     }
 }
 
@@ -177,21 +167,5 @@ fn probe(addr: SocketAddr) -> Result<(), String> {
         Ok(())
     } else {
         Err(String::from_utf8_lossy(&head).into_owned())
-    }
-}
-
-fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(fut));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("wsnorm: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }

@@ -74,8 +74,8 @@ struct DemoBackendProcess {
 
 impl DemoBackendProcess {
     async fn start(addr: SocketAddr) -> DemoBackendProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_wsnorm"))
-            .args(["demo-backend", "--quiet", "--bind", &addr.to_string()])
+        let child = Command::new(testkit_bin("wsnorm-demo"))
+            .args(["backend", "--quiet", "--bind", &addr.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -23,7 +23,7 @@ pub use recorder::*;
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-pub const TOKEN: &str = wsnorm::demo::client::DEMO_TOKEN;
+pub const TOKEN: &str = wsnorm_testkit::client::DEMO_TOKEN;
 
 /// A free port on 127.0.0.1. Ports are handed out from a per-process counter below the
 /// kernel's ephemeral range, so tests running in parallel never get the same one (a port the
@@ -46,13 +46,24 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A binary of the testkit crate, built beside wsnorm by `scripts/test.sh` (`--workspace`).
+pub fn testkit_bin(name: &str) -> PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_wsnorm")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --release -p wsnorm-testkit`",
+        path.display()
+    );
+    path
+}
+
 /// Starts the strict demo backend in this process.
 pub async fn start_backend() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(wsnorm::demo::backend::serve(
+    tokio::spawn(wsnorm_testkit::backend::serve(
         listener,
-        wsnorm::demo::backend::BackendOptions { verbose: false },
+        wsnorm_testkit::backend::BackendOptions { verbose: false },
     ));
     addr
 }

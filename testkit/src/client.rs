@@ -203,7 +203,7 @@ fn explain_connect_error(err: WsError, url: &str) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::backend::{serve, BackendOptions};
+    use crate::backend::{serve, BackendOptions};
 
     #[test]
     fn demo_token_looks_like_a_jwt() {

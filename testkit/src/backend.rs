@@ -12,7 +12,7 @@
 //!   subprotocol, at least 10 characters) and refuses the handshake with HTTP 403 otherwise.
 //!   `/ws/fail500` always refuses with HTTP 500.
 //!
-//! WebSocket message rules (see the module docs of [`crate::demo`] and the agent_chat protocol
+//! WebSocket message rules (see the module docs of [`crate`] and the agent_chat protocol
 //! notes): every JSON object is first answered with `{"type":"received","raw":"<exact text>"}`;
 //! a non-numeric `timestamp` gets a `VALIDATION_ERROR` and a 1011 close; `execute_agent` is
 //! silently dropped; `start_agent` is acknowledged and followed by `agent_started`; `ping` gets a
@@ -38,7 +38,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::headers::OwnedHeaders;
+use wsnorm::headers::OwnedHeaders;
 
 /// Largest WebSocket message the backend accepts (like uvicorn's default).
 pub const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;

@@ -1,4 +1,5 @@
-//! Demo and test fixtures that imitate the fragile agent_chat backend wsnorm sits in front of.
+//! Demo and test peers that imitate the fragile agent_chat backend wsnorm sits in front of, and
+//! a client that shows the incident.
 //!
 //! * [`backend`] is a *strict* imitation of the Python FastAPI chat backend: it negotiates no
 //!   WebSocket subprotocol (so strict clients such as Chrome or tungstenite fail when they offer
@@ -13,8 +14,9 @@
 //!   Run it through wsnorm to see the rewrite; run it directly against the backend to see the
 //!   incident.
 //!
-//! Both are used by the `wsnorm demo-backend` / `wsnorm demo-client` subcommands and, started
-//! in-process on port 0, as the real server in integration tests.
+//! Both are run by the `wsnorm-demo backend` / `wsnorm-demo client` commands (the first-run demo
+//! of `scripts/run.sh`) and, started in-process on port 0, as the real server in wsnorm's
+//! integration tests.
 
 pub mod backend;
 pub mod client;
