@@ -21,7 +21,8 @@
 #     reported;
 #   * memory: VmRSS of the proxy (nginx: master+worker) before and after opening N idle
 #     connections through it (and again after one message on each), divided by N.
-# Prints a table with the ratios wsnorm/nginx and writes a JSON result file.
+# Prints a table with the ratios wsnorm/nginx and writes a JSON result file (default
+# target/bench-results/compare-DATE.json, outside git).
 # Everything is on 127.0.0.1, every wait is bounded, and every process started is killed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
     --idle-conns) idle_conns=$2; shift ;;
     --out) out=$2; shift ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -53,7 +54,7 @@ fi
 conns=50
 port_base=${PORT_BASE:-19400}
 echo_port=$((port_base + 1))
-[ -n "$out" ] || out="$root/bench/results/compare-$(date -u +%Y%m%d-%H%M%S).json"
+[ -n "$out" ] || out="$root/target/bench-results/compare-$(date -u +%Y%m%d-%H%M%S).json"
 mkdir -p "$(dirname "$out")"
 
 # --- prerequisites ---------------------------------------------------------------------------

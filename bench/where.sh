@@ -11,6 +11,7 @@
 #   other    everything else in the kernel (other syscalls, interrupts).
 #
 #   bench/where.sh [--no-build] [--rounds N] [-k "1 16"] [--targets "nginx wsnorm passthrough tcp_relay"]
+#     [--out FILE]
 #   (WSNORM_BIN / LOAD_BIN as in bench/compare.sh; FREQ: samples per second, default 499)
 #
 # Same set-up as compare.sh: each proxy a fresh process every round on CPU 0, the echo backend
@@ -18,7 +19,7 @@
 # 10 kHz every proxy relayed ~20 % more round trips per second on this VM and wsnorm's CPU per
 # round trip fell by 6 %; at 499 Hz the figures match unprofiled runs, with ~1,500 samples per
 # target and K (a share is good to ~1 point). Prints the mean over rounds per target and K and
-# writes every run to a JSON file.
+# writes every run to a JSON file (default target/bench-results/where-DATE.json, outside git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -32,12 +33,12 @@ while [ $# -gt 0 ]; do
     -k) ks=$2; shift ;;
     --targets) targets=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
-[ -n "$out" ] || out="$root/bench/results/where-$(date -u +%Y%m%d-%H%M%S).json"
+[ -n "$out" ] || out="$root/target/bench-results/where-$(date -u +%Y%m%d-%H%M%S).json"
 mkdir -p "$(dirname "$out")"
 bench_need nginx:nginx jq:jq taskset:util-linux perf:linux-perf
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
