@@ -58,7 +58,7 @@ echo_port=$((port_base + 1))
 mkdir -p "$(dirname "$out")"
 
 # --- prerequisites ---------------------------------------------------------------------------
-bench_need nginx:nginx jq:jq taskset:util-linux
+install_missing nginx:nginx jq:jq taskset:util-linux
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
 
 bench_binaries "$build"
@@ -73,8 +73,8 @@ fi
 ulimit -n "$want_fds"
 
 # --- processes -------------------------------------------------------------------------------
-tmp=$bench_tmp
-bench_ports_free "$echo_port"
+tmp=$scratch
+ports_free "$echo_port"
 
 # Echo backend on CPU 1.
 taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
@@ -101,7 +101,7 @@ pingpong() { # target k messages label outfile
   timeout 150 taskset -c 1 "$load_bin" pingpong $(target_args "$1") --clk-tck "$clk_tck" \
     -n "$conns" -k "$2" -m "$3" --warmup 50 --max-secs 120 --label "$4" >"$5" \
     || die "load run $4 failed (exit $?)"
-  bench_check_report "$5" "$4"
+  check_report "$5" "$4"
 }
 
 # Functional check and warm-up for every target, after every start.
