@@ -14,7 +14,7 @@
 #    build again with -Cprofile-use.
 # Each build is a clean one (RUSTFLAGS differ from a plain build), and rustc tracks the profile
 # file, so a new profile rebuilds every crate of step 3: ~10 min in all on 2 cores.
-# Why (BENCHMARKS.md): 23 % fewer user-space instructions per round trip, the code of a round
+# Why (BENCHMARKS.md): 22 % fewer user-space instructions per round trip, the code of a round
 # trip laid out to fit in L1i (callgrind's cache model: 235 misses per round trip, then 4), and
 # ~6 % less proxy CPU per round trip at K=1 in interleaved pairs with fresh processes.
 set -euo pipefail
