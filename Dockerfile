@@ -13,8 +13,9 @@ COPY scripts/setup.sh scripts/setup.sh
 RUN bash scripts/setup.sh
 
 # The binary is built with profile-guided optimisation (scripts/build-pgo.sh: an instrumented
-# build, a training run of the proxy on loopback, the optimised build; see BENCHMARKS.md).
-COPY bench/lib.sh bench/lib.sh
+# build, a training run of the proxy on loopback, the optimised build; see BENCHMARKS.md), with
+# the helpers of scripts/lib.sh. Nothing under bench/ is needed.
+COPY scripts/lib.sh scripts/lib.sh
 COPY scripts/build-pgo.sh scripts/build-pgo.sh
 
 # Dependency layer: the instrumented build compiled from Cargo.toml + Cargo.lock alone, with stub

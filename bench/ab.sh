@@ -28,26 +28,26 @@ while [ $# -gt 0 ]; do
 done
 [ $# = 2 ] || { echo "usage: bench/ab.sh [--sessions N] [--rounds R] BIN_A BIN_B" >&2; exit 2; }
 bins=("$1" "$2")
-bench_need jq:jq taskset:util-linux
+install_missing jq:jq taskset:util-linux
 WSNORM_BIN=${bins[0]} bench_binaries 0
 [ -x "${bins[1]}" ] || die "${bins[1]} is not executable"
 
 port_base=${PORT_BASE:-19600}
 echo_port=$((port_base + 1))
-bench_ports_free "$echo_port" $((port_base + 10)) $((port_base + 11)) $((port_base + 20)) $((port_base + 21))
-sed -e 's/^threads = .*/threads = 1/' config/wsnorm.toml >"$bench_tmp/wsnorm.toml"
-configs=("${CONFIG_A:-$bench_tmp/wsnorm.toml}" "${CONFIG_B:-$bench_tmp/wsnorm.toml}")
-taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$bench_tmp/echo.log" &
+ports_free "$echo_port" $((port_base + 10)) $((port_base + 11)) $((port_base + 20)) $((port_base + 21))
+sed -e 's/^threads = .*/threads = 1/' config/wsnorm.toml >"$scratch/wsnorm.toml"
+configs=("${CONFIG_A:-$scratch/wsnorm.toml}" "${CONFIG_B:-$scratch/wsnorm.toml}")
+taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$scratch/echo.log" &
 pids+=("$!")
 wait_port "$echo_port"
 
-runs=$bench_tmp/runs.jsonl
+runs=$scratch/runs.jsonl
 for s in $(seq 1 "$sessions"); do
   side_pids=()
   for i in 0 1; do
     taskset -c 0 "${bins[$i]}" --config "${configs[$i]}" --listen "127.0.0.1:$((port_base + 10 + i))" \
       --admin "127.0.0.1:$((port_base + 20 + i))" --upstream "127.0.0.1:$echo_port" \
-      --log-format json 2>>"$bench_tmp/wsnorm-$i.log" &
+      --log-format json 2>>"$scratch/wsnorm-$i.log" &
     side_pids+=("$!"); pids+=("$!")
     wait_port $((port_base + 10 + i))
   done
@@ -60,15 +60,15 @@ for s in $(seq 1 "$sessions"); do
         grep -q '^rules = \[\]' "${configs[$i]}" && check=""
         timeout 150 taskset -c 1 "$load_bin" pingpong --url "ws://127.0.0.1:$((port_base + 10 + i))/ws" \
           $check -n 50 -k "$k" -m "$m" --warmup 50 --max-secs 120 --cpu-pid "${side_pids[$i]}" \
-          --label "$([ "$i" = 0 ] && echo A || echo B) k=$k s$s r$r" >"$bench_tmp/run.json" \
+          --label "$([ "$i" = 0 ] && echo A || echo B) k=$k s$s r$r" >"$scratch/run.json" \
           || die "load run failed"
-        bench_check_report "$bench_tmp/run.json" "$(jq -r .label "$bench_tmp/run.json")"
+        check_report "$scratch/run.json" "$(jq -r .label "$scratch/run.json")"
         jq -c '{label: .label, cpu: .proxy_cpu_us_per_msg, p99: .p99_us, msg_per_s: (.msg_per_s | floor)}' \
-          "$bench_tmp/run.json" | tee -a "$runs"
+          "$scratch/run.json" | tee -a "$runs"
       done
     done
   done
-  bench_stop "${side_pids[@]}" || true
+  stop_procs "${side_pids[@]}" || true
 done
 
 jq -s -r '

@@ -21,7 +21,8 @@
 #     reported;
 #   * memory: VmRSS of the proxy (nginx: master+worker) before and after opening N idle
 #     connections through it (and again after one message on each), divided by N.
-# Prints a table with the ratios wsnorm/nginx and writes a JSON result file.
+# Prints a table with the ratios wsnorm/nginx and writes a JSON result file (default
+# target/bench-results/compare-DATE.json, outside git).
 # Everything is on 127.0.0.1, every wait is bounded, and every process started is killed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
     --idle-conns) idle_conns=$2; shift ;;
     --out) out=$2; shift ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -53,11 +54,11 @@ fi
 conns=50
 port_base=${PORT_BASE:-19400}
 echo_port=$((port_base + 1))
-[ -n "$out" ] || out="$root/bench/results/compare-$(date -u +%Y%m%d-%H%M%S).json"
+[ -n "$out" ] || out="$root/target/bench-results/compare-$(date -u +%Y%m%d-%H%M%S).json"
 mkdir -p "$(dirname "$out")"
 
 # --- prerequisites ---------------------------------------------------------------------------
-bench_need nginx:nginx jq:jq taskset:util-linux
+install_missing nginx:nginx jq:jq taskset:util-linux
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
 
 bench_binaries "$build"
@@ -72,8 +73,8 @@ fi
 ulimit -n "$want_fds"
 
 # --- processes -------------------------------------------------------------------------------
-tmp=$bench_tmp
-bench_ports_free "$echo_port"
+tmp=$scratch
+ports_free "$echo_port"
 
 # Echo backend on CPU 1.
 taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
@@ -100,7 +101,7 @@ pingpong() { # target k messages label outfile
   timeout 150 taskset -c 1 "$load_bin" pingpong $(target_args "$1") --clk-tck "$clk_tck" \
     -n "$conns" -k "$2" -m "$3" --warmup 50 --max-secs 120 --label "$4" >"$5" \
     || die "load run $4 failed (exit $?)"
-  bench_check_report "$5" "$4"
+  check_report "$5" "$4"
 }
 
 # Functional check and warm-up for every target, after every start.

@@ -37,15 +37,15 @@ while [ $# -gt 0 ]; do
 done
 [ "$m2" -gt "$m1" ] || { echo "M2 must be larger than M1" >&2; exit 2; }
 
-bench_need valgrind:valgrind nginx:nginx jq:jq
+install_missing valgrind:valgrind nginx:nginx jq:jq
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 bench_binaries "$build"
 
 port_base=${PORT_BASE:-19500}
 echo_port=$((port_base + 1)); proxy_port=$((port_base + 2)); admin_port=$((port_base + 3))
-tmp=$bench_tmp
-bench_ports_free $echo_port $proxy_port $admin_port
+tmp=$scratch
+ports_free $echo_port $proxy_port $admin_port
 
 taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
 pids+=("$!")
@@ -80,7 +80,7 @@ pingpong() { # target messages label
   timeout 900 taskset -c 1 "$load_bin" pingpong --url "ws://127.0.0.1:$proxy_port/ws" "$sp" $check \
     -n "$conns" -k "$k" -m "$2" --warmup 0 --connect-timeout-secs 60 --reply-timeout-secs 60 --max-secs 800 --label "$3" \
     >"$tmp/$3.json" || die "load run $3 failed"
-  bench_check_report "$tmp/$3.json" "$3"
+  check_report "$tmp/$3.json" "$3"
 }
 
 results=()
@@ -123,7 +123,7 @@ for t in $targets; do
     log "wsnorm's top functions, self instructions over $((conns * m2)) round trips:"
     cat "$tmp/top.txt" >&2
   fi
-  bench_stop "$pid" || true
+  stop_procs "$pid" || true
   for _ in $(seq 1 50); do port_open "$proxy_port" || break; sleep 0.1; done
 done
 

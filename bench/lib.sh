@@ -1,75 +1,8 @@
-# Shared by the bench scripts (sourced, from the repository root): messages, installing what
-# is missing, the processes a script started (all killed on exit) and waiting for ports.
-
-log() { printf '%s\n' "$*" >&2; }
-die() { log "$(basename "$0"): $*"; exit 1; }
-
-# Installs, with apt-get, the package of each command that is missing: bench_need CMD:PKG...
-bench_need() {
-  local need=() pair
-  for pair in "$@"; do
-    command -v "${pair%%:*}" >/dev/null || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
-  done
-  [ ${#need[@]} -gt 0 ] || return 0
-  log "installing ${need[*]} with apt-get"
-  local sudo_=""
-  [ "$(id -u)" = 0 ] || sudo_=sudo
-  $sudo_ apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null
-}
-
-# Processes to stop on exit (append with pids+=("$!")), and the scratch directory removed then
-# unless KEEP_TMP=1.
-pids=()
-bench_tmp=$(mktemp -d "/tmp/wsnorm-$(basename "$0" .sh).XXXXXX")
-bench_cleanup() {
-  local p alive
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 50); do
-    alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  if [ "${KEEP_TMP:-0}" = 1 ]; then log "files kept in $bench_tmp"; else rm -rf "$bench_tmp"; fi
-}
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Drops an exited pid from the kill list (it could be reused).
-forget() {
-  local keep=() p
-  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  pids=("${keep[@]}")
-}
-
-# Stops processes this script started: SIGTERM to all, then for each up to 15 s to exit before
-# SIGKILL; reaped and dropped from the kill list. bench_stop PID... fails if any needed SIGKILL.
-bench_stop() {
-  local p clean=0
-  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "$@"; do
-    for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; clean=1; fi
-    wait "$p" 2>/dev/null || true
-    forget "$p"
-  done
-  return "$clean"
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Fails unless nothing listens on any of the ports: bench_ports_free PORT...
-bench_ports_free() {
-  local p
-  for p in "$@"; do
-    ! port_open "$p" || die "port $p is in use (set PORT_BASE)"
-  done
-}
-wait_port() { # port [seconds]
-  for _ in $(seq 1 $((${2:-10} * 10))); do port_open "$1" && return 0; sleep 0.1; done
-  die "nothing listens on port $1 after ${2:-10} s (see $bench_tmp)"
-}
+# Shared by the bench scripts (sourced, from the repository root): the helpers of
+# scripts/lib.sh (messages, installing what is missing, the processes a script started, all
+# killed on exit, a scratch directory, waiting for ports), plus nginx's config, the binaries
+# measured and the proxies compared.
+. scripts/lib.sh
 
 # nginx as a pass-through WebSocket proxy with one worker, everything under DIR:
 # bench_nginx_conf DIR LISTEN_PORT UPSTREAM_PORT CONNECTIONS [single] ("single": no master
@@ -127,14 +60,6 @@ bench_binaries() {
     || die "binaries missing: $wsnorm_bin, $load_bin (build first, or drop --no-build)"
 }
 
-# Fails unless the load tool's report FILE has every echo right (no errors, no mismatches):
-# bench_check_report FILE WHAT
-bench_check_report() {
-  jq -e '.errors == 0 and .mismatches == 0' "$1" >/dev/null 2>&1 \
-    || die "$2: $(jq -r '"\(.errors) errors, \(.mismatches) mismatches: \(.first_error)"' "$1" 2>/dev/null \
-      || cat "$1")"
-}
-
 # The proxies compared, each a fresh process on CPU 0 in front of the echo backend: nginx
 # (1 worker), wsnorm (the shipped config with threads = 1), wsnorm with no rules ("passthrough":
 # frames are still parsed, checked and re-framed, messages not parsed) and a plain tokio TCP
@@ -147,7 +72,7 @@ bench_targets_configure() {
   targets_dir=$1; targets_echo_port=$3
   nginx_port=$(($2 + 2)); wsnorm_port=$(($2 + 3)); wsnorm_admin_port=$(($2 + 4))
   pass_port=$(($2 + 5)); pass_admin_port=$(($2 + 6)); relay_port=$(($2 + 7))
-  bench_ports_free $nginx_port $wsnorm_port $wsnorm_admin_port $pass_port $pass_admin_port $relay_port
+  ports_free $nginx_port $wsnorm_port $wsnorm_admin_port $pass_port $pass_admin_port $relay_port
   nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
   bench_nginx_conf "$1/nginx" "$nginx_port" "$3" "$4"
   sed -e 's/^threads = .*/threads = 1/' -e "s/^max_connections = .*/max_connections = $4/" \
@@ -183,7 +108,7 @@ bench_targets_start() {
   relay_pid=$!; pids+=("$relay_pid")
   wait_port "$relay_port"
 }
-bench_targets_stop() { bench_stop "$nginx_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid" || true; }
+bench_targets_stop() { stop_procs "$nginx_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid" || true; }
 # Only wsnorm is offered agent_chat (the echo backend selects none) and only wsnorm with rules
 # rewrites; the others echo as sent.
 bench_target_args() {

@@ -28,10 +28,10 @@ done
 bench_binaries "$build"
 port_base=${PORT_BASE:-19700}
 echo_port=$((port_base + 1)); ws_port=$((port_base + 2)); admin_port=$((port_base + 3))
-bench_ports_free "$echo_port" "$ws_port" "$admin_port"
+ports_free "$echo_port" "$ws_port" "$admin_port"
 ulimit -n $((2 * idle_conns + 1000 > 10240 ? 2 * idle_conns + 1000 : 10240))
 
-out=$bench_tmp
+out=$scratch
 if [ "$keep" = 1 ]; then KEEP_TMP=1; fi
 sed -e 's/^threads = .*/threads = 1/' \
     -e "s/^max_connections = .*/max_connections = $((idle_conns + 1000))/" \

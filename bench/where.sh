@@ -11,6 +11,7 @@
 #   other    everything else in the kernel (other syscalls, interrupts).
 #
 #   bench/where.sh [--no-build] [--rounds N] [-k "1 16"] [--targets "nginx wsnorm passthrough tcp_relay"]
+#     [--out FILE]
 #   (WSNORM_BIN / LOAD_BIN as in bench/compare.sh; FREQ: samples per second, default 499)
 #
 # Same set-up as compare.sh: each proxy a fresh process every round on CPU 0, the echo backend
@@ -18,7 +19,7 @@
 # 10 kHz every proxy relayed ~20 % more round trips per second on this VM and wsnorm's CPU per
 # round trip fell by 6 %; at 499 Hz the figures match unprofiled runs, with ~1,500 samples per
 # target and K (a share is good to ~1 point). Prints the mean over rounds per target and K and
-# writes every run to a JSON file.
+# writes every run to a JSON file (default target/bench-results/where-DATE.json, outside git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -32,26 +33,26 @@ while [ $# -gt 0 ]; do
     -k) ks=$2; shift ;;
     --targets) targets=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
-[ -n "$out" ] || out="$root/bench/results/where-$(date -u +%Y%m%d-%H%M%S).json"
+[ -n "$out" ] || out="$root/target/bench-results/where-$(date -u +%Y%m%d-%H%M%S).json"
 mkdir -p "$(dirname "$out")"
-bench_need nginx:nginx jq:jq taskset:util-linux perf:linux-perf
+install_missing nginx:nginx jq:jq taskset:util-linux perf:linux-perf
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
-perf record -e cpu-clock -o "$bench_tmp/probe.data" true >/dev/null 2>&1 \
+perf record -e cpu-clock -o "$scratch/probe.data" true >/dev/null 2>&1 \
   || die "perf record is not permitted here (kernel.perf_event_paranoid?)"
 bench_binaries "$build"
 
 port_base=${PORT_BASE:-19500}
 echo_port=$((port_base + 1))
-bench_ports_free "$echo_port"
-taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$bench_tmp/echo.log" &
+ports_free "$echo_port"
+taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$scratch/echo.log" &
 pids+=("$!")
 wait_port "$echo_port"
-bench_targets_configure "$bench_tmp" "$port_base" "$echo_port" 1024
+bench_targets_configure "$scratch" "$port_base" "$echo_port" 1024
 
 # The kernel call chain of every sample decides its bucket; the first frame is the sampled one.
 split_samples() { # perf-data cpu-us-per-round-trip
@@ -81,7 +82,7 @@ split_samples() { # perf-data cpu-us-per-round-trip
     }'
 }
 
-runs=$bench_tmp/runs.jsonl
+runs=$scratch/runs.jsonl
 for r in $(seq 1 "$rounds"); do
   bench_targets_start
   order=$targets
@@ -93,21 +94,21 @@ for r in $(seq 1 "$rounds"); do
       cpu_pids=$(echo "$args" | grep -o -- '--cpu-pid [0-9]*' | awk '{print $2}' | paste -sd,)
       # shellcheck disable=SC2086
       timeout 60 taskset -c 1 "$load_bin" pingpong $args -n 50 -k 1 -m 200 --warmup 10 \
-        >"$bench_tmp/warm.json" || die "warm-up of $t failed"
-      bench_check_report "$bench_tmp/warm.json" "warm-up of $t"
-      perf record -e cpu-clock -g -F "$freq" -p "$cpu_pids" -o "$bench_tmp/perf.data" \
+        >"$scratch/warm.json" || die "warm-up of $t failed"
+      check_report "$scratch/warm.json" "warm-up of $t"
+      perf record -e cpu-clock -g -F "$freq" -p "$cpu_pids" -o "$scratch/perf.data" \
         >/dev/null 2>&1 &
       pp=$!
       sleep 0.5
       # shellcheck disable=SC2086
       timeout 150 taskset -c 1 "$load_bin" pingpong $args -n 50 -k "$k" -m "$m" --warmup 50 \
-        --max-secs 120 --label "$t k=$k round $r" >"$bench_tmp/run.json" \
+        --max-secs 120 --label "$t k=$k round $r" >"$scratch/run.json" \
         || die "load run $t k=$k failed"
       kill -INT "$pp"; wait "$pp" 2>/dev/null || true
-      bench_check_report "$bench_tmp/run.json" "$t k=$k round $r"
-      us=$(jq '.proxy_cpu_us_per_msg' "$bench_tmp/run.json")
-      split_samples "$bench_tmp/perf.data" "$us" \
-        | jq -c --arg t "$t" --argjson k "$k" --argjson r "$r" --slurpfile run "$bench_tmp/run.json" \
+      check_report "$scratch/run.json" "$t k=$k round $r"
+      us=$(jq '.proxy_cpu_us_per_msg' "$scratch/run.json")
+      split_samples "$scratch/perf.data" "$us" \
+        | jq -c --arg t "$t" --argjson k "$k" --argjson r "$r" --slurpfile run "$scratch/run.json" \
           '{target: $t, k: $k, round: $r, cpu_us: $run[0].proxy_cpu_us_per_msg,
             round_trips_per_s: ($run[0].msg_per_s | floor)} + .' | tee -a "$runs" >&2
     done

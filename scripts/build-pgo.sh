@@ -14,7 +14,7 @@
 #    build again with -Cprofile-use.
 # Each build is a clean one (RUSTFLAGS differ from a plain build), and rustc tracks the profile
 # file, so a new profile rebuilds every crate of step 3: ~10 min in all on 2 cores.
-# Why (BENCHMARKS.md): 23 % fewer user-space instructions per round trip, the code of a round
+# Why (BENCHMARKS.md): 22 % fewer user-space instructions per round trip, the code of a round
 # trip laid out to fit in L1i (callgrind's cache model: 235 misses per round trip, then 4), and
 # ~6 % less proxy CPU per round trip at K=1 in interleaved pairs with fresh processes.
 set -euo pipefail
@@ -31,9 +31,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-. bench/lib.sh
+. scripts/lib.sh
 bash scripts/setup.sh
-bench_need jq:jq curl:curl
+install_missing jq:jq curl:curl
 
 host=$(rustc -vV | sed -n 's/^host: //p')
 sysroot=$(rustc --print sysroot)
@@ -56,19 +56,19 @@ RUSTFLAGS="-Cprofile-generate=$data" cargo build --locked --profile dist --targe
 gen=target/pgo-gen/$host/dist
 # Only wsnorm as a proxy is trained: the load tool, the echo and the demo backend write their
 # profiles elsewhere, and those are not merged.
-load_bin=$bench_tmp/wsnorm-load
+load_bin=$scratch/wsnorm-load
 cp "$gen/wsnorm-load" "$load_bin"
-untrained="$bench_tmp/untrained-%p.profraw"
+untrained="$scratch/untrained-%p.profraw"
 
 port_base=${PORT_BASE:-19800}
 echo_port=$((port_base + 1)); ws_port=$((port_base + 2)); admin_port=$((port_base + 3))
 demo_port=$((port_base + 4)); http_port=$((port_base + 5)); http_admin_port=$((port_base + 6))
-bench_ports_free "$echo_port" "$ws_port" "$admin_port" "$demo_port" "$http_port" "$http_admin_port"
+ports_free "$echo_port" "$ws_port" "$admin_port" "$demo_port" "$http_port" "$http_admin_port"
 LLVM_PROFILE_FILE=$untrained "$load_bin" echo --bind "127.0.0.1:$echo_port" \
-  2>"$bench_tmp/echo.log" &
+  2>"$scratch/echo.log" &
 pids+=("$!")
 LLVM_PROFILE_FILE=$untrained "$gen/wsnorm" demo-backend --bind "127.0.0.1:$demo_port" --quiet \
-  >"$bench_tmp/demo.log" 2>&1 &
+  >"$scratch/demo.log" 2>&1 &
 pids+=("$!")
 wait_port "$echo_port"
 wait_port "$demo_port"
@@ -77,7 +77,7 @@ wait_port "$demo_port"
 trained=()
 start_trained() { # port admin-port upstream-port
   LLVM_PROFILE_FILE="$data/wsnorm-%p.profraw" "$gen/wsnorm" --listen "127.0.0.1:$1" \
-    --admin "127.0.0.1:$2" --upstream "127.0.0.1:$3" --log-format json 2>>"$bench_tmp/wsnorm.log" &
+    --admin "127.0.0.1:$2" --upstream "127.0.0.1:$3" --log-format json 2>>"$scratch/wsnorm.log" &
   trained+=("$!"); pids+=("$!")
   wait_port "$1"
 }
@@ -88,8 +88,8 @@ train() { # label args...
   local label=$1; shift
   LLVM_PROFILE_FILE=$untrained "$load_bin" pingpong \
     --url "ws://127.0.0.1:$ws_port/ws" --expect-rewrite --max-secs 120 "$@" \
-    >"$bench_tmp/$label.json" || die "training run $label failed"
-  bench_check_report "$bench_tmp/$label.json" "training run $label"
+    >"$scratch/$label.json" || die "training run $label failed"
+  check_report "$scratch/$label.json" "training run $label"
 }
 log "build-pgo: training"
 train k1 -n 50 -k 1 -m 4000
@@ -104,7 +104,7 @@ for path in metrics healthz readyz; do
   curl -fsS "http://127.0.0.1:$admin_port/$path" -o /dev/null
 done
 # The profile is written at exit.
-bench_stop "${trained[@]}" || die "wsnorm did not exit on SIGTERM"
+stop_procs "${trained[@]}" || die "wsnorm did not exit on SIGTERM"
 ls "$data"/wsnorm-*.profraw >/dev/null 2>&1 || die "no profile written"
 mkdir -p target/pgo-use
 merged=$root/target/pgo-use/wsnorm.profdata
