@@ -22,20 +22,26 @@ COPY scripts/build-pgo.sh scripts/build-pgo.sh
 # sources standing in for every target the manifest declares, so editing src/ does not rebuild
 # pingora & co. (The optimised build depends on the training's profile: it cannot be cached.)
 COPY Cargo.toml Cargo.lock ./
+COPY testkit/Cargo.toml testkit/Cargo.toml
 COPY deploy/docker/stub-targets.sh deploy/docker/stub-targets.sh
-# (src/bin/wsnorm-load.rs, the training's load tool, is found by Cargo, not declared: stubbed here.)
+# The testkit crate (a workspace member) holds the training's load tool and demo backend; its
+# binaries are found by Cargo, not declared: stubbed here.
 RUN sh deploy/docker/stub-targets.sh Cargo.toml \
-    && mkdir -p src/bin && echo 'fn main() {}' > src/bin/wsnorm-load.rs \
+    && (cd testkit && sh ../deploy/docker/stub-targets.sh Cargo.toml && rm src/main.rs) \
+    && mkdir -p testkit/src/bin \
+    && echo 'fn main() {}' > testkit/src/bin/wsnorm-load.rs \
+    && echo 'fn main() {}' > testkit/src/bin/wsnorm-demo.rs \
     && bash scripts/build-pgo.sh --instrumented-only \
-    && rm -rf src
+    && rm -rf src testkit/src
 
 # The real sources. config/ too: src/config/mod.rs embeds config/wsnorm.toml with include_str!.
 COPY src/ src/
+COPY testkit/src/ testkit/src/
 COPY config/ config/
 # COPY keeps the files' own (possibly older) mtimes; touching the entry points makes cargo see
 # them as newer than the stub build, so no stub binary is trained or shipped by mistake (the
 # training checks every echo; `check` printing OK proves the binary is the real one).
-RUN touch src/main.rs src/lib.rs src/bin/*.rs \
+RUN touch src/main.rs src/lib.rs testkit/src/lib.rs testkit/src/bin/*.rs \
     && bash scripts/build-pgo.sh \
     && ./target/pgo/wsnorm check --config config/wsnorm.toml > /tmp/check.txt \
     && grep -qx OK /tmp/check.txt

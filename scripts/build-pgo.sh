@@ -51,7 +51,7 @@ rm -rf "$data"
 # target's crates).
 log "build-pgo: instrumented build"
 RUSTFLAGS="-Cprofile-generate=$data" cargo build --locked --profile dist --target "$host" \
-  --target-dir target/pgo-gen --bin wsnorm --bin wsnorm-load >&2
+  --target-dir target/pgo-gen --bin wsnorm --bin wsnorm-load --bin wsnorm-demo >&2
 [ "$instrumented_only" = 0 ] || exit 0
 gen=target/pgo-gen/$host/dist
 # Only wsnorm as a proxy is trained: the load tool, the echo and the demo backend write their
@@ -67,7 +67,7 @@ ports_free "$echo_port" "$ws_port" "$admin_port" "$demo_port" "$http_port" "$htt
 LLVM_PROFILE_FILE=$untrained "$load_bin" echo --bind "127.0.0.1:$echo_port" \
   2>"$scratch/echo.log" &
 pids+=("$!")
-LLVM_PROFILE_FILE=$untrained "$gen/wsnorm" demo-backend --bind "127.0.0.1:$demo_port" --quiet \
+LLVM_PROFILE_FILE=$untrained "$gen/wsnorm-demo" backend --bind "127.0.0.1:$demo_port" --quiet \
   >"$scratch/demo.log" 2>&1 &
 pids+=("$!")
 wait_port "$echo_port"

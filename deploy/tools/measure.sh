@@ -34,7 +34,7 @@ report() { # label
     "$(curl -s http://127.0.0.1:29090/metrics | awk '/^wsnorm_connections_active/ {print $2}')"
 }
 
-"$bin" demo-backend --bind 127.0.0.1:28000 --quiet >/dev/null &
+"$(dirname "$bin")/wsnorm-demo" backend --bind 127.0.0.1:28000 --quiet >/dev/null &
 pids+=($!)
 "$bin" --config "$config" --listen 127.0.0.1:28080 --admin 127.0.0.1:29090 \
   --upstream 127.0.0.1:28000 2>/tmp/wsnorm-measure.log &

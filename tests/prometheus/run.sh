@@ -12,6 +12,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WSNORM=${WSNORM_BIN:-$ROOT/target/release/wsnorm}
+# The demo backend and client (the testkit crate), from the same build as the tests.
+DEMO=$ROOT/target/release/wsnorm-demo
 DASHBOARD=$ROOT/dashboards/wsnorm.json
 ALERTS=$ROOT/dashboards/alerts.yml
 HELPER=$ROOT/tests/prometheus/helper.py
@@ -112,6 +114,7 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null \
 log "$(prometheus --version 2>&1 | head -n 1)"
 
 [[ -x $WSNORM ]] || die "$WSNORM not found: run cargo build --release first"
+[[ -x $DEMO ]] || die "$DEMO not found: run cargo build --release first"
 
 # ------------------------------------------------------------------------------------------------
 # Static checks
@@ -139,7 +142,7 @@ ADMIN=127.0.0.1:$ADMIN_PORT
 PROM=http://127.0.0.1:$PROM_PORT
 log "ports: backend $BACKEND_PORT, wsnorm $PROXY_PORT (admin $ADMIN_PORT), prometheus $PROM_PORT"
 
-"$WSNORM" demo-backend --bind "127.0.0.1:$BACKEND_PORT" --quiet >"$TMP/backend.log" 2>&1 &
+"$DEMO" backend --bind "127.0.0.1:$BACKEND_PORT" --quiet >"$TMP/backend.log" 2>&1 &
 PIDS+=($!)
 
 cp "$ROOT/config/wsnorm.toml" "$TMP/wsnorm.toml"
@@ -194,7 +197,7 @@ fi
 demo_clients() { # ROUND COUNT
     local ok_runs=0 i
     for ((i = 1; i <= $2; i++)); do
-        if timeout 30 "$WSNORM" demo-client --url "ws://$PROXY/ws" >"$TMP/demo-client-$1-$i.log" 2>&1 \
+        if timeout 30 "$DEMO" client --url "ws://$PROXY/ws" >"$TMP/demo-client-$1-$i.log" 2>&1 \
             && grep -q 'type rewritten' "$TMP/demo-client-$1-$i.log" \
             && grep -q 'timestamp rewritten' "$TMP/demo-client-$1-$i.log"; then
             ok_runs=$((ok_runs + 1))
@@ -203,13 +206,13 @@ demo_clients() { # ROUND COUNT
         fi
     done
     if [[ $ok_runs -eq $2 ]]; then
-        ok "$1: wsnorm demo-client x$2: incident message rewritten, agent started"
+        ok "$1: wsnorm-demo client x$2: incident message rewritten, agent started"
     else
-        fail "$1: wsnorm demo-client: $ok_runs of $2 runs succeeded"
+        fail "$1: wsnorm-demo client: $ok_runs of $2 runs succeeded"
     fi
 }
 
-log "traffic round 1: wsnorm demo-client, raw WebSocket/HTTP client (1011 close, invalid timestamp, failed handshakes)"
+log "traffic round 1: wsnorm-demo client, raw WebSocket/HTTP client (1011 close, invalid timestamp, failed handshakes)"
 demo_clients round1 3
 helper traffic "$PROXY" round1 || true
 
