@@ -1,5 +1,6 @@
 //! Hardening of the operational surface, over real sockets against the real binary: no
-//! credential reaches the logs on any error path.
+//! credential reaches the logs on any error path, and the admin listener's limits on request
+//! heads and methods.
 
 mod common;
 
@@ -156,4 +157,98 @@ async fn no_credential_reaches_the_log_on_any_plain_http_error_path() {
             );
         }
     }
+}
+
+/// One request without a body to the admin listener; the whole response.
+async fn admin_request(wsnorm: &Wsnorm, method: &str, path: &str) -> String {
+    let raw = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    http_request(wsnorm.admin, &raw).await
+}
+
+/// The status line and headers of a raw response, lowercased names.
+fn status_and_headers(response: &str) -> (String, Vec<(String, String)>) {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or_default().to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn the_admin_listener_serves_get_and_head_only() {
+    let backend = start_backend().await;
+    let wsnorm = Wsnorm::start(&backend.to_string(), "").await;
+    for (method, path) in [
+        ("DELETE", "/metrics"),
+        ("POST", "/readyz"),
+        ("PUT", "/healthz"),
+        ("OPTIONS", "/nope"),
+    ] {
+        let response = admin_request(&wsnorm, method, path).await;
+        let (status, headers) = status_and_headers(&response);
+        assert!(status.starts_with("HTTP/1.1 405"), "{method}: {response}");
+        assert_eq!(header(&headers, "allow"), Some("GET, HEAD"), "{response}");
+    }
+    let get = admin_request(&wsnorm, "GET", "/healthz").await;
+    assert!(get.starts_with("HTTP/1.1 200"), "{get}");
+    assert!(get.ends_with(r#"{"status":"ok"}"#), "{get}");
+    let head = admin_request(&wsnorm, "HEAD", "/metrics").await;
+    let (status, headers) = status_and_headers(&head);
+    assert!(status.starts_with("HTTP/1.1 200"), "{head}");
+    let length: usize = header(&headers, "content-length").unwrap().parse().unwrap();
+    assert!(length > 0, "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+}
+
+#[tokio::test]
+async fn the_admin_listener_refuses_heads_too_large_with_431() {
+    let backend = start_backend().await;
+    let wsnorm = Wsnorm::start(&backend.to_string(), "[server]\nmax_header_bytes = 2048\n").await;
+    let big = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(4096)
+    );
+    // pingora used to log the head it could not parse, credentials and all.
+    let many: String = (0..300).map(|i| format!("X-{i}: y\r\n")).collect();
+    let numerous = request_with_credentials("GET", "/metrics", "admin", &many);
+    for (name, raw) in [("over max_header_bytes", big), ("300 headers", numerous)] {
+        let response = http_request(wsnorm.admin, &raw).await;
+        assert!(response.starts_with("HTTP/1.1 431"), "{name}: {response}");
+    }
+    assert!(!wsnorm.logs().contains(SECRET), "{}", wsnorm.logs());
+    // Under the limit, served as before.
+    let metrics = wsnorm.metrics().await;
+    assert!(metrics.contains("wsnorm_build_info"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_stalled_admin_head_is_closed_after_the_handshake_timeout() {
+    let config = "[websocket]\nhandshake_timeout_ms = 1000\n";
+    let wsnorm = Wsnorm::start(&start_backend().await.to_string(), config).await;
+    let mut stalled = TcpStream::connect(wsnorm.admin).await.unwrap();
+    let partial = b"GET /metrics HTTP/1.1\r\nHost: x\r\n";
+    stalled.write_all(partial).await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    // pingora's own limit is 60 s; 1 s (per read) was configured.
+    let read = tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut rest))
+        .await
+        .expect("the stalled head is closed well before pingora's 60 s");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "no answer to a partial head: {rest:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // Others are still served.
+    assert!(wsnorm.metrics().await.contains("wsnorm_build_info"));
 }
