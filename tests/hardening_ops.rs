@@ -1,10 +1,11 @@
 //! Hardening of the operational surface, over real sockets against the real binary: no
-//! credential reaches the logs on any error path, and the admin listener's limits on request
-//! heads and methods.
+//! credential reaches the logs on any error path, the admin listener's limits on request heads
+//! and methods, and the bound on `server.threads`.
 
 mod common;
 
 use std::net::SocketAddr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -251,4 +252,39 @@ async fn a_stalled_admin_head_is_closed_after_the_handshake_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     // Others are still served.
     assert!(wsnorm.metrics().await.contains("wsnorm_build_info"));
+}
+
+fn check(config: &str) -> (bool, String, String) {
+    let dir = TempDir::new();
+    let path = dir.0.join("threads.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wsnorm"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path.display().to_string(),
+    )
+}
+
+#[test]
+fn check_refuses_a_thread_count_out_of_bounds_naming_file_line_and_key() {
+    for threads in ["0", "1025", "100000"] {
+        let (ok, stderr, file) = check(&format!("\n[server]\nthreads = {threads}\n"));
+        assert!(!ok, "threads = {threads} accepted");
+        assert!(stderr.contains(&file), "{stderr}");
+        assert!(stderr.contains("line 3"), "{stderr}");
+        assert!(
+            stderr.contains("server.threads: must be between 1 and 1024"),
+            "{stderr}"
+        );
+    }
+    for threads in ["1", "1024"] {
+        let (ok, stderr, _) = check(&format!("[server]\nthreads = {threads}\n"));
+        assert!(ok, "threads = {threads}: {stderr}");
+    }
 }
