@@ -1,16 +1,20 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`. Separate from the proxy port and bound
-//! to loopback by default.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz` (GET and HEAD only). Separate from the
+//! proxy port and bound to loopback by default, with the proxy port's limits on request heads.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use http::{Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
+use http::{Method, StatusCode};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::ErrorType;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use crate::proxy::header_bytes;
 use crate::state::AppState;
 
 /// How long a backend reachability check is reused, so probes stay cheap.
@@ -98,37 +102,145 @@ impl BackendProbe {
     }
 }
 
-#[async_trait]
-impl ServeHttp for Admin {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path().to_string();
-        let (status, content_type, body) = match path.as_str() {
-            "/metrics" => (
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.state.metrics.encode().into_bytes(),
-            ),
-            "/healthz" => (
-                StatusCode::OK,
-                "application/json",
-                br#"{"status":"ok"}"#.to_vec(),
-            ),
+/// One answer of the admin listener.
+struct Reply {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: StatusCode, body: &'static [u8]) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: body.to_vec(),
+        }
+    }
+
+    fn head_too_large() -> Reply {
+        Reply::json(HEAD_TOO_LARGE, br#"{"error":"request headers too large"}"#)
+    }
+
+    /// The answer to a head pingora could not parse, if it can take one: more headers than
+    /// pingora parses (256) is a head too large, anything else a bad request.
+    fn for_unparsable_head(e: &pingora::Error) -> Option<Reply> {
+        if e.etype != ErrorType::InvalidHTTPHeader {
+            // The connection broke or timed out: nobody to answer.
+            return None;
+        }
+        let too_many_headers = e
+            .cause
+            .as_ref()
+            .and_then(|cause| cause.downcast_ref::<httparse::Error>())
+            == Some(&httparse::Error::TooManyHeaders);
+        Some(if too_many_headers {
+            Reply::head_too_large()
+        } else {
+            Reply::json(StatusCode::BAD_REQUEST, br#"{"error":"bad request"}"#)
+        })
+    }
+}
+
+const HEAD_TOO_LARGE: StatusCode = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+
+/// The only methods the admin listener serves.
+const ALLOWED_METHODS: &str = "GET, HEAD";
+
+impl Admin {
+    async fn answer(&self, req: &RequestHeader) -> Reply {
+        let limit = self.state.config.load().server.max_header_bytes;
+        if header_bytes(req) > limit {
+            return Reply::head_too_large();
+        }
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Reply::json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                br#"{"error":"method not allowed; use GET or HEAD"}"#,
+            );
+        }
+        match req.uri.path() {
+            "/metrics" => Reply {
+                status: StatusCode::OK,
+                content_type: "text/plain; version=0.0.4",
+                body: self.state.metrics.encode().into_bytes(),
+            },
+            "/healthz" => Reply::json(StatusCode::OK, br#"{"status":"ok"}"#),
             "/readyz" => {
                 let (status, body) = self.readiness().await;
-                (status, "application/json", body.to_string().into_bytes())
+                Reply {
+                    status,
+                    content_type: "application/json",
+                    body: body.to_string().into_bytes(),
+                }
             }
-            _ => (
+            _ => Reply::json(
                 StatusCode::NOT_FOUND,
-                "application/json",
-                br#"{"error":"not found; try /metrics, /healthz or /readyz"}"#.to_vec(),
+                br#"{"error":"not found; try /metrics, /healthz or /readyz"}"#,
             ),
-        };
-        let len = body.len();
-        Response::builder()
-            .status(status)
-            .header("Content-Type", content_type)
-            .header("Content-Length", len)
-            .body(body)
-            .unwrap_or_else(|_| Response::new(Vec::new()))
+        }
+    }
+}
+
+/// Writes `reply`; no body after a HEAD (`head_only`), but its length all the same.
+async fn write_reply(
+    session: &mut ServerSession,
+    reply: Reply,
+    head_only: bool,
+) -> pingora::Result<()> {
+    let mut head = ResponseHeader::build(reply.status, Some(3))?;
+    head.insert_header("Content-Type", reply.content_type)?;
+    head.insert_header("Content-Length", reply.body.len())?;
+    if reply.status == StatusCode::METHOD_NOT_ALLOWED {
+        head.insert_header("Allow", ALLOWED_METHODS)?;
+    }
+    session.write_response_header(Box::new(head)).await?;
+    if !head_only && !reply.body.is_empty() {
+        session.write_response_body(reply.body.into(), true).await?;
+    }
+    Ok(())
+}
+
+/// Serves one request on the admin listener. Its head is bounded as on the proxy port: by
+/// [`HeadTimeout`](crate::proxy::HeadTimeout), which wraps this, and by
+/// `server.max_header_bytes`.
+#[async_trait]
+impl HttpServerApp for Admin {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            // Closed by the client, or no complete head in time.
+            Ok(false) => return None,
+            Err(e) => {
+                if let Some(reply) = Reply::for_unparsable_head(&e) {
+                    if let Err(e) = write_reply(&mut session, reply, false).await {
+                        tracing::debug!(error = %e, "Admin: refusing a bad request head failed.");
+                    }
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        let reply = self.answer(session.req_header()).await;
+        if *shutdown.borrow() || reply.status == HEAD_TOO_LARGE {
+            session.set_keepalive(None);
+        }
+        let head_only = session.req_header().method == Method::HEAD;
+        if let Err(e) = write_reply(&mut session, reply, head_only).await {
+            tracing::debug!(error = %e, "Admin: writing a response failed.");
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(stream) => stream.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(e) => {
+                tracing::debug!(error = %e, "Admin: finishing a response failed.");
+                None
+            }
+        }
     }
 }

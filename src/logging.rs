@@ -1,13 +1,17 @@
 //! Structured logs with `tracing`: JSON by default (text on a terminal), filtered by `RUST_LOG`.
 //! pingora's own `log` records are bridged in.
 //!
-//! Some dependencies dump whole requests at debug level (pingora's proxy logs request headers
-//! with `Cookie` and `Authorization`, and response bodies; tungstenite logs message contents at
-//! trace). Those targets are capped at info whatever `RUST_LOG` says: credentials never reach
-//! the logs.
+//! Every line, whichever library emitted it, reaches stderr through [`RedactedStderr`], which
+//! takes out query strings and the values of credential headers first: libraries put request
+//! lines and raw heads into their messages (pingora's `Fail to proxy: … GET /path?query`, its
+//! dumps of heads it could not parse), so filtering by target alone cannot keep tokens out.
+//! Dependency targets that dump whole requests or message contents below info are also capped
+//! at info, so those are not even formatted.
 
-use std::io::IsTerminal;
+use std::borrow::Cow;
+use std::io::{IsTerminal, Write};
 
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -35,7 +39,7 @@ pub fn init(format: Option<LogFormat>) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(RedactedStderr { format });
     let result = match format {
         LogFormat::Json => builder
             .json()
@@ -48,6 +52,258 @@ pub fn init(format: Option<LogFormat>) {
     if let Err(e) = result {
         eprintln!("wsnorm: logging already initialised: {e}");
     }
+}
+
+/// Header names whose values are credentials, matched anywhere (after `\n` in a dump too),
+/// ignoring case and `_` against `-` ([`same_name`]): `Set-Cookie`, `Proxy-Authorization` and a
+/// field `proxy_authorization` too. `Sec-WebSocket-Protocol` carries token subprotocols.
+const SECRET_NAMES: [&[u8]; 3] = [b"cookie", b"authorization", b"sec-websocket-protocol"];
+
+const REDACTED: &str = "<redacted>";
+
+/// stderr, with every line passed through [`redact_line`] first. tracing-subscriber formats an
+/// event whole and writes it with one `write_all` to a writer made for that event, so each
+/// [`RedactedLine`] holds exactly one line and a secret is never split between two writes.
+struct RedactedStderr {
+    format: LogFormat,
+}
+
+impl<'a> MakeWriter<'a> for RedactedStderr {
+    type Writer = RedactedLine;
+
+    fn make_writer(&'a self) -> RedactedLine {
+        RedactedLine {
+            format: self.format,
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// One formatted line, written redacted when dropped (never on `flush`, which could cut it).
+struct RedactedLine {
+    format: LogFormat,
+    buf: Vec<u8>,
+}
+
+impl Write for RedactedLine {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedLine {
+    fn drop(&mut self) {
+        let line = String::from_utf8_lossy(&self.buf);
+        // A failed write to stderr has nowhere to be reported.
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(redact_line(&line, self.format).as_bytes());
+    }
+}
+
+/// `line` without query strings or credential header values. A JSON line has each of its
+/// strings redacted and re-encoded, so it stays valid JSON.
+pub fn redact_line(line: &str, format: LogFormat) -> Cow<'_, str> {
+    match format {
+        LogFormat::Json => redact_json(line),
+        LogFormat::Text => redact(line),
+    }
+}
+
+/// Replaces what follows a `?` up to whitespace (a query string: `/path?<redacted>`) and the
+/// value after a credential header's name and its `:` or `=` (or `,` after a quoted name, as in
+/// a pair) up to the end of the line. The value's end is only trusted at a real line break:
+/// inside a dump that escapes them (`\r\n` as text) the rest of the text goes, because an
+/// escaped-looking sequence could be part of the value itself.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    if !might_hold_secret(text.as_bytes()) {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut i) = (0, 0);
+    while i < bytes.len() {
+        let secret = if bytes[i] == b'?' {
+            let start = i + 1;
+            Some((start, query_end(bytes, start)))
+        } else {
+            secret_header_value(bytes, i)
+        };
+        match secret {
+            // Both ends are at ASCII bytes or the end of the text: char boundaries.
+            Some((start, end)) if end > start => {
+                out.push_str(&text[copied..start]);
+                out.push_str(REDACTED);
+                copied = end;
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+fn might_hold_secret(bytes: &[u8]) -> bool {
+    bytes.contains(&b'?')
+        || SECRET_NAMES
+            .iter()
+            .any(|name| bytes.windows(name.len()).any(|w| same_name(w, name)))
+}
+
+/// A query string runs to whitespace or a control byte (a line break, an ANSI colour).
+fn query_end(bytes: &[u8], from: usize) -> usize {
+    bytes[from..]
+        .iter()
+        .position(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+        .map_or(bytes.len(), |p| from + p)
+}
+
+/// Where the value is, if a credential header's name starts at `at` and a separator follows.
+fn secret_header_value(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+    let name = SECRET_NAMES.iter().find(|name| {
+        bytes
+            .get(at..at + name.len())
+            .is_some_and(|w| same_name(w, name))
+    })?;
+    let mut i = at + name.len();
+    // Between a name and its separator: a closing quote (`"cookie": …`, `\"cookie\"`), spaces,
+    // and the ANSI styling the text format puts around field names.
+    let mut quoted = false;
+    loop {
+        match bytes.get(i) {
+            Some(b'"' | b'\'' | b'\\') => {
+                quoted = true;
+                i += 1;
+            }
+            Some(b' ' | b'\t') => i += 1,
+            Some(0x1b) => i = ansi_end(bytes, i),
+            _ => break,
+        }
+    }
+    match bytes.get(i) {
+        Some(b':' | b'=') => {}
+        Some(b',') if quoted => {}
+        _ => return None,
+    }
+    i += 1;
+    while let Some(&c @ (b' ' | b'\t' | 0x1b)) = bytes.get(i) {
+        i = if c == 0x1b { ansi_end(bytes, i) } else { i + 1 };
+    }
+    let end = bytes[i..]
+        .iter()
+        .position(|&c| c == b'\r' || c == b'\n')
+        .map_or(bytes.len(), |p| i + p);
+    Some((i, end))
+}
+
+/// The end of an ANSI escape sequence starting at `esc` (`ESC [ params final-byte`).
+fn ansi_end(bytes: &[u8], esc: usize) -> usize {
+    if bytes.get(esc + 1) != Some(&b'[') {
+        return esc + 1;
+    }
+    bytes
+        .get(esc + 2..)
+        .and_then(|rest| rest.iter().position(|c| (0x40..=0x7e).contains(c)))
+        .map_or(bytes.len(), |p| esc + 3 + p)
+}
+
+/// [`redact`] applied to every string of a JSON line, keys and values; a string value whose key
+/// names a credential header (a field called `authorization`) is replaced whole.
+fn redact_json(line: &str) -> Cow<'_, str> {
+    if !might_hold_secret(line.as_bytes()) {
+        return Cow::Borrowed(line);
+    }
+    let bytes = line.as_bytes();
+    let mut out = String::with_capacity(line.len());
+    let (mut copied, mut from) = (0, 0);
+    let mut after_secret_key = false;
+    while let Some(open) = bytes[from..]
+        .iter()
+        .position(|&c| c == b'"')
+        .map(|p| from + p)
+    {
+        let Some(close) = string_end(bytes, open) else {
+            // Not JSON as the formatter writes it: redact the rest as text.
+            out.push_str(&line[copied..open]);
+            out.push_str(&redact(&line[open..]));
+            return Cow::Owned(out);
+        };
+        let literal = &line[open..=close];
+        let is_key = bytes[close + 1..].iter().find(|c| !c.is_ascii_whitespace()) == Some(&b':');
+        let replacement = if after_secret_key && !is_key {
+            Some(format!("\"{REDACTED}\""))
+        } else {
+            redact_json_string(literal)
+        };
+        if let Some(replacement) = replacement {
+            out.push_str(&line[copied..open]);
+            out.push_str(&replacement);
+            copied = close + 1;
+        }
+        after_secret_key = is_key && names_secret(&bytes[open + 1..close]);
+        from = close + 1;
+    }
+    if copied == 0 {
+        return Cow::Borrowed(line);
+    }
+    out.push_str(&line[copied..]);
+    Cow::Owned(out)
+}
+
+/// The index of the quote closing the JSON string opened at `open`.
+fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The redacted, re-encoded form of a JSON string literal, or `None` when nothing changes.
+fn redact_json_string(literal: &str) -> Option<String> {
+    if !might_hold_secret(literal.as_bytes()) {
+        return None;
+    }
+    let text = match serde_json::from_str::<String>(literal) {
+        Ok(text) => match redact(&text) {
+            Cow::Borrowed(_) => return None,
+            Cow::Owned(redacted) => redacted,
+        },
+        // Cannot be read, so cannot be checked: drop it.
+        Err(_) => REDACTED.to_string(),
+    };
+    Some(serde_json::to_string(&text).unwrap_or_else(|_| format!("\"{REDACTED}\"")))
+}
+
+/// Whether a field name ends in a credential header's name (`authorization`, `proxy_authorization`).
+fn names_secret(name: &[u8]) -> bool {
+    SECRET_NAMES.iter().any(|secret| {
+        name.len()
+            .checked_sub(secret.len())
+            .is_some_and(|start| same_name(&name[start..], secret))
+    })
+}
+
+/// Header names compared as HTTP and tracing fields spell them: any case, `_` for `-`.
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    let fold = |c: &u8| match c.to_ascii_lowercase() {
+        b'_' => b'-',
+        c => c,
+    };
+    a.len() == b.len() && a.iter().map(fold).eq(b.iter().map(fold))
 }
 
 /// The fields that name one WebSocket connection in its log events, kept instead of a live
@@ -74,5 +330,159 @@ impl ConnectionLog {
             subprotocol = self.subprotocol.as_deref().unwrap_or(""),
             peer = %self.peer,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text(line: &str) -> String {
+        redact_line(line, LogFormat::Text).into_owned()
+    }
+
+    fn json(line: &str) -> serde_json::Value {
+        let out = redact_line(line, LogFormat::Json);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    #[test]
+    fn pingora_request_summaries_lose_their_query() {
+        let line = "Fail to proxy: Upstream ConnectRefused, status: 502, tries: 1, retry: false, \
+                    GET /api/threads?access_token=SECRET&x=1, Host: 127.0.0.1:8080";
+        assert_eq!(
+            text(line),
+            "Fail to proxy: Upstream ConnectRefused, status: 502, tries: 1, retry: false, \
+             GET /api/threads?<redacted> Host: 127.0.0.1:8080"
+        );
+        assert_eq!(
+            text("GET http://h/p?a=SECRET HTTP/1.1"),
+            "GET http://h/p?<redacted> HTTP/1.1"
+        );
+    }
+
+    #[test]
+    fn escaped_head_dumps_lose_credentials_and_the_rest() {
+        // pingora's `buf: {escape_ascii}` of a response it could not parse, here an echo.
+        let dump = r"context: buf: \x00NOT HTTP\r\nGET /a?access_token=Q1 HTTP/1.1\r\nHost: a\r\nCookie: c=C1\r\nAuthorization: Bearer A1\r\n\r\n cause: invalid HTTP version";
+        let out = text(dump);
+        for secret in ["Q1", "C1", "A1"] {
+            assert!(!out.contains(secret), "{out}");
+        }
+        assert!(out.starts_with(r"context: buf: \x00NOT HTTP\r\nGET /a?<redacted> HTTP/1.1\r\nHost: a\r\nCookie: <redacted>"), "{out}");
+        // Debug form: an escaped quote inside a value does not end it.
+        let out = text(r#"buf: "GET / HTTP/1.1\r\nCookie: a=\"x\"; t=C2\r\nX: y""#);
+        assert_eq!(out, r#"buf: "GET / HTTP/1.1\r\nCookie: <redacted>"#);
+    }
+
+    #[test]
+    fn header_maps_pairs_raw_heads_and_fields_lose_credential_values() {
+        let cases = [
+            (
+                r#"headers: {"host": "a", "cookie": "c=C", "proxy-authorization": "Basic P"}"#,
+                r#"headers: {"host": "a", "cookie": <redacted>"#,
+            ),
+            (
+                r#"[("Authorization", "Bearer A"), ("x", "y")]"#,
+                r#"[("Authorization", <redacted>"#,
+            ),
+            (
+                "Set-Cookie: s=S; Path=/\r\nHost: keep\r\n",
+                "Set-Cookie: <redacted>\r\nHost: keep\r\n",
+            ),
+            (
+                "sec-websocket-protocol: agent_chat, jwt.T\nnext line",
+                "sec-websocket-protocol: <redacted>\nnext line",
+            ),
+            (
+                "\x1b[3mproxy_authorization\x1b[0m\x1b[2m=\x1b[0mBearer A \x1b[3mpeer\x1b[0m",
+                "\x1b[3mproxy_authorization\x1b[0m\x1b[2m=\x1b[0m<redacted>",
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(text(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn lines_without_credentials_stay_as_they_are() {
+        for line in [
+            "Moved the token into Authorization.",
+            "Is the backend up?",
+            "cookies=3, authorizations: 2",
+            "{\"level\":\"INFO\",\"message\":\"wsnorm starting.\"}",
+        ] {
+            assert!(matches!(redact(line), Cow::Borrowed(_)), "{line}");
+            assert_eq!(text(line), line);
+        }
+    }
+
+    #[test]
+    fn json_lines_stay_json_and_lose_credentials_in_keys_values_and_spans() {
+        let line = serde_json::json!({
+            "timestamp": "t",
+            "level": "ERROR",
+            "message": "Fail to proxy: … GET /é/ß?access_token=Q€ HTTP/1.1\r\nCookie: c=C\"\r\nHost: h",
+            "authorization": "Bearer A",
+            "proxy_authorization": "Basic P",
+            "count": 3,
+            "span": { "route": "/ws", "cookie": "c=C2" },
+            "log.target": "pingora_proxy",
+        })
+        .to_string();
+        let v = json(&line);
+        let out = v.to_string();
+        for secret in ["Q€", "C\\\"", "c=C", "Bearer A", "Basic P", "C2"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert_eq!(
+            v["message"],
+            "Fail to proxy: … GET /é/ß?<redacted> HTTP/1.1\r\nCookie: <redacted>\r\nHost: h"
+        );
+        assert_eq!(v["authorization"], REDACTED);
+        assert_eq!(v["proxy_authorization"], REDACTED);
+        assert_eq!(v["span"]["cookie"], REDACTED);
+        assert_eq!(v["span"]["route"], "/ws");
+        assert_eq!(v["count"], 3);
+        assert_eq!(v["log.target"], "pingora_proxy");
+    }
+
+    #[test]
+    fn redacting_twice_changes_nothing_more() {
+        let line = "GET /a?b=1 Cookie: x\nAuthorization=y";
+        let once = text(line);
+        assert_eq!(text(&once), once);
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_line_stays_json(message in any::<String>(), key in "[a-z_]{1,24}") {
+            let line = serde_json::json!({ "message": &message, key: &message }).to_string();
+            let out = redact_line(&line, LogFormat::Json);
+            prop_assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{}", out);
+        }
+
+        #[test]
+        fn credentials_never_survive_in_common_shapes(
+            secret in "SECRET[A-Z0-9]{8}",
+            path in "/[a-z/]{0,12}",
+            query in "[a-z,;=&%]{0,12}",
+            before in "[a-z ,;=]{0,12}",
+            after in "[a-z ,;=&\"]{0,12}",
+        ) {
+            let shapes = [
+                // A request target has no spaces.
+                format!("GET {path}?{query}access_token={secret}{query} HTTP/1.1"),
+                format!("{before}\r\nCookie: {before}{secret}{after}\r\nHost: h"),
+                format!(r"buf: {path}\r\nauthorization: Bearer {secret}{after}\r\n"),
+                format!(r#"{{"Proxy-Authorization": "{before}{secret}{after}"}}"#),
+            ];
+            for shape in shapes {
+                let line = serde_json::json!({ "message": &shape }).to_string();
+                prop_assert!(!text(&shape).contains(&secret), "{}", shape);
+                prop_assert!(!redact_line(&line, LogFormat::Json).contains(&secret), "{}", line);
+            }
+        }
     }
 }

@@ -62,7 +62,10 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
     let backend = BackendProbe::new(state.clone());
     let mut admin = Service::new(
         "wsnorm admin".to_string(),
-        Admin::new(state.clone(), backend.clone()),
+        HeadTimeout {
+            inner: Arc::new(Admin::new(state.clone(), backend.clone())),
+            state: state.clone(),
+        },
     );
     admin.add_tcp(&config.server.admin.to_string());
     admin.threads = Some(1);

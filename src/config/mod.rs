@@ -22,6 +22,10 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/wsnorm.toml");
 /// limit beyond this would let a few connections take the host's memory.
 const MAX_MESSAGE_BYTES_LIMIT: usize = 256 << 20;
 
+/// The most worker threads `server.threads` may ask for: more than a sidecar's host has cores,
+/// few enough that a typo (`100000`) fails the check instead of starting that many threads.
+const MAX_THREADS: usize = 1024;
+
 /// Why a configuration could not be used. Every message names the file and, where the parser
 /// knows it, the line and key; the caller should print it and keep the previous config (or exit).
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,8 @@ struct FileConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// Checked while parsing, so the error points at the line.
+    #[serde(deserialize_with = "threads")]
     pub threads: usize,
     pub max_connections: usize,
     pub max_header_bytes: usize,
@@ -82,6 +88,17 @@ impl Default for ServerConfig {
             drain_timeout_secs: 10,
             trusted_proxies: Vec::new(),
         }
+    }
+}
+
+fn threads<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let threads = usize::deserialize(d)?;
+    if (1..=MAX_THREADS).contains(&threads) {
+        Ok(threads)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "server.threads: must be between 1 and {MAX_THREADS}, not {threads}"
+        )))
     }
 }
 
@@ -406,9 +423,6 @@ impl Config {
 }
 
 fn validate(server: &ServerConfig, ws: &WebSocketConfig, problems: &mut Vec<String>) {
-    if server.threads == 0 {
-        problems.push("server.threads: must be at least 1".into());
-    }
     if server.drain_timeout_secs > 3600 {
         problems.push("server.drain_timeout_secs: at most 3600".into());
     }

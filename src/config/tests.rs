@@ -87,17 +87,36 @@ upstream_subprotocols = "fixed"
 #[test]
 fn semantic_limits_are_checked() {
     let err = load(
-        "[websocket]\nmax_message_bytes = 10\nsubprotocols = [\"a b\"]\n[server]\nthreads = 0\n",
+        "[websocket]\nmax_message_bytes = 10\nsubprotocols = [\"a b\"]\n[server]\nmax_connections = 0\n",
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("server.threads"), "{err}");
+    assert!(err.contains("server.max_connections"), "{err}");
     assert!(err.contains("websocket.max_message_bytes"), "{err}");
     assert!(err.contains("websocket.subprotocols[0]"), "{err}");
     let err = load("[websocket]\nmax_message_bytes = 1_000_000_000\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("websocket.max_message_bytes"), "{err}");
+}
+
+#[test]
+fn threads_are_bounded_and_a_bad_count_names_line_and_key() {
+    for bad in ["0", "1025", "100000"] {
+        let err = load(&format!("\n[server]\nthreads = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("test.toml: "), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(
+            err.contains("server.threads: must be between 1 and 1024"),
+            "{err}"
+        );
+    }
+    for good in [1, 1024] {
+        let config = load(&format!("[server]\nthreads = {good}\n")).unwrap();
+        assert_eq!(config.server.threads, good);
+    }
 }
 
 #[test]

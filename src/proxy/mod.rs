@@ -81,7 +81,7 @@ where
 }
 
 /// The size of a request head as received (request line and headers).
-fn header_bytes(req: &RequestHeader) -> usize {
+pub(crate) fn header_bytes(req: &RequestHeader) -> usize {
     let line = req.method.as_str().len() + req.raw_path().len() + 12;
     req.headers
         .iter()

@@ -101,18 +101,23 @@ impl Drop for TempDir {
 impl Wsnorm {
     /// Starts wsnorm for `upstream` with `config` (TOML, may be empty) and waits until it serves.
     pub async fn start(upstream: &str, config: &str) -> Wsnorm {
+        Self::start_with_rust_log(upstream, config, "debug").await
+    }
+
+    /// [`Wsnorm::start`] with `RUST_LOG` set to `rust_log`.
+    pub async fn start_with_rust_log(upstream: &str, config: &str, rust_log: &str) -> Wsnorm {
         let dir = TempDir::new();
         let config_path = dir.0.join("wsnorm.toml");
         std::fs::write(&config_path, config).unwrap();
-        Self::spawn(upstream, config_path, dir).await
+        Self::spawn(upstream, config_path, dir, rust_log).await
     }
 
     /// Starts wsnorm reading the config file at `path` (kept where it is).
     pub async fn start_with_config_file(upstream: &str, path: &std::path::Path) -> Wsnorm {
-        Self::spawn(upstream, path.to_path_buf(), TempDir::new()).await
+        Self::spawn(upstream, path.to_path_buf(), TempDir::new(), "debug").await
     }
 
-    async fn spawn(upstream: &str, config_path: PathBuf, dir: TempDir) -> Wsnorm {
+    async fn spawn(upstream: &str, config_path: PathBuf, dir: TempDir, rust_log: &str) -> Wsnorm {
         let log = dir.0.join("wsnorm.log");
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -123,7 +128,7 @@ impl Wsnorm {
             .args(["--admin", &admin.to_string()])
             .args(["--upstream", upstream])
             .args(["--log-format", "json"])
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
