@@ -28,9 +28,9 @@ use proptest::test_runner::TestCaseError;
 use serde::de::IgnoredAny;
 use wsnorm::config::{Config, Overrides, DEFAULT_CONFIG_TOML};
 use wsnorm::rules::{
-    default_rules, CompiledRules, Direction, DirectionFilter, EpochUnit, FieldPath, NaiveTimezone,
-    OnInvalid, Outcome, OutputFormat, RenameRuleConfig, RuleConfig, Segment, TimestampRuleConfig,
-    UnixTime,
+    default_rules, CompiledRules, Direction, DirectionFilter, EpochUnit, FieldPath, LeapSecond,
+    NaiveTimezone, OnInvalid, Outcome, OutputFormat, RenameRuleConfig, RuleConfig, Segment,
+    TimestampRuleConfig, UnixTime,
 };
 
 /// `cases` cases, unless `PROPTEST_CASES` is set; no regression files are written.
@@ -601,6 +601,7 @@ fn ts_rule(
         naive_timezone: NaiveTimezone::parse(tz).expect("valid zone"),
         epoch_unit,
         on_invalid,
+        leap_second: LeapSecond::Reject,
     })
 }
 

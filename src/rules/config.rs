@@ -115,6 +115,26 @@ impl OnInvalid {
     }
 }
 
+/// What a timestamp rule makes of second 60 (`16:50:60`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeapSecond {
+    /// An invalid timestamp (`on_invalid` decides): Python's `datetime.fromisoformat`, which
+    /// the backend uses, refuses it too.
+    Reject,
+    /// The first instant of the next minute, in any minute.
+    NextMinute,
+}
+
+impl LeapSecond {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeapSecond::Reject => "reject",
+            LeapSecond::NextMinute => "next_minute",
+        }
+    }
+}
+
 /// The fixed offset zone-less ISO strings are read in: `UTC` or `±hh:mm`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NaiveTimezone {
@@ -193,6 +213,7 @@ pub struct TimestampRuleConfig {
     pub naive_timezone: NaiveTimezone,
     pub epoch_unit: EpochUnit,
     pub on_invalid: OnInvalid,
+    pub leap_second: LeapSecond,
 }
 
 /// A `kind = "rename"` rule.
@@ -400,6 +421,7 @@ struct RawRuleConfig {
     naive_timezone: Option<String>,
     epoch_unit: Option<EpochUnit>,
     on_invalid: Option<OnInvalid>,
+    leap_second: Option<LeapSecond>,
     // rename only
     map: Option<BTreeMap<String, String>>,
 }
@@ -458,6 +480,7 @@ impl TryFrom<RawRuleConfig> for RuleConfig {
                     naive_timezone,
                     epoch_unit: r.epoch_unit.unwrap_or(EpochUnit::Auto),
                     on_invalid: r.on_invalid.unwrap_or(OnInvalid::Now),
+                    leap_second: r.leap_second.unwrap_or(LeapSecond::Reject),
                     name: r.name,
                     types: r.types,
                 })
@@ -468,6 +491,7 @@ impl TryFrom<RawRuleConfig> for RuleConfig {
                     ("naive_timezone", r.naive_timezone.is_some()),
                     ("epoch_unit", r.epoch_unit.is_some()),
                     ("on_invalid", r.on_invalid.is_some()),
+                    ("leap_second", r.leap_second.is_some()),
                 ];
                 if let Some((key, _)) = timestamp_keys.iter().find(|(_, set)| *set) {
                     return Err(RuleError::KeyNotForKind {
@@ -512,6 +536,7 @@ pub fn default_rules() -> Vec<RuleConfig> {
             naive_timezone: NaiveTimezone::UTC,
             epoch_unit: EpochUnit::Auto,
             on_invalid: OnInvalid::Now,
+            leap_second: LeapSecond::Reject,
         }),
         RuleConfig::Rename(RenameRuleConfig {
             name: "agent-aliases".to_owned(),

@@ -17,8 +17,8 @@ use std::fmt::Write as _;
 use smallvec::SmallVec;
 
 use super::config::{
-    DirectionFilter, EpochUnit, NaiveTimezone, OnInvalid, OutputFormat, RuleConfig, RuleError,
-    RuleRef,
+    DirectionFilter, EpochUnit, LeapSecond, NaiveTimezone, OnInvalid, OutputFormat, RuleConfig,
+    RuleError, RuleRef,
 };
 use super::json::{self, Kids, Member, Outline, Parsed, Reach};
 use super::path::{push_escaped_key, FieldPath, Segment};
@@ -56,6 +56,7 @@ enum Action {
 struct TimestampAction {
     output: OutputFormat,
     naive_tz: NaiveTimezone,
+    leap: LeapSecond,
     unit: EpochUnit,
     on_invalid: OnInvalid,
 }
@@ -105,6 +106,7 @@ impl CompiledRules {
                 RuleConfig::Timestamp(t) => Action::Timestamp(TimestampAction {
                     output: t.output,
                     naive_tz: t.naive_timezone,
+                    leap: t.leap_second,
                     unit: t.epoch_unit,
                     on_invalid: t.on_invalid,
                 }),
@@ -193,11 +195,13 @@ impl CompiledRules {
                 Action::Timestamp(t) => {
                     let _ = writeln!(
                         s,
-                        "  output: {}; naive_timezone: {}; epoch_unit: {}; on_invalid: {}",
+                        "  output: {}; naive_timezone: {}; epoch_unit: {}; on_invalid: {}; \
+                         leap_second: {}",
                         t.output.as_str(),
                         t.naive_tz,
                         t.unit.as_str(),
-                        t.on_invalid.as_str()
+                        t.on_invalid.as_str(),
+                        t.leap.as_str()
                     );
                     let idempotent = matches!(
                         (t.unit, t.output),
@@ -843,7 +847,8 @@ impl<'a, 'r> Run<'a, '_, 'r> {
         is_number: bool,
         cur: &str,
     ) -> Result<Decision<'r>, String> {
-        let p = convert_timestamp(input, ts.naive_tz, ts.unit).map_err(|e| e.to_string())?;
+        let p =
+            convert_timestamp(input, ts.naive_tz, ts.leap, ts.unit).map_err(|e| e.to_string())?;
         let in_output_form = is_number
             && match ts.output {
                 OutputFormat::UnixSeconds => p.format == TimestampFormat::Seconds,

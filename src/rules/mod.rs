@@ -56,8 +56,8 @@
 //!   `unix_millis`, and generally any value whose conversion is byte-identical.
 //! * JSON `null` is left alone (the backend accepts null) and no `timestamp_input` is
 //!   observed for it.
-//! * Invalid values (unparseable strings, booleans, objects, arrays, instants out of
-//!   range) are handled by `on_invalid`: `now` writes the caller's "now" in the output
+//! * Invalid values (unparseable strings, booleans, objects, arrays, second 60 unless
+//!   `leap_second = "next_minute"`, instants out of range) are handled by `on_invalid`: `now` writes the caller's "now" in the output
 //!   form; `keep` leaves the value; `remove` removes the member from its object
 //!   (key, value and one separating comma) — an array element matched through `*` or an
 //!   index is kept instead, since removing it would shift the other elements; `reject`
@@ -100,8 +100,8 @@ pub mod timestamp;
 mod tests;
 
 pub use config::{
-    default_rules, DirectionFilter, EpochUnit, NaiveTimezone, OffsetError, OnInvalid, OutputFormat,
-    RenameRuleConfig, RuleConfig, RuleError, RuleRef, TimestampRuleConfig,
+    default_rules, DirectionFilter, EpochUnit, LeapSecond, NaiveTimezone, OffsetError, OnInvalid,
+    OutputFormat, RenameRuleConfig, RuleConfig, RuleError, RuleRef, TimestampRuleConfig,
 };
 pub use engine::CompiledRules;
 pub use path::{FieldPath, PathError, Segment};

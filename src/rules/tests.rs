@@ -1650,10 +1650,69 @@ fn public_types_are_shareable() {
     let p = convert_timestamp(
         TimestampInput::Str("2025-09-08T16:50:01.447585"),
         NaiveTimezone::UTC,
+        LeapSecond::Reject,
         EpochUnit::Auto,
     )
     .unwrap();
     let mut out = Vec::new();
     timestamp::write_unix_seconds(p.time, &mut out);
     assert_eq!(out, b"1757350201.447585");
+}
+
+// ---- hardening: leap seconds ------------------------------------------------------------
+
+/// The reply to a message `rules` must reject.
+fn rejection(rules: &CompiledRules, input: &str) -> Value {
+    match apply(rules, C2B, input).0 {
+        Outcome::Rejected { reply, .. } => serde_json::from_slice(&reply).unwrap(),
+        out => panic!("not rejected: {}", out_summary(&out)),
+    }
+}
+
+fn out_summary(out: &Outcome) -> String {
+    let s = format!("{out:?}");
+    s.chars().take(200).collect()
+}
+
+#[test]
+fn second_sixty_is_invalid_unless_configured() {
+    let input = r#"{"timestamp":"2025-09-08T16:50:60"}"#;
+    // Default: invalid, so on_invalid decides (here "now"), never 16:51:00.
+    let (out, obs) = apply(&defaults(), C2B, input);
+    assert_eq!(
+        forwarded(input, &out),
+        format!(r#"{{"timestamp":{NOW_SECS}}}"#)
+    );
+    assert!(obs.contains(&Obs::Ts(TimestampFormat::Invalid)));
+    let reject = ts_rule(&["timestamp"], json!({ "on_invalid": "reject" }));
+    let v = rejection(&reject, input);
+    assert!(
+        v["error_message"].as_str().unwrap().contains("second 60"),
+        "{v}"
+    );
+    // next_minute keeps the old reading, in any minute.
+    let next = ts_rule(&["timestamp"], json!({ "leap_second": "next_minute" }));
+    check(
+        &next,
+        C2B,
+        input,
+        &Want::Out(r#"{"timestamp":1757350260.0}"#),
+        "next_minute",
+    );
+    check(
+        &next,
+        C2B,
+        r#"{"timestamp":"2016-12-31T23:59:60.5Z"}"#,
+        &Want::Out(r#"{"timestamp":1483228800.5}"#),
+        "next_minute, real leap second",
+    );
+    assert!(next.describe().contains("leap_second: next_minute"));
+    assert!(defaults().describe().contains("leap_second: reject"));
+    // Only for timestamp rules.
+    let err = serde_json::from_value::<Vec<RuleConfig>>(json!([{
+        "name": "r", "kind": "rename", "paths": ["type"], "map": {"a": "b"}, "leap_second": "reject"
+    }]))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("leap_second"), "{err}");
 }
