@@ -1,5 +1,5 @@
-//! The rule engine's hardening over real sockets, against the real binary: second 60 is not read
-//! as the next minute.
+//! The rule engine's hardening over real sockets, against the real binary: messages Python's
+//! `json` reads (NaN, deep nesting) get the rules, and second 60 is not read as the next minute.
 
 mod common;
 
@@ -47,6 +47,75 @@ async fn still_echoes(wsnorm: &Wsnorm) {
     let mut ws = connected(wsnorm).await;
     let probe = r#"{"type":"echo","probe":"still serving"}"#;
     assert_eq!(round_trip(&mut ws, probe).await, probe);
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn python_json_gets_the_rules_and_what_is_not_parsed_is_counted() {
+    let backend = start_echo_backend().await;
+    let wsnorm = Wsnorm::start(&backend.to_string(), "").await;
+    let mut ws = connected(&wsnorm).await;
+
+    // The reproduction: Python's json.dumps writes NaN; the incident timestamp is converted.
+    let nan = r#"{"type":"execute_agent","timestamp":"2025-09-08T16:50:01.447585","score":NaN}"#;
+    assert_eq!(
+        round_trip(&mut ws, nan).await,
+        r#"{"type":"start_agent","timestamp":1757350201.447585,"score":NaN}"#
+    );
+    // A NaN timestamp is invalid: on_invalid = "now" writes a finite number.
+    let back = round_trip(&mut ws, r#"{"type":"chat","timestamp":Infinity}"#).await;
+    let v: Value = serde_json::from_str(&back).unwrap();
+    assert!(
+        v["timestamp"].as_f64().is_some_and(f64::is_finite),
+        "{back}"
+    );
+
+    // Deeper than serde_json's 128, within Python's limit: the rules apply.
+    let nested = |depth: usize| {
+        format!(
+            r#"{{"type":"execute_agent","timestamp":"2025-09-08T16:50:01Z","deep":{}1{}}}"#,
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        )
+    };
+    let back = round_trip(&mut ws, &nested(1000)).await;
+    assert!(back.starts_with(r#"{"type":"start_agent","timestamp":1757350201.0,"#));
+    // Past it: forwarded as it is, counted and logged.
+    assert_eq!(round_trip(&mut ws, &nested(1001)).await, nested(1001));
+    for bad in ["-NaN", "{\"type\":\"execute_agent\",\"x\":Infinityx}"] {
+        assert_eq!(round_trip(&mut ws, bad).await, bad);
+    }
+    let series = |reason: &str| {
+        format!(
+            r#"wsnorm_unparsed_messages_total{{direction="client_to_backend",reason="{reason}"}}"#
+        )
+    };
+    assert_eq!(metric_reaches(&wsnorm, &series("too_deep"), 1.0).await, 1.0);
+    assert_eq!(
+        metric_reaches(&wsnorm, &series("invalid_json"), 2.0).await,
+        2.0
+    );
+    // The backend's replies: no rule for that direction, so not parsed and not counted.
+    let metrics = wsnorm.metrics().await;
+    let b2c =
+        r#"wsnorm_unparsed_messages_total{direction="backend_to_client",reason="invalid_json"}"#;
+    assert_eq!(metric(&metrics, b2c), 0.0);
+    assert!(wsnorm.logs().contains("not JSON the rules can read"));
+    ws.close(None).await.unwrap();
+    still_echoes(&wsnorm).await;
+}
+
+#[tokio::test]
+async fn the_strict_dialect_forwards_nan_unconverted() {
+    let backend = start_echo_backend().await;
+    let config = "[websocket]\njson_dialect = \"strict\"\nmax_json_depth = 128\n";
+    let wsnorm = Wsnorm::start(&backend.to_string(), config).await;
+    let mut ws = connected(&wsnorm).await;
+    let nan = r#"{"type":"execute_agent","timestamp":"2025-09-08T16:50:01.447585","score":NaN}"#;
+    assert_eq!(round_trip(&mut ws, nan).await, nan);
+    let series =
+        r#"wsnorm_unparsed_messages_total{direction="client_to_backend",reason="invalid_json"}"#;
+    assert_eq!(metric_reaches(&wsnorm, series, 1.0).await, 1.0);
     ws.close(None).await.unwrap();
 }
 

@@ -28,9 +28,9 @@ use proptest::test_runner::TestCaseError;
 use serde::de::IgnoredAny;
 use wsnorm::config::{Config, Overrides, DEFAULT_CONFIG_TOML};
 use wsnorm::rules::{
-    default_rules, CompiledRules, Direction, DirectionFilter, EpochUnit, FieldPath, LeapSecond,
-    NaiveTimezone, OnInvalid, Outcome, OutputFormat, RenameRuleConfig, RuleConfig, Segment,
-    TimestampRuleConfig, UnixTime,
+    default_rules, CompiledRules, Direction, DirectionFilter, EngineSettings, EpochUnit, FieldPath,
+    JsonDialect, LeapSecond, NaiveTimezone, OnInvalid, Outcome, OutputFormat, RenameRuleConfig,
+    RuleConfig, Segment, TimestampRuleConfig, UnixTime,
 };
 
 /// `cases` cases, unless `PROPTEST_CASES` is set; no regression files are written.
@@ -843,8 +843,14 @@ fn random_rules() -> BoxedStrategy<Vec<RuleConfig>> {
         .boxed()
 }
 
+/// In the dialect and depth serde_json, the oracle, reads.
 fn compile(cfgs: &[RuleConfig]) -> CompiledRules {
-    CompiledRules::compile(cfgs).unwrap_or_else(|e| panic!("rules must compile: {e}"))
+    let settings = EngineSettings {
+        json_dialect: JsonDialect::Strict,
+        max_json_depth: MAX_DEPTH,
+    };
+    CompiledRules::compile_with(cfgs, settings)
+        .unwrap_or_else(|e| panic!("rules must compile: {e}"))
 }
 
 fn direction() -> BoxedStrategy<Direction> {
@@ -1340,7 +1346,7 @@ fn nesting_depth(b: &[u8]) -> usize {
     max
 }
 
-/// The engine's documented nesting limit: deeper documents are `NotJson`.
+/// serde_json's nesting limit, the engine's here (see `compile`): deeper documents are `NotJson`.
 const MAX_DEPTH: usize = 128;
 
 /// `apply` on arbitrary bytes: no panic, and the outcome agrees with serde_json: `NotJson`

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::rules::{self, CompiledRules, RuleConfig};
+use crate::rules::{self, CompiledRules, EngineSettings, JsonDialect, RuleConfig};
 
 /// The documented example in `config/wsnorm.toml`; it doubles as the built-in default.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/wsnorm.toml");
@@ -21,6 +21,10 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/wsnorm.toml");
 /// The largest `max_message_bytes` accepted: a message is held whole while it is relayed, so a
 /// limit beyond this would let a few connections take the host's memory.
 const MAX_MESSAGE_BYTES_LIMIT: usize = 256 << 20;
+
+/// The deepest `max_json_depth` accepted: far past any Python parser's default, while the
+/// engine's per-message depth bookkeeping stays a few KiB.
+const MAX_JSON_DEPTH_LIMIT: usize = 100_000;
 
 /// Why a configuration could not be used. Every message names the file and, where the parser
 /// knows it, the line and key; the caller should print it and keep the previous config (or exit).
@@ -180,6 +184,8 @@ pub struct WebSocketConfig {
     pub tokens_to_authorization: bool,
     pub handshake_timeout_ms: u64,
     pub max_message_bytes: usize,
+    pub json_dialect: JsonDialect,
+    pub max_json_depth: usize,
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub routes: Vec<Spanned<RouteConfig>>,
@@ -196,6 +202,8 @@ impl Default for WebSocketConfig {
             tokens_to_authorization: false,
             handshake_timeout_ms: 10_000,
             max_message_bytes: 1 << 20,
+            json_dialect: JsonDialect::Python,
+            max_json_depth: rules::DEFAULT_MAX_JSON_DEPTH,
             ping_interval_secs: 20,
             idle_timeout_secs: 60,
             routes: ["/ws", "/ws/*", "/api/v1/websocket"]
@@ -216,6 +224,14 @@ impl WebSocketConfig {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// How the rules read messages.
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            json_dialect: self.json_dialect,
+            max_json_depth: self.max_json_depth,
+        }
     }
 
     /// True when `protocol` carries a credential and so must never be echoed or logged.
@@ -283,12 +299,14 @@ impl Config {
         let mut problems = Vec::new();
         validate(&server, &parsed.websocket, &mut problems);
         let routes = RouteSet::build(&parsed.websocket.routes, &line_of, &mut problems);
+        let settings = parsed.websocket.engine_settings();
         let rules = match parsed.rules {
-            None => CompiledRules::compile(&rules::default_rules()).map_err(|e| e.to_string()),
+            None => CompiledRules::compile_with(&rules::default_rules(), settings)
+                .map_err(|e| e.to_string()),
             Some(spanned) => {
                 let lines: Vec<usize> = spanned.iter().map(|r| line_of(r.span())).collect();
                 let plain: Vec<RuleConfig> = spanned.into_iter().map(Spanned::into_inner).collect();
-                CompiledRules::compile(&plain).map_err(|e| {
+                CompiledRules::compile_with(&plain, settings).map_err(|e| {
                     // The engine names the rule by index; add where it starts in the file.
                     match e.rule_index().and_then(|i| lines.get(i)) {
                         Some(line) => format!("{e} (rules entry at line {line})"),
@@ -326,6 +344,7 @@ impl Config {
         let mut out = format!(
             "config: {}\nlisten: {}\nadmin: {}\nupstream: {}\nthreads: {}\nmax_connections: {}\n\
              subprotocols: {:?} (no common: {:?})\nhandshake_timeout_ms: {}\nmax_message_bytes: {}\n\
+             json_dialect: {}\nmax_json_depth: {}\n\
              ping_interval_secs: {}\nidle_timeout_secs: {}\n",
             self.source,
             self.server.listen,
@@ -337,6 +356,8 @@ impl Config {
             ws.no_common_subprotocol,
             ws.handshake_timeout_ms,
             ws.max_message_bytes,
+            ws.json_dialect.as_str(),
+            ws.max_json_depth,
             ws.ping_interval_secs,
             ws.idle_timeout_secs,
         );
@@ -375,6 +396,11 @@ fn validate(server: &ServerConfig, ws: &WebSocketConfig, problems: &mut Vec<Stri
     if !(125..=MAX_MESSAGE_BYTES_LIMIT).contains(&ws.max_message_bytes) {
         problems.push(format!(
             "websocket.max_message_bytes: must be between 125 and {MAX_MESSAGE_BYTES_LIMIT}"
+        ));
+    }
+    if !(1..=MAX_JSON_DEPTH_LIMIT).contains(&ws.max_json_depth) {
+        problems.push(format!(
+            "websocket.max_json_depth: must be between 1 and {MAX_JSON_DEPTH_LIMIT}"
         ));
     }
     for (i, p) in ws.subprotocols.iter().enumerate() {

@@ -150,3 +150,40 @@ fn a_bad_rule_is_reported_with_its_line() {
     let err = load(text).unwrap_err().to_string();
     assert!(err.contains("line 3"), "{err}");
 }
+
+#[test]
+fn json_settings_default_validate_and_show() {
+    let config = load("").unwrap();
+    let ws = &config.websocket;
+    assert_eq!(ws.json_dialect, JsonDialect::Python);
+    assert_eq!(ws.max_json_depth, 1000);
+    let settings = config.rules.settings();
+    assert_eq!(settings.json_dialect, JsonDialect::Python);
+    assert_eq!(settings.max_json_depth, 1000);
+    let text = config.describe();
+    for needle in [
+        "json_dialect: python",
+        "max_json_depth: 1000",
+        "leap_second: reject",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+
+    let config = load("[websocket]\njson_dialect = \"strict\"\nmax_json_depth = 64\n").unwrap();
+    let settings = config.rules.settings();
+    assert_eq!(settings.json_dialect, JsonDialect::Strict);
+    assert_eq!(settings.max_json_depth, 64);
+
+    for (text, key) in [
+        ("[websocket]\nmax_json_depth = 0\n", "websocket.max_json_depth"),
+        ("[websocket]\nmax_json_depth = 100001\n", "websocket.max_json_depth"),
+        ("[websocket]\njson_dialect = \"json5\"\n", "json_dialect"),
+        (
+            "[[rules]]\nname = \"t\"\nkind = \"timestamp\"\npaths = [\"ts\"]\nleap_second = \"smear\"\n",
+            "leap_second",
+        ),
+    ] {
+        let err = load(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}

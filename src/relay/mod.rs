@@ -815,6 +815,7 @@ fn transform(text: &str, dir: Direction, ctx: &RelayContext) -> Forward {
         REWRITE_BUFFER.take(),
     );
     let kind = if matches!(outcome, Outcome::NotJson) {
+        debug!(parent: &ctx.log.span(), direction = dir.as_str(), bytes = text.len(), "Message is not JSON the rules can read; forwarded unchanged.");
         MessageKind::Text
     } else {
         ctx.metrics.conversion(dir, started.elapsed().as_secs_f64());

@@ -135,6 +135,47 @@ impl LeapSecond {
     }
 }
 
+/// Which JSON the engine reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonDialect {
+    /// RFC 8259 plus `NaN`, `Infinity` and `-Infinity` as values: what Python's `json.loads`
+    /// accepts and `json.dumps` writes.
+    Python,
+    /// RFC 8259 exactly (what serde_json accepts).
+    Strict,
+}
+
+impl JsonDialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JsonDialect::Python => "python",
+            JsonDialect::Strict => "strict",
+        }
+    }
+}
+
+/// The nesting Python 3.11's `json.loads` can reach with the default recursion limit (1000,
+/// less the caller's own frames): deeper messages fail in the backend anyway.
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 1000;
+
+/// How the engine reads messages, for every rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineSettings {
+    pub json_dialect: JsonDialect,
+    /// Deeper nesting of arrays/objects is not parsed (`NotJson`).
+    pub max_json_depth: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            json_dialect: JsonDialect::Python,
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+        }
+    }
+}
+
 /// The fixed offset zone-less ISO strings are read in: `UTC` or `±hh:mm`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NaiveTimezone {

@@ -1,7 +1,7 @@
 //! Compiled rules and their application to one message.
 //!
-//! One `apply`: validate (UTF-8, serde_json, nesting depth) and outline in the same pass the
-//! members and elements the rules' paths can reach (on the stack for up to 16), then run the
+//! One `apply`: validate (UTF-8, the JSON dialect, nesting depth) and outline in the same pass
+//! the members and elements the rules' paths can reach (on the stack for up to 16), then run the
 //! rules in order, following their paths through the outline. Rules do not modify the text;
 //! they record edits (replace a value / remove a member) in an overlay keyed by the
 //! original offset of the value, and later rules look values up through that overlay, so
@@ -17,16 +17,16 @@ use std::fmt::Write as _;
 use smallvec::SmallVec;
 
 use super::config::{
-    DirectionFilter, EpochUnit, LeapSecond, NaiveTimezone, OnInvalid, OutputFormat, RuleConfig,
-    RuleError, RuleRef,
+    DirectionFilter, EngineSettings, EpochUnit, LeapSecond, NaiveTimezone, OnInvalid, OutputFormat,
+    RuleConfig, RuleError, RuleRef,
 };
-use super::json::{self, Kids, Member, Outline, Parsed, Reach};
+use super::json::{self, Kids, Member, Outline, Parsed, Reach, Syntax};
 use super::path::{push_escaped_key, FieldPath, Segment};
 use super::timestamp::{
     convert_timestamp, format_timestamp, write_unix_seconds, ByteSink, TimestampError,
     TimestampInput,
 };
-use super::{Clock, Direction, Observer, Outcome, RuleResult, TimestampFormat, UnixTime};
+use super::{Clock, Direction, Observer, Outcome, RuleResult, TimestampFormat, UnixTime, Unparsed};
 
 /// Validated, precomputed rules. `Send + Sync`; share it behind an `Arc`.
 #[derive(Debug)]
@@ -35,6 +35,7 @@ pub struct CompiledRules {
     /// What the paths of the rules for [client_to_backend, backend_to_client] can reach: what
     /// a message's outline records.
     reach_for: [Reach; 2],
+    settings: EngineSettings,
 }
 
 #[derive(Debug)]
@@ -77,8 +78,16 @@ fn dir_index(dir: Direction) -> usize {
 }
 
 impl CompiledRules {
-    /// Validate and precompute `rules`. Errors name the rule (index and name) and the key.
+    /// [`compile_with`](Self::compile_with) the default [`EngineSettings`].
     pub fn compile(rules: &[RuleConfig]) -> Result<CompiledRules, RuleError> {
+        Self::compile_with(rules, EngineSettings::default())
+    }
+
+    /// Validate and precompute `rules`. Errors name the rule (index and name) and the key.
+    pub fn compile_with(
+        rules: &[RuleConfig],
+        settings: EngineSettings,
+    ) -> Result<CompiledRules, RuleError> {
         let mut compiled = Vec::with_capacity(rules.len());
         let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut reach_for: [Reach; 2] = Default::default();
@@ -139,6 +148,7 @@ impl CompiledRules {
         Ok(CompiledRules {
             rules: compiled,
             reach_for,
+            settings,
         })
     }
 
@@ -147,7 +157,12 @@ impl CompiledRules {
         CompiledRules {
             rules: Vec::new(),
             reach_for: Default::default(),
+            settings: EngineSettings::default(),
         }
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
     }
 
     pub fn len(&self) -> usize {
@@ -257,7 +272,10 @@ impl CompiledRules {
         }
         match std::str::from_utf8(msg) {
             Ok(text) => self.apply_text(dir, text, now, obs),
-            Err(_) => Outcome::NotJson,
+            Err(_) => {
+                obs.unparsed(dir, Unparsed::InvalidUtf8);
+                Outcome::NotJson
+            }
         }
     }
 
@@ -287,17 +305,24 @@ impl CompiledRules {
             return Outcome::Unchanged;
         }
         let mut outline = Outline::new();
-        match json::parse(src, &self.reach_for[dir_index(dir)], &mut outline) {
+        let syntax = Syntax {
+            dialect: self.settings.json_dialect,
+            max_depth: self.settings.max_json_depth,
+        };
+        let why = match json::parse(src, &self.reach_for[dir_index(dir)], &mut outline, syntax) {
             Parsed::Object { start } => {
                 let now = MessageNow {
                     clock: &now,
                     value: OnceCell::new(),
                 };
-                self.run(dir, &outline, start, &now, obs, spare)
+                return self.run(dir, &outline, start, &now, obs, spare);
             }
-            Parsed::Other => Outcome::Unchanged,
-            Parsed::NotJson => Outcome::NotJson,
-        }
+            Parsed::Other => return Outcome::Unchanged,
+            Parsed::NotJson => Unparsed::InvalidJson,
+            Parsed::TooDeep => Unparsed::TooDeep,
+        };
+        obs.unparsed(dir, why);
+        Outcome::NotJson
     }
 
     fn run(
@@ -350,8 +375,10 @@ impl CompiledRules {
             } = run;
             if let Some(rej) = reject {
                 obs.rule_result(&rule.name, dir, RuleResult::Rejected);
-                let message_id = current_top_value(outline, &edits, "message_id")
-                    .filter(|v| matches!(v.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')));
+                let message_id = current_top_value(outline, &edits, "message_id").filter(|v| {
+                    !json::is_non_finite(v)
+                        && matches!(v.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
+                });
                 return Outcome::Rejected {
                     reply: reject_reply(&rule.name, &rej, message_id, now.get()),
                     rule: rule.name.clone(),
@@ -807,6 +834,9 @@ impl<'a, 'r> Run<'a, '_, 'r> {
 
     fn timestamp_decision(&mut self, ts: &TimestampAction, cur: &str) -> Decision<'r> {
         let result = match cur.as_bytes().first() {
+            _ if json::is_non_finite(cur) => {
+                Err("a non-finite number (NaN, Infinity) is not a timestamp".to_owned())
+            }
             Some(b'n') => return Decision::Keep, // null
             Some(b'"') => match json::unescape(cur) {
                 Some(s) => self.convert(ts, TimestampInput::Str(&s), false, cur),

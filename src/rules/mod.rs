@@ -8,10 +8,14 @@
 //!
 //! * Only messages whose top level is a JSON object are candidates. Valid JSON with
 //!   another top level is [`Outcome::Unchanged`].
-//! * Invalid UTF-8, invalid JSON (RFC 8259: exactly what serde_json rejects; numbers
-//!   of any size and any `\uXXXX` escape are valid), and JSON nested deeper than 128
-//!   arrays/objects are [`Outcome::NotJson`] (forward the original bytes). Checking is
-//!   one linear, non-recursive pass, so hostile nesting cannot overflow the stack.
+//! * Invalid UTF-8, invalid JSON, and JSON nested deeper than `max_json_depth` (default
+//!   1000, what the Python backend's `json.loads` can reach) arrays/objects are
+//!   [`Outcome::NotJson`] (forward the original bytes; [`Observer::unparsed`] says why).
+//!   JSON is RFC 8259 (numbers of any size and any `\uXXXX` escape are valid): with
+//!   `json_dialect = "strict"` exactly what serde_json accepts; with `"python"` (the
+//!   default) also `NaN`, `Infinity` and `-Infinity` wherever a value may stand, as Python's
+//!   `json.loads` reads them. Checking is one linear, non-recursive pass, so hostile nesting
+//!   cannot overflow the stack.
 //! * If no rule exists for the message's direction the message is not parsed at all and
 //!   the result is [`Outcome::Unchanged`] (even for invalid JSON).
 //! * Output preserves the original bytes: key order, whitespace, number spellings
@@ -56,8 +60,9 @@
 //!   `unix_millis`, and generally any value whose conversion is byte-identical.
 //! * JSON `null` is left alone (the backend accepts null) and no `timestamp_input` is
 //!   observed for it.
-//! * Invalid values (unparseable strings, booleans, objects, arrays, second 60 unless
-//!   `leap_second = "next_minute"`, instants out of range) are handled by `on_invalid`: `now` writes the caller's "now" in the output
+//! * Invalid values (unparseable strings, booleans, objects, arrays, `NaN`/`Infinity`,
+//!   second 60 unless `leap_second = "next_minute"`, instants out of range) are handled by
+//!   `on_invalid`: `now` writes the caller's "now" in the output
 //!   form; `keep` leaves the value; `remove` removes the member from its object
 //!   (key, value and one separating comma) — an array element matched through `*` or an
 //!   index is kept instead, since removing it would shift the other elements; `reject`
@@ -100,8 +105,9 @@ pub mod timestamp;
 mod tests;
 
 pub use config::{
-    default_rules, DirectionFilter, EpochUnit, LeapSecond, NaiveTimezone, OffsetError, OnInvalid,
-    OutputFormat, RenameRuleConfig, RuleConfig, RuleError, RuleRef, TimestampRuleConfig,
+    default_rules, DirectionFilter, EngineSettings, EpochUnit, JsonDialect, LeapSecond,
+    NaiveTimezone, OffsetError, OnInvalid, OutputFormat, RenameRuleConfig, RuleConfig, RuleError,
+    RuleRef, TimestampRuleConfig, DEFAULT_MAX_JSON_DEPTH,
 };
 pub use engine::CompiledRules;
 pub use path::{FieldPath, PathError, Segment};
@@ -204,6 +210,32 @@ pub enum Outcome {
     Rejected { reply: Vec<u8>, rule: String },
 }
 
+/// Why a message was not parsed ([`Outcome::NotJson`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unparsed {
+    InvalidUtf8,
+    /// Not JSON in the configured dialect.
+    InvalidJson,
+    /// Nested deeper than `max_json_depth`.
+    TooDeep,
+}
+
+impl Unparsed {
+    pub const ALL: [Unparsed; 3] = [
+        Unparsed::InvalidUtf8,
+        Unparsed::InvalidJson,
+        Unparsed::TooDeep,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unparsed::InvalidUtf8 => "invalid_utf8",
+            Unparsed::InvalidJson => "invalid_json",
+            Unparsed::TooDeep => "too_deep",
+        }
+    }
+}
+
 /// The per-rule result reported to an [`Observer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RuleResult {
@@ -279,7 +311,7 @@ impl TimestampFormat {
 }
 
 /// Receives per-message observations (the relay counts them in Prometheus).
-/// Both methods default to doing nothing.
+/// Every method defaults to doing nothing.
 pub trait Observer {
     /// Once per rule that found one of its paths in a message it applied to.
     fn rule_result(&mut self, rule: &str, dir: Direction, result: RuleResult) {
@@ -288,6 +320,10 @@ pub trait Observer {
     /// Once per timestamp value examined.
     fn timestamp_input(&mut self, format: TimestampFormat) {
         let _ = format;
+    }
+    /// Once per message of a direction with rules that was not parsed ([`Outcome::NotJson`]).
+    fn unparsed(&mut self, dir: Direction, why: Unparsed) {
+        let _ = (dir, why);
     }
 }
 

@@ -1063,7 +1063,7 @@ fn not_json_and_non_objects() {
         b"{\"a\":1}}",
         b"{\"a\":1,}",
         b"{'a':1}",
-        b"{\"a\":NaN}",
+        b"{\"a\":-NaN}",
         b"{\"a\":01}",
         b"{\"a\":\"\x01\"}",
         b"{\"a\":\"\\x\"}",
@@ -1125,18 +1125,17 @@ fn absurd_nesting_is_not_json_and_fast() {
         "took {:?}",
         started.elapsed()
     );
-    // 128 levels are fine, 129 are not
-    let ok = format!(
-        r#"{{"timestamp":"2025-09-08T16:50:01Z","x":{}{}}}"#,
-        "[".repeat(127),
-        "]".repeat(127)
-    );
+    // 1000 levels are fine (what Python's json.loads can reach), 1001 are not
+    let nested = |n: usize| {
+        format!(
+            r#"{{"timestamp":"2025-09-08T16:50:01Z","x":{}{}}}"#,
+            "[".repeat(n - 1),
+            "]".repeat(n - 1)
+        )
+    };
+    let ok = nested(DEFAULT_MAX_JSON_DEPTH);
     assert!(matches!(apply(&rules, C2B, &ok).0, Outcome::Rewritten(_)));
-    let deep = format!(
-        r#"{{"timestamp":"2025-09-08T16:50:01Z","x":{}{}}}"#,
-        "[".repeat(128),
-        "]".repeat(128)
-    );
+    let deep = nested(DEFAULT_MAX_JSON_DEPTH + 1);
     assert_eq!(apply(&rules, C2B, &deep).0, Outcome::NotJson);
     // brackets inside strings do not count
     let stringy = format!(
@@ -1230,10 +1229,10 @@ fn mutated_inputs_never_panic() {
                     _ => msg.insert(pos, byte),
                 }
             }
-            // Oracle: UTF-8, serde_json accepts it, and at most MAX_DEPTH deep.
+            // Oracle: UTF-8, serde_json accepts it, and not too deep.
             let valid = std::str::from_utf8(&msg).is_ok_and(|text| {
                 serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
-                    && !json::too_deep(&msg, json::MAX_DEPTH)
+                    && !json::too_deep(&msg, DEFAULT_MAX_JSON_DEPTH)
             });
             for rules in &rule_sets {
                 let out = rules.apply(C2B, &msg, NOW, &mut ());
@@ -1659,7 +1658,17 @@ fn public_types_are_shareable() {
     assert_eq!(out, b"1757350201.447585");
 }
 
-// ---- hardening: leap seconds ------------------------------------------------------------
+// ---- hardening: Python's JSON, leap seconds -------------------------------------------
+
+/// Records why messages were not parsed.
+#[derive(Default)]
+struct UnparsedRecorder(Vec<(Direction, Unparsed)>);
+
+impl Observer for UnparsedRecorder {
+    fn unparsed(&mut self, dir: Direction, why: Unparsed) {
+        self.0.push((dir, why));
+    }
+}
 
 /// The reply to a message `rules` must reject.
 fn rejection(rules: &CompiledRules, input: &str) -> Value {
@@ -1669,9 +1678,141 @@ fn rejection(rules: &CompiledRules, input: &str) -> Value {
     }
 }
 
+fn with_settings(v: Value, settings: EngineSettings) -> CompiledRules {
+    CompiledRules::compile_with(&configs(v), settings).unwrap_or_else(|e| panic!("compile: {e}"))
+}
+
 fn out_summary(out: &Outcome) -> String {
     let s = format!("{out:?}");
     s.chars().take(200).collect()
+}
+
+#[test]
+fn python_dialect_messages_get_the_rules() {
+    // The reproduction: json.dumps writes NaN, json.loads reads it; the rules must still apply.
+    let input = r#"{"type":"execute_agent","timestamp":"2025-09-08T16:50:01.447585","score":NaN,"lo":-Infinity,"hi":Infinity}"#;
+    let want = r#"{"type":"start_agent","timestamp":1757350201.447585,"score":NaN,"lo":-Infinity,"hi":Infinity}"#;
+    // Not `check`: serde_json, which it parses the output with, reads no NaN.
+    assert_eq!(
+        apply(&defaults(), C2B, input).0,
+        Outcome::Rewritten(want.as_bytes().to_vec())
+    );
+
+    // The strict dialect reads RFC 8259 only, and says why it did not parse.
+    let strict = CompiledRules::compile_with(
+        &default_rules(),
+        EngineSettings {
+            json_dialect: JsonDialect::Strict,
+            ..EngineSettings::default()
+        },
+    )
+    .unwrap();
+    let mut rec = UnparsedRecorder::default();
+    assert_eq!(
+        strict.apply(C2B, input.as_bytes(), NOW, &mut rec),
+        Outcome::NotJson
+    );
+    assert_eq!(rec.0, [(C2B, Unparsed::InvalidJson)]);
+
+    // Not keys, not -NaN, nothing glued on; inside strings they are just text.
+    for bad in [
+        r#"{"timestamp":-NaN}"#,
+        r#"{"timestamp":Infinityx}"#,
+        r#"{NaN:1,"timestamp":"2025-09-08T16:50:01"}"#,
+        r#"{"timestamp":"2025-09-08T16:50:01","x":[NaN,]}"#,
+        r#"{"timestamp":nan}"#,
+    ] {
+        let mut rec = UnparsedRecorder::default();
+        assert_eq!(
+            defaults().apply(C2B, bad.as_bytes(), NOW, &mut rec),
+            Outcome::NotJson,
+            "{bad}"
+        );
+        assert_eq!(rec.0, [(C2B, Unparsed::InvalidJson)], "{bad}");
+    }
+    check(
+        &defaults(),
+        C2B,
+        r#"{"type":"NaN","timestamp":"2025-09-08T16:50:01Z","note":"Infinity"}"#,
+        &Want::Out(r#"{"type":"NaN","timestamp":1757350201.0,"note":"Infinity"}"#),
+        "in strings",
+    );
+
+    // Deeper than the limit: not parsed, and counted as such; no direction's rules: not even looked at.
+    let shallow = with_settings(
+        json!([{"name": "ts", "kind": "timestamp", "paths": ["timestamp"]}]),
+        EngineSettings {
+            max_json_depth: 3,
+            ..EngineSettings::default()
+        },
+    );
+    let mut rec = UnparsedRecorder::default();
+    let at_limit = r#"{"timestamp":"2025-09-08T16:50:01Z","a":[[1]]}"#;
+    assert!(matches!(
+        shallow.apply(C2B, at_limit.as_bytes(), NOW, &mut rec),
+        Outcome::Rewritten(_)
+    ));
+    let over = r#"{"timestamp":"2025-09-08T16:50:01Z","a":[[[1]]]}"#;
+    assert_eq!(
+        shallow.apply(C2B, over.as_bytes(), NOW, &mut rec),
+        Outcome::NotJson
+    );
+    assert_eq!(
+        shallow.apply(B2C, over.as_bytes(), NOW, &mut rec),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        shallow.apply(C2B, b"{\"a\":\"\xff\"}", NOW, &mut rec),
+        Outcome::NotJson
+    );
+    assert_eq!(
+        rec.0,
+        [(C2B, Unparsed::TooDeep), (C2B, Unparsed::InvalidUtf8)]
+    );
+}
+
+#[test]
+fn non_finite_numbers_are_invalid_timestamps() {
+    for value in ["NaN", "Infinity", "-Infinity"] {
+        let input = format!(r#"{{"timestamp":{value},"message_id":"m1"}}"#);
+        for (on_invalid, want) in [
+            (
+                "now",
+                Some(format!(r#"{{"timestamp":{NOW_SECS},"message_id":"m1"}}"#)),
+            ),
+            ("keep", None),
+            ("remove", Some(r#"{"message_id":"m1"}"#.to_owned())),
+        ] {
+            let rules = ts_rule(&["timestamp"], json!({ "on_invalid": on_invalid }));
+            let (out, obs) = apply(&rules, C2B, &input);
+            let forwarded = forwarded(&input, &out);
+            assert_eq!(
+                forwarded,
+                want.unwrap_or(input.clone()),
+                "{value} {on_invalid}"
+            );
+            assert!(obs.contains(&Obs::Ts(TimestampFormat::Invalid)));
+        }
+        for output in ["unix_millis", "rfc3339"] {
+            let rules = ts_rule(&["timestamp"], json!({ "output": output }));
+            let out = forwarded(&input, &apply(&rules, C2B, &input).0);
+            assert!(!out.contains(value), "{out}");
+        }
+        let rules = ts_rule(&["timestamp"], json!({ "on_invalid": "reject" }));
+        let v = rejection(&rules, &input);
+        assert!(
+            v["error_message"].as_str().unwrap().contains("non-finite"),
+            "{v}"
+        );
+    }
+    // A non-finite message_id is not copied into a reply (which is strict JSON).
+    let rules = ts_rule(&["timestamp"], json!({ "on_invalid": "reject" }));
+    for id in ["NaN", "-Infinity"] {
+        let input = format!(r#"{{"timestamp":"bad","message_id":{id}}}"#);
+        assert!(rejection(&rules, &input)["details"]
+            .get("message_id")
+            .is_none());
+    }
 }
 
 #[test]
