@@ -165,7 +165,7 @@ impl Metrics {
         let rewrites = IntCounterVec::new(
             Opts::new(
                 "wsnorm_rewrites_total",
-                "Rule applications by rule, direction and result (rewritten, unchanged, invalid, rejected).",
+                "Rule applications by rule, direction and result (rewritten, unchanged, invalid, rejected, too_large).",
             ),
             &["rule", "direction", "result"],
         )?;
@@ -380,7 +380,7 @@ impl Metrics {
 /// One rule's `wsnorm_rewrites_total` children, by direction and result.
 pub struct RuleCounters {
     name: Box<str>,
-    by_result: [[IntCounter; 4]; 2],
+    by_result: [[IntCounter; 5]; 2],
 }
 
 /// Feeds one message's rule-engine observations into the counters.
@@ -480,6 +480,17 @@ mod tests {
         assert!(text.contains(
             r#"wsnorm_unparsed_messages_total{direction="backend_to_client",reason="invalid_json"} 1"#
         ));
+    }
+
+    #[test]
+    fn oversized_rewrites_have_their_series() {
+        let m = Metrics::new().unwrap();
+        m.register_rules(["a"].into_iter());
+        let series =
+            r#"wsnorm_rewrites_total{direction="client_to_backend",result="too_large",rule="a"}"#;
+        assert!(m.encode().contains(&format!("{series} 0")));
+        RuleMetrics::new(&m).rule_result("a", Direction::ClientToBackend, RuleResult::TooLarge);
+        assert!(m.encode().contains(&format!("{series} 1")));
     }
 
     #[test]

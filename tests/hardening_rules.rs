@@ -1,5 +1,6 @@
-//! The rule engine's hardening over real sockets, against the real binary: messages Python's
-//! `json` reads (NaN, deep nesting) get the rules, and second 60 is not read as the next minute.
+//! The rule engine's hardening over real sockets, against the real binary: a rewrite may not take
+//! a message past `max_message_bytes`, messages Python's `json` reads (NaN, deep nesting) get the
+//! rules, and second 60 is not read as the next minute.
 
 mod common;
 
@@ -9,6 +10,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A backend that greets like the real one and echoes every data message as it received it.
@@ -48,6 +50,79 @@ async fn still_echoes(wsnorm: &Wsnorm) {
     let probe = r#"{"type":"echo","probe":"still serving"}"#;
     assert_eq!(round_trip(&mut ws, probe).await, probe);
     ws.close(None).await.unwrap();
+}
+
+/// The reproduction: `"timestamp":""` repeated to 1,048,561 bytes, under the 1 MiB limit; the
+/// default rule replaces each by "now", which would make it about 2.3 MB.
+fn many_empty_timestamps() -> String {
+    let tail = r#""message_id":"big-1"}"#;
+    let member = r#""timestamp":"","#;
+    let n = (1_048_561 - 1 - tail.len()) / member.len();
+    let msg = format!("{{{}{tail}", member.repeat(n));
+    assert!(msg.len() <= 1_048_561 && msg.len() > 1_048_500);
+    msg
+}
+
+fn too_large_series() -> &'static str {
+    r#"wsnorm_rewrites_total{direction="client_to_backend",result="too_large",rule="iso-timestamps"}"#
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_over_max_message_bytes_is_answered_and_the_connection_stays_open() {
+    let backend = start_echo_backend().await;
+    let wsnorm = Wsnorm::start(&backend.to_string(), "").await;
+    let mut ws = connected(&wsnorm).await;
+
+    let reply = round_trip(&mut ws, &many_empty_timestamps()).await;
+    let v: Value = serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{e}: {reply:.200}"));
+    assert_eq!(v["type"], "error_message", "{reply:.300}");
+    assert_eq!(v["error_code"], "MESSAGE_TOO_LARGE");
+    assert_eq!(v["details"]["max_message_bytes"], 1_048_576);
+    assert!(v["details"]["bytes"].as_u64().unwrap() > 1_048_576);
+    assert_eq!(v["details"]["message_id"], "big-1");
+    assert!(v["timestamp"].is_f64());
+
+    // The same connection goes on; the big message never reached the backend (the echo of the
+    // next message is the next thing received).
+    let next = r#"{"type":"chat","timestamp":"2025-09-08T16:50:01Z"}"#;
+    assert_eq!(
+        round_trip(&mut ws, next).await,
+        r#"{"type":"chat","timestamp":1757350201.0}"#
+    );
+    assert_eq!(metric_reaches(&wsnorm, too_large_series(), 1.0).await, 1.0);
+    let closes = wsnorm.metrics().await;
+    assert_eq!(
+        metric(
+            &closes,
+            r#"wsnorm_closes_total{code="1009",initiator="proxy"}"#
+        ),
+        0.0
+    );
+    assert!(wsnorm.logs().contains("would exceed max_message_bytes"));
+    ws.close(None).await.unwrap();
+    still_echoes(&wsnorm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_on_oversized_rewrite_close_the_sender_gets_1009() {
+    let backend = start_echo_backend().await;
+    let config = "[websocket]\non_oversized_rewrite = \"close\"\n";
+    let wsnorm = Wsnorm::start(&backend.to_string(), config).await;
+    let mut ws = connected(&wsnorm).await;
+    send(&mut ws, &many_empty_timestamps()).await;
+    match next(&mut ws).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(frame.code, CloseCode::Size, "{frame:?}");
+            assert_eq!(frame.reason.as_str(), "message too big");
+        }
+        other => panic!("expected 1009, got {:.200}", format!("{other:?}")),
+    }
+    let series = |code: &str| format!(r#"wsnorm_closes_total{{code="{code}",initiator="proxy"}}"#);
+    assert_eq!(metric_reaches(&wsnorm, &series("1009"), 1.0).await, 1.0);
+    // The backend leg is closed on the client's behalf.
+    assert_eq!(metric_reaches(&wsnorm, &series("1001"), 1.0).await, 1.0);
+    assert_eq!(metric_reaches(&wsnorm, too_large_series(), 1.0).await, 1.0);
+    still_echoes(&wsnorm).await;
 }
 
 #[tokio::test]

@@ -848,6 +848,7 @@ fn compile(cfgs: &[RuleConfig]) -> CompiledRules {
     let settings = EngineSettings {
         json_dialect: JsonDialect::Strict,
         max_json_depth: MAX_DEPTH,
+        ..EngineSettings::default()
     };
     CompiledRules::compile_with(cfgs, settings)
         .unwrap_or_else(|e| panic!("rules must compile: {e}"))
@@ -1206,6 +1207,7 @@ fn check_outcome(
     }
     match outcome {
         Outcome::NotJson => prop_assert!(false, "valid JSON classified NotJson: {doc}"),
+        Outcome::TooLarge { .. } => prop_assert!(false, "no output limit is set: {outcome:?}"),
         Outcome::Unchanged => {}
         Outcome::Rejected { reply, rule } => {
             check_reject(cfgs, reply, rule)?;
@@ -1391,6 +1393,9 @@ fn no_panic(cfgs: &[RuleConfig], rules: &CompiledRules, bytes: &[u8]) -> Result<
                 );
             }
             (Outcome::Rejected { reply, rule }, None) => check_reject(cfgs, reply, rule)?,
+            (Outcome::TooLarge { .. }, None) => {
+                prop_assert!(false, "no output limit is set: {outcome:?}")
+            }
             (Outcome::Unchanged, None) => {}
         }
     }

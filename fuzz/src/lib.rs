@@ -6,7 +6,7 @@
 //!   filters, every epoch unit, a rename), both reading strict JSON at most 128 deep, as
 //!   serde_json does. Checked: no panic; `NotJson` exactly when the message is not UTF-8, not
 //!   JSON (serde_json) or nested deeper than 128; `Rewritten` output is valid JSON and differs
-//!   from the input; a `Rejected` reply is valid JSON.
+//!   from the input; a `Rejected` or `TooLarge` reply is valid JSON.
 //! * [`config_parse`]: the input as a TOML file through `Config::from_toml`. Checked: no
 //!   panic; errors name the file; an accepted config describes itself and applies its rules.
 
@@ -148,6 +148,7 @@ pub fn rule_sets() -> &'static [CompiledRules; 2] {
                 EngineSettings {
                     json_dialect: JsonDialect::Strict,
                     max_json_depth: 128,
+                    ..EngineSettings::default()
                 },
             )
             .expect("default rules compile"),
@@ -234,7 +235,7 @@ pub fn rules_apply(data: &[u8]) {
                     String::from_utf8_lossy(out)
                 );
             }
-            Outcome::Rejected { reply, .. } => assert!(
+            Outcome::Rejected { reply, .. } | Outcome::TooLarge { reply, .. } => assert!(
                 is_json(reply),
                 "reply is not JSON: {:?}",
                 String::from_utf8_lossy(reply)

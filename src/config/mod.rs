@@ -174,6 +174,25 @@ pub enum NoCommonSubprotocol {
     Reject,
 }
 
+/// What to do with a message whose rewrite would be larger than `max_message_bytes`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOversizedRewrite {
+    /// Do not forward it; answer the sender with a `MESSAGE_TOO_LARGE` error_message.
+    Reject,
+    /// Close the sender's leg with 1009, as for a message over the limit.
+    Close,
+}
+
+impl OnOversizedRewrite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnOversizedRewrite::Reject => "reject",
+            OnOversizedRewrite::Close => "close",
+        }
+    }
+}
+
 /// `[websocket]`: handshake and relay settings.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -184,6 +203,7 @@ pub struct WebSocketConfig {
     pub tokens_to_authorization: bool,
     pub handshake_timeout_ms: u64,
     pub max_message_bytes: usize,
+    pub on_oversized_rewrite: OnOversizedRewrite,
     pub json_dialect: JsonDialect,
     pub max_json_depth: usize,
     pub ping_interval_secs: u64,
@@ -202,6 +222,7 @@ impl Default for WebSocketConfig {
             tokens_to_authorization: false,
             handshake_timeout_ms: 10_000,
             max_message_bytes: 1 << 20,
+            on_oversized_rewrite: OnOversizedRewrite::Reject,
             json_dialect: JsonDialect::Python,
             max_json_depth: rules::DEFAULT_MAX_JSON_DEPTH,
             ping_interval_secs: 20,
@@ -226,11 +247,12 @@ impl WebSocketConfig {
         Duration::from_secs(self.idle_timeout_secs)
     }
 
-    /// How the rules read messages.
+    /// How the rules read messages, and the limit their output keeps to.
     pub fn engine_settings(&self) -> EngineSettings {
         EngineSettings {
             json_dialect: self.json_dialect,
             max_json_depth: self.max_json_depth,
+            max_output_bytes: self.max_message_bytes,
         }
     }
 
@@ -344,7 +366,7 @@ impl Config {
         let mut out = format!(
             "config: {}\nlisten: {}\nadmin: {}\nupstream: {}\nthreads: {}\nmax_connections: {}\n\
              subprotocols: {:?} (no common: {:?})\nhandshake_timeout_ms: {}\nmax_message_bytes: {}\n\
-             json_dialect: {}\nmax_json_depth: {}\n\
+             on_oversized_rewrite: {}\njson_dialect: {}\nmax_json_depth: {}\n\
              ping_interval_secs: {}\nidle_timeout_secs: {}\n",
             self.source,
             self.server.listen,
@@ -356,6 +378,7 @@ impl Config {
             ws.no_common_subprotocol,
             ws.handshake_timeout_ms,
             ws.max_message_bytes,
+            ws.on_oversized_rewrite.as_str(),
             ws.json_dialect.as_str(),
             ws.max_json_depth,
             ws.ping_interval_secs,

@@ -187,3 +187,27 @@ fn json_settings_default_validate_and_show() {
         assert!(err.contains(key), "{text}: {err}");
     }
 }
+
+#[test]
+fn oversized_rewrite_setting_defaults_validates_and_shows() {
+    let config = load("").unwrap();
+    assert_eq!(
+        config.websocket.on_oversized_rewrite,
+        OnOversizedRewrite::Reject
+    );
+    assert_eq!(config.rules.settings().max_output_bytes, 1 << 20);
+    assert!(config.describe().contains("on_oversized_rewrite: reject"));
+
+    let config =
+        load("[websocket]\nmax_message_bytes = 4096\non_oversized_rewrite = \"close\"\n").unwrap();
+    assert_eq!(
+        config.websocket.on_oversized_rewrite,
+        OnOversizedRewrite::Close
+    );
+    assert_eq!(config.rules.settings().max_output_bytes, 4096);
+
+    let err = load("[websocket]\non_oversized_rewrite = \"truncate\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("on_oversized_rewrite"), "{err}");
+}

@@ -159,12 +159,14 @@ impl JsonDialect {
 /// less the caller's own frames): deeper messages fail in the backend anyway.
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 1000;
 
-/// How the engine reads messages, for every rule.
+/// How the engine reads messages and how large its output may be, for every rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineSettings {
     pub json_dialect: JsonDialect,
     /// Deeper nesting of arrays/objects is not parsed (`NotJson`).
     pub max_json_depth: usize,
+    /// A rewrite longer than this is not forwarded ([`super::Outcome::TooLarge`]).
+    pub max_output_bytes: usize,
 }
 
 impl Default for EngineSettings {
@@ -172,6 +174,7 @@ impl Default for EngineSettings {
         EngineSettings {
             json_dialect: JsonDialect::Python,
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            max_output_bytes: usize::MAX,
         }
     }
 }

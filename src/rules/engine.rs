@@ -6,9 +6,10 @@
 //! they record edits (replace a value / remove a member) in an overlay keyed by the
 //! original offset of the value, and later rules look values up through that overlay, so
 //! they see the message as earlier rules left it. At the end the edits are spliced into
-//! one copy of the original. Small replacement texts and the first edits are stored inline,
-//! rename targets are borrowed from the compiled rules: a typical rewrite allocates only the
-//! output, and the relay lends it a buffer for that.
+//! one copy of the original, which is not forwarded if it exceeds the output limit. Small
+//! replacement texts and the first edits are stored inline, rename targets are borrowed from
+//! the compiled rules: a typical rewrite allocates only the output, and the relay lends it a
+//! buffer for that.
 
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
@@ -337,6 +338,14 @@ impl CompiledRules {
         let src = outline.src();
         let top = &src[top_start..];
         let mut edits = Edits::default();
+        // Observed once the message's fate is known: a rewrite that is not forwarded because it
+        // grew too large is no `rewritten`.
+        let mut results: SmallVec<[(&str, RuleResult); 4]> = SmallVec::new();
+        let report = |obs: &mut dyn Observer, results: &[(&str, RuleResult)]| {
+            for (rule, result) in results {
+                obs.rule_result(rule, dir, *result);
+            }
+        };
         for rule in &self.rules {
             if !rule.direction.matches(dir) {
                 continue;
@@ -374,13 +383,15 @@ impl CompiledRules {
                 ..
             } = run;
             if let Some(rej) = reject {
-                obs.rule_result(&rule.name, dir, RuleResult::Rejected);
-                let message_id = current_top_value(outline, &edits, "message_id").filter(|v| {
-                    !json::is_non_finite(v)
-                        && matches!(v.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
-                });
+                results.push((&rule.name, RuleResult::Rejected));
+                report(obs, &results);
+                let error = ErrorKind::InvalidTimestamp {
+                    rule: &rule.name,
+                    path: &rej.path,
+                    reason: &rej.reason,
+                };
                 return Outcome::Rejected {
-                    reply: reject_reply(&rule.name, &rej, message_id, now.get()),
+                    reply: self.error_reply(&error, outline, &edits, now),
                     rule: rule.name.clone(),
                 };
             }
@@ -392,18 +403,67 @@ impl CompiledRules {
                 } else {
                     RuleResult::Unchanged
                 };
-                obs.rule_result(&rule.name, dir, result);
+                results.push((&rule.name, result));
             }
         }
         if edits.is_empty() {
+            report(obs, &results);
             return Outcome::Unchanged;
         }
         let out = splice(src, outline, &edits, spare);
+        let limit = self.settings.max_output_bytes;
+        if out.len() > limit {
+            for (_, result) in results.iter_mut() {
+                if *result == RuleResult::Rewritten {
+                    *result = RuleResult::TooLarge;
+                }
+            }
+            report(obs, &results);
+            let error = ErrorKind::TooLarge {
+                len: out.len(),
+                limit,
+            };
+            return Outcome::TooLarge {
+                reply: self.error_reply(&error, outline, &edits, now),
+                len: out.len(),
+            };
+        }
+        report(obs, &results);
         if out == src.as_bytes() {
             Outcome::Unchanged
         } else {
             Outcome::Rewritten(out)
         }
+    }
+
+    /// The `error_message` for the sender of a message that is not forwarded, with the
+    /// message's `message_id` (a string or a finite number). The parts taken from the message
+    /// are left out when the reply would exceed the output limit, which holds for replies too
+    /// (what remains, ~200 bytes and the rule's name, fits any limit a backend sets in practice).
+    fn error_reply(
+        &self,
+        error: &ErrorKind<'_>,
+        outline: &Outline<'_>,
+        edits: &Edits<'_>,
+        now: &MessageNow<'_>,
+    ) -> Vec<u8> {
+        let message_id = current_top_value(outline, edits, "message_id").filter(|v| {
+            !json::is_non_finite(v)
+                && matches!(v.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
+        });
+        let reply = write_error_reply(error, message_id, now.get());
+        if reply.len() <= self.settings.max_output_bytes {
+            return reply;
+        }
+        let short = match *error {
+            ErrorKind::InvalidTimestamp { rule, reason, .. } => ErrorKind::InvalidTimestamp {
+                rule,
+                path: "…",
+                reason,
+            },
+            other => other,
+        };
+        write_error_reply(&short, None, now.get())
     }
 }
 
@@ -915,20 +975,52 @@ fn rename_decision<'r>(rn: &'r RenameAction, cur: &str) -> Decision<'r> {
     }
 }
 
-fn reject_reply(rule: &str, rej: &Rejection, message_id: Option<&str>, now: UnixTime) -> Vec<u8> {
+/// Why a message is answered instead of forwarded.
+#[derive(Clone, Copy)]
+enum ErrorKind<'x> {
+    InvalidTimestamp {
+        rule: &'x str,
+        path: &'x str,
+        reason: &'x str,
+    },
+    TooLarge {
+        len: usize,
+        limit: usize,
+    },
+}
+
+fn write_error_reply(error: &ErrorKind<'_>, message_id: Option<&str>, now: UnixTime) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(
-        br#"{"type":"error_message","error_code":"INVALID_TIMESTAMP","error_message":"#,
-    );
-    let text = format!(
-        "invalid timestamp in field \"{}\": {}",
-        rej.path, rej.reason
-    );
+    let (code, text) = match error {
+        ErrorKind::InvalidTimestamp { path, reason, .. } => (
+            "INVALID_TIMESTAMP",
+            format!("invalid timestamp in field \"{path}\": {reason}"),
+        ),
+        ErrorKind::TooLarge { len, limit } => (
+            "MESSAGE_TOO_LARGE",
+            format!(
+                "the message would be {len} bytes once rewritten, over the limit of {limit} bytes"
+            ),
+        ),
+    };
+    out.extend_from_slice(br#"{"type":"error_message","error_code":"#);
+    json::push_json_string(&mut out, code);
+    out.extend_from_slice(br#","error_message":"#);
     json::push_json_string(&mut out, &text);
-    out.extend_from_slice(br#","details":{"rule":"#);
-    json::push_json_string(&mut out, rule);
-    out.extend_from_slice(br#","path":"#);
-    json::push_json_string(&mut out, &rej.path);
+    match error {
+        ErrorKind::InvalidTimestamp { rule, path, .. } => {
+            out.extend_from_slice(br#","details":{"rule":"#);
+            json::push_json_string(&mut out, rule);
+            out.extend_from_slice(br#","path":"#);
+            json::push_json_string(&mut out, path);
+        }
+        ErrorKind::TooLarge { len, limit } => {
+            out.extend_from_slice(br#","details":{"bytes":"#);
+            out.extend_from_slice(itoa::Buffer::new().format(*len).as_bytes());
+            out.extend_from_slice(br#","max_message_bytes":"#);
+            out.extend_from_slice(itoa::Buffer::new().format(*limit).as_bytes());
+        }
+    }
     if let Some(id) = message_id {
         out.extend_from_slice(br#","message_id":"#);
         out.extend_from_slice(id.as_bytes());

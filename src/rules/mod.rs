@@ -21,7 +21,8 @@
 //! * Output preserves the original bytes: key order, whitespace, number spellings
 //!   (`1.0e3`, `1.50`, big integers), string escapes (`\u00e9`) and duplicate keys are
 //!   kept; only the targeted values are spliced. When nothing changes the result is
-//!   [`Outcome::Unchanged`] and no output is allocated.
+//!   [`Outcome::Unchanged`] and no output is allocated. A rewrite longer than
+//!   `max_output_bytes` is [`Outcome::TooLarge`]: never forwarded.
 //! * With duplicate keys, a path matches every member of that name; the `type` and
 //!   `message_id` lookups use the last one (as Python's `json` does).
 //!
@@ -91,7 +92,8 @@
 //! For each rule that found at least one of its paths present in a message it applied
 //! to, [`Observer::rule_result`] is called once: `rejected` if it rejected the message,
 //! else `rewritten` if it changed anything (including `now`/`remove` replacing invalid
-//! values), else `invalid` if it saw an invalid value (kept), else `unchanged`.
+//! values) — `too_large` instead when the rewritten message was over `max_output_bytes` —,
+//! else `invalid` if it saw an invalid value (kept), else `unchanged`.
 //! [`Observer::timestamp_input`] is called once per timestamp value examined (not for
 //! `null`), with the detected format or `invalid`.
 
@@ -208,6 +210,9 @@ pub enum Outcome {
     Rewritten(Vec<u8>),
     /// Do not forward; send `reply` (a JSON text) back to the sender.
     Rejected { reply: Vec<u8>, rule: String },
+    /// Rewritten, the message would be `len` bytes, over `max_output_bytes`: do not forward
+    /// it. `reply` is a `MESSAGE_TOO_LARGE` error for the sender, if the caller answers.
+    TooLarge { reply: Vec<u8>, len: usize },
 }
 
 /// Why a message was not parsed ([`Outcome::NotJson`]).
@@ -243,14 +248,17 @@ pub enum RuleResult {
     Unchanged,
     Invalid,
     Rejected,
+    /// It rewrote the message, which then was over `max_output_bytes` and not forwarded.
+    TooLarge,
 }
 
 impl RuleResult {
-    pub const ALL: [RuleResult; 4] = [
+    pub const ALL: [RuleResult; 5] = [
         RuleResult::Rewritten,
         RuleResult::Unchanged,
         RuleResult::Invalid,
         RuleResult::Rejected,
+        RuleResult::TooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -259,6 +267,7 @@ impl RuleResult {
             RuleResult::Unchanged => "unchanged",
             RuleResult::Invalid => "invalid",
             RuleResult::Rejected => "rejected",
+            RuleResult::TooLarge => "too_large",
         }
     }
 }

@@ -66,7 +66,7 @@ fn forwarded(msg: &str, out: &Outcome) -> String {
     match out {
         Outcome::Unchanged | Outcome::NotJson => msg.to_owned(),
         Outcome::Rewritten(b) => String::from_utf8(b.clone()).expect("output is UTF-8"),
-        Outcome::Rejected { .. } => panic!("rejected: {out:?}"),
+        Outcome::Rejected { .. } | Outcome::TooLarge { .. } => panic!("not forwarded: {out:?}"),
     }
 }
 
@@ -612,7 +612,7 @@ fn reject_stops_later_rules() {
             Obs::Rule("r1".into(), C2B, RuleResult::Rejected)
         ]
     );
-    // earlier rules have been observed normally
+    // earlier rules have been observed normally (rule results once the message's fate is known)
     let rules = compile(json!([
         {"name": "r2", "kind": "rename", "paths": ["type"], "map": {"a": "b"}},
         {"name": "r1", "kind": "timestamp", "paths": ["ts"], "on_invalid": "reject"},
@@ -622,8 +622,8 @@ fn reject_stops_later_rules() {
     assert_eq!(
         obs,
         vec![
-            Obs::Rule("r2".into(), C2B, RuleResult::Rewritten),
             Obs::Ts(TimestampFormat::Invalid),
+            Obs::Rule("r2".into(), C2B, RuleResult::Rewritten),
             Obs::Rule("r1".into(), C2B, RuleResult::Rejected)
         ]
     );
@@ -872,8 +872,8 @@ fn rules_apply_in_order() {
         obs,
         vec![
             Obs::Ts(TimestampFormat::IsoZoned),
-            Obs::Rule("to-millis".into(), C2B, RuleResult::Rewritten),
             Obs::Ts(TimestampFormat::Millis),
+            Obs::Rule("to-millis".into(), C2B, RuleResult::Rewritten),
             Obs::Rule("to-iso".into(), C2B, RuleResult::Rewritten),
         ]
     );
@@ -1255,7 +1255,7 @@ fn mutated_inputs_never_panic() {
                             Outcome::Unchanged | Outcome::Rewritten(_) | Outcome::Rejected { .. }
                         ));
                     }
-                    Outcome::Rejected { reply, .. } => {
+                    Outcome::Rejected { reply, .. } | Outcome::TooLarge { reply, .. } => {
                         serde_json::from_slice::<Value>(&reply).unwrap();
                     }
                     Outcome::NotJson | Outcome::Unchanged => {}
@@ -1617,7 +1617,7 @@ fn public_types_are_shareable() {
     assert_eq!(Direction::BackendToClient.as_str(), "backend_to_client");
     assert_eq!(
         RuleResult::ALL.map(RuleResult::as_str),
-        ["rewritten", "unchanged", "invalid", "rejected"]
+        ["rewritten", "unchanged", "invalid", "rejected", "too_large"]
     );
     assert_eq!(
         TimestampFormat::ALL.map(TimestampFormat::as_str),
@@ -1658,7 +1658,7 @@ fn public_types_are_shareable() {
     assert_eq!(out, b"1757350201.447585");
 }
 
-// ---- hardening: Python's JSON, leap seconds -------------------------------------------
+// ---- hardening: output limit, Python's JSON, leap seconds -------------------------------
 
 /// Records why messages were not parsed.
 #[derive(Default)]
@@ -1682,9 +1682,127 @@ fn with_settings(v: Value, settings: EngineSettings) -> CompiledRules {
     CompiledRules::compile_with(&configs(v), settings).unwrap_or_else(|e| panic!("compile: {e}"))
 }
 
+fn limited(max_output_bytes: usize) -> EngineSettings {
+    EngineSettings {
+        max_output_bytes,
+        ..EngineSettings::default()
+    }
+}
+
+/// The reproduction: `"timestamp":""` repeated to just under 1 MiB, each one replaced by "now".
+fn repeated_empty_timestamps(total: usize) -> String {
+    let member = r#""timestamp":"","#;
+    let tail = r#""message_id":"m-9"}"#;
+    let n = (total - 1 - tail.len()) / member.len();
+    let mut msg = String::with_capacity(total);
+    msg.push('{');
+    msg.push_str(&member.repeat(n));
+    msg.push_str(tail);
+    msg
+}
+
+#[test]
+fn a_rewrite_over_the_output_limit_is_not_forwarded() {
+    let limit = 1 << 20;
+    let rules = with_settings(
+        json!([{"name": "ts", "kind": "timestamp", "paths": ["timestamp"], "on_invalid": "now"}]),
+        limited(limit),
+    );
+    let msg = repeated_empty_timestamps(1_048_561);
+    assert!(msg.len() <= limit);
+    let (out, obs) = apply(&rules, C2B, &msg);
+    let Outcome::TooLarge { reply, len } = out else {
+        panic!("forwarded: {:?}", out_summary(&out))
+    };
+    assert!(len > limit, "{len}");
+    let v: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(v["type"], "error_message");
+    assert_eq!(v["error_code"], "MESSAGE_TOO_LARGE");
+    assert_eq!(
+        v["details"],
+        json!({"bytes": len, "max_message_bytes": limit, "message_id": "m-9"})
+    );
+    assert_eq!(v["timestamp"], json!(1757350300.25));
+    assert!(v["error_message"].as_str().unwrap().contains("limit"));
+    // The rule rewrote it, but the rewrite was not forwarded.
+    assert_eq!(
+        obs.last(),
+        Some(&Obs::Rule("ts".into(), C2B, RuleResult::TooLarge))
+    );
+    assert!(!obs.contains(&Obs::Rule("ts".into(), C2B, RuleResult::Rewritten)));
+
+    // Exactly at the limit it is forwarded; one byte over, not.
+    let small = r#"{"timestamp":""}"#;
+    let rewritten = format!(r#"{{"timestamp":{NOW_SECS}}}"#);
+    let at = |n| {
+        with_settings(
+            json!([{"name": "ts", "kind": "timestamp", "paths": ["timestamp"]}]),
+            limited(n),
+        )
+    };
+    assert_eq!(
+        apply(&at(rewritten.len()), C2B, small).0,
+        Outcome::Rewritten(rewritten.clone().into_bytes())
+    );
+    assert!(matches!(
+        apply(&at(rewritten.len() - 1), C2B, small).0,
+        Outcome::TooLarge { len, .. } if len == rewritten.len()
+    ));
+    // Unchanged and not-JSON messages are not measured: they are forwarded as received.
+    assert_eq!(
+        apply(
+            &at(125),
+            C2B,
+            &format!(r#"{{"timestamp":1.5,"pad":"{}"}}"#, "x".repeat(200))
+        )
+        .0,
+        Outcome::Unchanged
+    );
+}
+
 fn out_summary(out: &Outcome) -> String {
     let s = format!("{out:?}");
     s.chars().take(200).collect()
+}
+
+#[test]
+fn error_replies_keep_to_the_output_limit() {
+    // A message_id of most of the message would make the reply as large as the message.
+    let limit = 4096;
+    let id = "i".repeat(4000);
+    let reject = with_settings(
+        json!([{"name": "ts", "kind": "timestamp", "paths": ["timestamp"], "on_invalid": "reject"}]),
+        limited(limit),
+    );
+    let input = format!(r#"{{"timestamp":"bad","message_id":"{id}"}}"#);
+    let Outcome::Rejected { reply, .. } = apply(&reject, C2B, &input).0 else {
+        panic!("not rejected")
+    };
+    assert!(reply.len() <= limit, "{}", reply.len());
+    let v: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(v["error_code"], "INVALID_TIMESTAMP");
+    assert!(v["details"].get("message_id").is_none());
+    // A short one is kept.
+    let input = r#"{"timestamp":"bad","message_id":"m1"}"#;
+    assert_eq!(rejection(&reject, input)["details"]["message_id"], "m1");
+
+    let now = with_settings(
+        json!([{"name": "ts", "kind": "timestamp", "paths": ["timestamp"]}]),
+        limited(limit),
+    );
+    let input = format!(
+        r#"{{"message_id":"{}",{}"timestamp":""}}"#,
+        "i".repeat(3900),
+        r#""timestamp":"","#.repeat(10)
+    );
+    assert!(input.len() <= limit);
+    let Outcome::TooLarge { reply, .. } = apply(&now, C2B, &input).0 else {
+        panic!("forwarded")
+    };
+    assert!(reply.len() <= limit);
+    assert!(serde_json::from_slice::<Value>(&reply).unwrap()["details"]
+        .get("message_id")
+        .is_none());
 }
 
 #[test]
