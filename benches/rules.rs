@@ -16,7 +16,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use serde_json::Value;
 use wsnorm::rules::timestamp::{convert_timestamp, write_unix_seconds, TimestampInput};
 use wsnorm::rules::{
-    default_rules, CompiledRules, Direction, EpochUnit, NaiveTimezone, Outcome, UnixTime,
+    default_rules, CompiledRules, Direction, EpochUnit, LeapSecond, NaiveTimezone, Outcome,
+    UnixTime,
 };
 
 /// The incident message, ~256 B, as `wsnorm-load` sends it: both default rules rewrite it.
@@ -169,9 +170,10 @@ fn timestamps(c: &mut Criterion) {
         ("numeric_millis", TimestampInput::Number("1757350201447")),
     ];
     for (name, input) in cases {
-        convert_timestamp(input, utc, EpochUnit::Auto).expect("valid bench timestamp");
+        convert_timestamp(input, utc, LeapSecond::Reject, EpochUnit::Auto)
+            .expect("valid bench timestamp");
         group.bench_function(BenchmarkId::new("convert", name), |b| {
-            b.iter(|| convert_timestamp(black_box(input), utc, EpochUnit::Auto))
+            b.iter(|| convert_timestamp(black_box(input), utc, LeapSecond::Reject, EpochUnit::Auto))
         });
     }
     // ISO string -> the Unix float's text, as the rule writes it (parse + format).
@@ -182,6 +184,7 @@ fn timestamps(c: &mut Criterion) {
             if let Ok(p) = convert_timestamp(
                 black_box(TimestampInput::Str("2025-09-08T16:50:01.447585")),
                 utc,
+                LeapSecond::Reject,
                 EpochUnit::Auto,
             ) {
                 write_unix_seconds(p.time, &mut out);

@@ -11,7 +11,7 @@ use prometheus::{
     Registry,
 };
 
-use crate::rules::{Direction, Observer, RuleResult, TimestampFormat};
+use crate::rules::{Direction, Observer, RuleResult, TimestampFormat, Unparsed};
 
 /// Who closed a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +130,8 @@ pub struct Metrics {
     rule_counters: ArcSwap<Vec<RuleCounters>>,
     /// Indexed like [`TimestampFormat::ALL`].
     timestamp_inputs: [IntCounter; 8],
+    /// By direction, then indexed like [`Unparsed::ALL`].
+    unparsed: [[IntCounter; 3]; 2],
     closes: IntCounterVec,
     pub connections_active: IntGauge,
     /// 1 when the last backend check connected, 0 when it failed.
@@ -176,7 +178,7 @@ impl Metrics {
         let rewrites = IntCounterVec::new(
             Opts::new(
                 "wsnorm_rewrites_total",
-                "Rule applications by rule, direction and result (rewritten, unchanged, invalid, rejected).",
+                "Rule applications by rule, direction and result (rewritten, unchanged, invalid, rejected, too_large).",
             ),
             &["rule", "direction", "result"],
         )?;
@@ -189,6 +191,15 @@ impl Metrics {
             &["format"],
         )?;
         reg(Box::new(timestamp_inputs.clone()))?;
+        let unparsed = IntCounterVec::new(
+            Opts::new(
+                "wsnorm_unparsed_messages_total",
+                "Text messages of a direction with rules forwarded without the rules because they \
+                 are not JSON, by direction and reason (invalid_json, too_deep, invalid_utf8).",
+            ),
+            &["direction", "reason"],
+        )?;
+        reg(Box::new(unparsed.clone()))?;
         let closes = IntCounterVec::new(
             Opts::new(
                 "wsnorm_closes_total",
@@ -281,6 +292,9 @@ impl Metrics {
             rule_counters: ArcSwap::default(),
             timestamp_inputs: TimestampFormat::ALL
                 .map(|f| timestamp_inputs.with_label_values(&[f.as_str()])),
+            unparsed: Direction::ALL.map(|d| {
+                Unparsed::ALL.map(|r| unparsed.with_label_values(&[d.as_str(), r.as_str()]))
+            }),
             closes,
             connections_active,
             backend_up,
@@ -379,7 +393,7 @@ impl Metrics {
 /// One rule's `wsnorm_rewrites_total` children, by direction and result.
 pub struct RuleCounters {
     name: Box<str>,
-    by_result: [[IntCounter; 4]; 2],
+    by_result: [[IntCounter; 5]; 2],
 }
 
 /// Feeds one message's rule-engine observations into the counters.
@@ -413,6 +427,10 @@ impl Observer for RuleMetrics<'_> {
 
     fn timestamp_input(&mut self, format: TimestampFormat) {
         self.metrics.timestamp_inputs[format as usize].inc();
+    }
+
+    fn unparsed(&mut self, dir: Direction, why: Unparsed) {
+        self.metrics.unparsed[dir_index(dir)][why as usize].inc();
     }
 }
 
@@ -458,6 +476,34 @@ mod tests {
         for (i, f) in TimestampFormat::ALL.into_iter().enumerate() {
             assert_eq!(f as usize, i);
         }
+        for (i, u) in Unparsed::ALL.into_iter().enumerate() {
+            assert_eq!(u as usize, i);
+        }
+    }
+
+    #[test]
+    fn unparsed_messages_have_their_series() {
+        let m = Metrics::new().unwrap();
+        let text = m.encode();
+        assert!(text.contains(
+            r#"wsnorm_unparsed_messages_total{direction="client_to_backend",reason="too_deep"} 0"#
+        ));
+        RuleMetrics::new(&m).unparsed(Direction::BackendToClient, Unparsed::InvalidJson);
+        let text = m.encode();
+        assert!(text.contains(
+            r#"wsnorm_unparsed_messages_total{direction="backend_to_client",reason="invalid_json"} 1"#
+        ));
+    }
+
+    #[test]
+    fn oversized_rewrites_have_their_series() {
+        let m = Metrics::new().unwrap();
+        m.register_rules(["a"].into_iter());
+        let series =
+            r#"wsnorm_rewrites_total{direction="client_to_backend",result="too_large",rule="a"}"#;
+        assert!(m.encode().contains(&format!("{series} 0")));
+        RuleMetrics::new(&m).rule_result("a", Direction::ClientToBackend, RuleResult::TooLarge);
+        assert!(m.encode().contains(&format!("{series} 1")));
     }
 
     #[test]

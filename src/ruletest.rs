@@ -198,6 +198,11 @@ pub fn describe(input: &str, outcome: &Outcome) -> String {
             "(rejected by rule {rule}; the sender gets: {})",
             String::from_utf8_lossy(reply)
         ),
+        Outcome::TooLarge { reply, len } => format!(
+            "(not forwarded: {len} bytes once rewritten, over max_message_bytes; with \
+             on_oversized_rewrite = \"reject\" the sender gets: {})",
+            String::from_utf8_lossy(reply)
+        ),
     }
 }
 
@@ -206,6 +211,11 @@ fn check(case: &Case, input: &str, outcome: &Outcome) -> Option<String> {
         Outcome::Rejected { rule, .. } => {
             return (!case.rejected).then(|| {
                 format!("expected the message to be forwarded, but rule {rule} rejected it")
+            })
+        }
+        Outcome::TooLarge { len, .. } => {
+            return (!case.rejected).then(|| {
+                format!("expected the message to be forwarded, but rewritten it is {len} bytes, over max_message_bytes")
             })
         }
         Outcome::Unchanged | Outcome::NotJson => input.to_string(),

@@ -28,9 +28,9 @@ use proptest::test_runner::TestCaseError;
 use serde::de::IgnoredAny;
 use wsnorm::config::{Config, Overrides, DEFAULT_CONFIG_TOML};
 use wsnorm::rules::{
-    default_rules, CompiledRules, Direction, DirectionFilter, EpochUnit, FieldPath, NaiveTimezone,
-    OnInvalid, Outcome, OutputFormat, RenameRuleConfig, RuleConfig, Segment, TimestampRuleConfig,
-    UnixTime,
+    default_rules, CompiledRules, Direction, DirectionFilter, EngineSettings, EpochUnit, FieldPath,
+    JsonDialect, LeapSecond, NaiveTimezone, OnInvalid, Outcome, OutputFormat, RenameRuleConfig,
+    RuleConfig, Segment, TimestampRuleConfig, UnixTime,
 };
 
 /// `cases` cases, unless `PROPTEST_CASES` is set; no regression files are written.
@@ -601,6 +601,7 @@ fn ts_rule(
         naive_timezone: NaiveTimezone::parse(tz).expect("valid zone"),
         epoch_unit,
         on_invalid,
+        leap_second: LeapSecond::Reject,
     })
 }
 
@@ -842,8 +843,15 @@ fn random_rules() -> BoxedStrategy<Vec<RuleConfig>> {
         .boxed()
 }
 
+/// In the dialect and depth serde_json, the oracle, reads.
 fn compile(cfgs: &[RuleConfig]) -> CompiledRules {
-    CompiledRules::compile(cfgs).unwrap_or_else(|e| panic!("rules must compile: {e}"))
+    let settings = EngineSettings {
+        json_dialect: JsonDialect::Strict,
+        max_json_depth: MAX_DEPTH,
+        ..EngineSettings::default()
+    };
+    CompiledRules::compile_with(cfgs, settings)
+        .unwrap_or_else(|e| panic!("rules must compile: {e}"))
 }
 
 fn direction() -> BoxedStrategy<Direction> {
@@ -1199,6 +1207,7 @@ fn check_outcome(
     }
     match outcome {
         Outcome::NotJson => prop_assert!(false, "valid JSON classified NotJson: {doc}"),
+        Outcome::TooLarge { .. } => prop_assert!(false, "no output limit is set: {outcome:?}"),
         Outcome::Unchanged => {}
         Outcome::Rejected { reply, rule } => {
             check_reject(cfgs, reply, rule)?;
@@ -1339,7 +1348,7 @@ fn nesting_depth(b: &[u8]) -> usize {
     max
 }
 
-/// The engine's documented nesting limit: deeper documents are `NotJson`.
+/// serde_json's nesting limit, the engine's here (see `compile`): deeper documents are `NotJson`.
 const MAX_DEPTH: usize = 128;
 
 /// `apply` on arbitrary bytes: no panic, and the outcome agrees with serde_json: `NotJson`
@@ -1384,6 +1393,9 @@ fn no_panic(cfgs: &[RuleConfig], rules: &CompiledRules, bytes: &[u8]) -> Result<
                 );
             }
             (Outcome::Rejected { reply, rule }, None) => check_reject(cfgs, reply, rule)?,
+            (Outcome::TooLarge { .. }, None) => {
+                prop_assert!(false, "no output limit is set: {outcome:?}")
+            }
             (Outcome::Unchanged, None) => {}
         }
     }

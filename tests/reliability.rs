@@ -46,18 +46,6 @@ async fn still_serves_http(wsnorm: &Wsnorm) {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
 
-/// Polls the metrics until `series` reaches `want` (or 5 s pass) and returns the last value.
-async fn metric_reaches(wsnorm: &Wsnorm, series: &str, want: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let value = metric(&wsnorm.metrics().await, series);
-        if value == want || Instant::now() > deadline {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn closes(code: &str, initiator: &str) -> String {
     format!(r#"wsnorm_closes_total{{code="{code}",initiator="{initiator}"}}"#)
 }

@@ -3,9 +3,10 @@
 //! * [`rules_apply`]: the first input byte picks the direction (and the clock), the rest is a
 //!   WebSocket text message. It is run through the default rules and a rich rule set (every
 //!   `on_invalid` policy and output form, wildcards, nested and escaped paths, `types`
-//!   filters, every epoch unit, a rename). Checked: no panic; `NotJson` exactly when the
-//!   message is not UTF-8, not JSON (serde_json) or nested deeper than 128; `Rewritten` output
-//!   is valid JSON and differs from the input; a `Rejected` reply is valid JSON.
+//!   filters, every epoch unit, a rename), both reading strict JSON at most 128 deep, as
+//!   serde_json does. Checked: no panic; `NotJson` exactly when the message is not UTF-8, not
+//!   JSON (serde_json) or nested deeper than 128; `Rewritten` output is valid JSON and differs
+//!   from the input; a `Rejected` or `TooLarge` reply is valid JSON.
 //! * [`config_parse`]: the input as a TOML file through `Config::from_toml`. Checked: no
 //!   panic; errors name the file; an accepted config describes itself and applies its rules.
 
@@ -13,10 +14,16 @@ use std::sync::OnceLock;
 
 use serde::de::IgnoredAny;
 use wsnorm::config::{Config, Overrides};
-use wsnorm::rules::{default_rules, CompiledRules, Direction, Outcome, UnixTime};
+use wsnorm::rules::{
+    default_rules, CompiledRules, Direction, EngineSettings, JsonDialect, Outcome, UnixTime,
+};
 
 /// Every `on_invalid` policy with every output form (rejecting rules last).
 pub const RICH_RULES_TOML: &str = r#"
+[websocket]
+json_dialect = "strict"
+max_json_depth = 128
+
 [[rules]]
 name = "aliases"
 kind = "rename"
@@ -136,7 +143,15 @@ pub fn rule_sets() -> &'static [CompiledRules; 2] {
             .unwrap_or_else(|e| panic!("{e}"))
             .rules;
         [
-            CompiledRules::compile(&default_rules()).expect("default rules compile"),
+            CompiledRules::compile_with(
+                &default_rules(),
+                EngineSettings {
+                    json_dialect: JsonDialect::Strict,
+                    max_json_depth: 128,
+                    ..EngineSettings::default()
+                },
+            )
+            .expect("default rules compile"),
             rich,
         ]
     })
@@ -220,7 +235,7 @@ pub fn rules_apply(data: &[u8]) {
                     String::from_utf8_lossy(out)
                 );
             }
-            Outcome::Rejected { reply, .. } => assert!(
+            Outcome::Rejected { reply, .. } | Outcome::TooLarge { reply, .. } => assert!(
                 is_json(reply),
                 "reply is not JSON: {:?}",
                 String::from_utf8_lossy(reply)

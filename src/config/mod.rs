@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::rules::{self, CompiledRules, RuleConfig};
+use crate::rules::{self, CompiledRules, EngineSettings, JsonDialect, RuleConfig};
 
 /// The documented example in `config/wsnorm.toml`; it doubles as the built-in default.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/wsnorm.toml");
@@ -25,6 +25,9 @@ const MAX_MESSAGE_BYTES_LIMIT: usize = 256 << 20;
 /// The most worker threads `server.threads` may ask for: more than a sidecar's host has cores,
 /// few enough that a typo (`100000`) fails the check instead of starting that many threads.
 const MAX_THREADS: usize = 1024;
+/// The deepest `max_json_depth` accepted: far past any Python parser's default, while the
+/// engine's per-message depth bookkeeping stays a few KiB.
+const MAX_JSON_DEPTH_LIMIT: usize = 100_000;
 
 /// Why a configuration could not be used. Every message names the file and, where the parser
 /// knows it, the line and key; the caller should print it and keep the previous config (or exit).
@@ -240,6 +243,34 @@ pub enum UnroutedUpgrades {
     Refuse,
 }
 
+impl UnroutedUpgrades {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnroutedUpgrades::Relay => "relay",
+            UnroutedUpgrades::Refuse => "refuse",
+        }
+    }
+}
+
+/// What to do with a message whose rewrite would be larger than `max_message_bytes`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOversizedRewrite {
+    /// Do not forward it; answer the sender with a `MESSAGE_TOO_LARGE` error_message.
+    Reject,
+    /// Close the sender's leg with 1009, as for a message over the limit.
+    Close,
+}
+
+impl OnOversizedRewrite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnOversizedRewrite::Reject => "reject",
+            OnOversizedRewrite::Close => "close",
+        }
+    }
+}
+
 /// `[websocket]`: handshake and relay settings.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -250,6 +281,9 @@ pub struct WebSocketConfig {
     pub tokens_to_authorization: bool,
     pub handshake_timeout_ms: u64,
     pub max_message_bytes: usize,
+    pub on_oversized_rewrite: OnOversizedRewrite,
+    pub json_dialect: JsonDialect,
+    pub max_json_depth: usize,
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub unrouted_upgrades: UnroutedUpgrades,
@@ -267,6 +301,9 @@ impl Default for WebSocketConfig {
             tokens_to_authorization: false,
             handshake_timeout_ms: 10_000,
             max_message_bytes: 1 << 20,
+            on_oversized_rewrite: OnOversizedRewrite::Reject,
+            json_dialect: JsonDialect::Python,
+            max_json_depth: rules::DEFAULT_MAX_JSON_DEPTH,
             ping_interval_secs: 20,
             idle_timeout_secs: 60,
             unrouted_upgrades: UnroutedUpgrades::Relay,
@@ -288,6 +325,15 @@ impl WebSocketConfig {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// How the rules read messages, and the limit their output keeps to.
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            json_dialect: self.json_dialect,
+            max_json_depth: self.max_json_depth,
+            max_output_bytes: self.max_message_bytes,
+        }
     }
 
     /// True when `protocol` carries a credential and so must never be echoed or logged.
@@ -355,12 +401,14 @@ impl Config {
         let mut problems = Vec::new();
         validate(&server, &parsed.websocket, &mut problems);
         let routes = RouteSet::build(&parsed.websocket.routes, &line_of, &mut problems);
+        let settings = parsed.websocket.engine_settings();
         let rules = match parsed.rules {
-            None => CompiledRules::compile(&rules::default_rules()).map_err(|e| e.to_string()),
+            None => CompiledRules::compile_with(&rules::default_rules(), settings)
+                .map_err(|e| e.to_string()),
             Some(spanned) => {
                 let lines: Vec<usize> = spanned.iter().map(|r| line_of(r.span())).collect();
                 let plain: Vec<RuleConfig> = spanned.into_iter().map(Spanned::into_inner).collect();
-                CompiledRules::compile(&plain).map_err(|e| {
+                CompiledRules::compile_with(&plain, settings).map_err(|e| {
                     // The engine names the rule by index; add where it starts in the file.
                     match e.rule_index().and_then(|i| lines.get(i)) {
                         Some(line) => format!("{e} (rules entry at line {line})"),
@@ -398,7 +446,8 @@ impl Config {
         let mut out = format!(
             "config: {}\nlisten: {}\nadmin: {}\nupstream: {}\nthreads: {}\nmax_connections: {}\n\
              subprotocols: {:?} (no common: {:?})\nhandshake_timeout_ms: {}\nmax_message_bytes: {}\n\
-             ping_interval_secs: {}\nidle_timeout_secs: {}\nunrouted_upgrades: {:?}\n\
+             on_oversized_rewrite: {}\njson_dialect: {}\nmax_json_depth: {}\n\
+             ping_interval_secs: {}\nidle_timeout_secs: {}\nunrouted_upgrades: {}\n\
              trusted_proxies: {:?}\n",
             self.source,
             self.server.listen,
@@ -410,9 +459,12 @@ impl Config {
             ws.no_common_subprotocol,
             ws.handshake_timeout_ms,
             ws.max_message_bytes,
+            ws.on_oversized_rewrite.as_str(),
+            ws.json_dialect.as_str(),
+            ws.max_json_depth,
             ws.ping_interval_secs,
             ws.idle_timeout_secs,
-            ws.unrouted_upgrades,
+            ws.unrouted_upgrades.as_str(),
             self.server.trusted_proxies,
         );
         out.push_str(&self.routes.describe());
@@ -447,6 +499,11 @@ fn validate(server: &ServerConfig, ws: &WebSocketConfig, problems: &mut Vec<Stri
     if !(125..=MAX_MESSAGE_BYTES_LIMIT).contains(&ws.max_message_bytes) {
         problems.push(format!(
             "websocket.max_message_bytes: must be between 125 and {MAX_MESSAGE_BYTES_LIMIT}"
+        ));
+    }
+    if !(1..=MAX_JSON_DEPTH_LIMIT).contains(&ws.max_json_depth) {
+        problems.push(format!(
+            "websocket.max_json_depth: must be between 1 and {MAX_JSON_DEPTH_LIMIT}"
         ));
     }
     for (i, p) in ws.subprotocols.iter().enumerate() {

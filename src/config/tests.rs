@@ -209,3 +209,64 @@ fn upstream_addresses_are_names_or_ips_only() {
         assert!(good.parse::<Upstream>().is_ok(), "{good}");
     }
 }
+
+#[test]
+fn json_settings_default_validate_and_show() {
+    let config = load("").unwrap();
+    let ws = &config.websocket;
+    assert_eq!(ws.json_dialect, JsonDialect::Python);
+    assert_eq!(ws.max_json_depth, 1000);
+    let settings = config.rules.settings();
+    assert_eq!(settings.json_dialect, JsonDialect::Python);
+    assert_eq!(settings.max_json_depth, 1000);
+    let text = config.describe();
+    for needle in [
+        "json_dialect: python",
+        "max_json_depth: 1000",
+        "leap_second: reject",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+
+    let config = load("[websocket]\njson_dialect = \"strict\"\nmax_json_depth = 64\n").unwrap();
+    let settings = config.rules.settings();
+    assert_eq!(settings.json_dialect, JsonDialect::Strict);
+    assert_eq!(settings.max_json_depth, 64);
+
+    for (text, key) in [
+        ("[websocket]\nmax_json_depth = 0\n", "websocket.max_json_depth"),
+        ("[websocket]\nmax_json_depth = 100001\n", "websocket.max_json_depth"),
+        ("[websocket]\njson_dialect = \"json5\"\n", "json_dialect"),
+        (
+            "[[rules]]\nname = \"t\"\nkind = \"timestamp\"\npaths = [\"ts\"]\nleap_second = \"smear\"\n",
+            "leap_second",
+        ),
+    ] {
+        let err = load(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}
+
+#[test]
+fn oversized_rewrite_setting_defaults_validates_and_shows() {
+    let config = load("").unwrap();
+    assert_eq!(
+        config.websocket.on_oversized_rewrite,
+        OnOversizedRewrite::Reject
+    );
+    assert_eq!(config.rules.settings().max_output_bytes, 1 << 20);
+    assert!(config.describe().contains("on_oversized_rewrite: reject"));
+
+    let config =
+        load("[websocket]\nmax_message_bytes = 4096\non_oversized_rewrite = \"close\"\n").unwrap();
+    assert_eq!(
+        config.websocket.on_oversized_rewrite,
+        OnOversizedRewrite::Close
+    );
+    assert_eq!(config.rules.settings().max_output_bytes, 4096);
+
+    let err = load("[websocket]\non_oversized_rewrite = \"truncate\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("on_oversized_rewrite"), "{err}");
+}

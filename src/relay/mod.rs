@@ -5,7 +5,9 @@
 //! peer's frames in place (masking, reserved bits, control frames, fragmentation, UTF-8, the
 //! size limit). What the relay does with them:
 //! - a text message goes through [`crate::rules::CompiledRules::apply`]; one no rule changes is
-//!   forwarded as its original bytes, a rejected one is answered to its sender instead;
+//!   forwarded as its original bytes, a rejected one is answered to its sender instead, and one
+//!   whose rewrite would exceed `max_message_bytes` is answered or closes its sender's leg with
+//!   1009 (`on_oversized_rewrite`);
 //! - binary frames are forwarded one by one as they arrive, never reassembled;
 //! - pings are answered on the leg that sent them, not relayed (that would double the pongs);
 //! - a close is answered on its leg and forwarded to the other with its code and reason;
@@ -34,7 +36,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpC
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, OnOversizedRewrite};
 use crate::logging::ConnectionLog;
 use crate::metrics::{Initiator, MessageKind, Metrics, RuleMetrics};
 use crate::rules::{Direction, Outcome, UnixTime};
@@ -505,6 +507,10 @@ impl Legs {
                             sender.reply(&reply);
                         }
                     }
+                    Forward::Close => {
+                        self.close_leg(from, 1009, "message too big");
+                        self.close_other(from);
+                    }
                 }
             }
             Event::Binary {
@@ -806,6 +812,16 @@ enum Forward {
     Rewritten(Vec<u8>),
     /// Back to the sender (a rejected message).
     Back(Vec<u8>),
+    /// Nowhere: the sender's leg is closed with 1009 (a rewrite over the size limit).
+    Close,
+}
+
+impl Forward {
+    /// A reply of the engine to the sender, as valid UTF-8 whatever happens: it goes in a text
+    /// frame.
+    fn back(reply: Vec<u8>) -> Forward {
+        Forward::Back(String::from_utf8_lossy(&reply).into_owned().into_bytes())
+    }
 }
 
 /// Applies the rules of `dir` to a text message.
@@ -825,6 +841,7 @@ fn transform(text: &str, dir: Direction, ctx: &RelayContext) -> Forward {
         REWRITE_BUFFER.take(),
     );
     let kind = if matches!(outcome, Outcome::NotJson) {
+        debug!(parent: &ctx.log.span(), direction = dir.as_str(), bytes = text.len(), "Message is not JSON the rules can read; forwarded unchanged.");
         MessageKind::Text
     } else {
         ctx.metrics.conversion(dir, started.elapsed().as_secs_f64());
@@ -838,7 +855,15 @@ fn transform(text: &str, dir: Direction, ctx: &RelayContext) -> Forward {
         Outcome::Rewritten(_) => Forward::Original,
         Outcome::Rejected { reply, rule } => {
             debug!(parent: &ctx.log.span(), rule = %rule, direction = dir.as_str(), "Message rejected by a rule; the sender was told.");
-            Forward::Back(String::from_utf8_lossy(&reply).into_owned().into_bytes())
+            Forward::back(reply)
+        }
+        Outcome::TooLarge { reply, len } => {
+            let policy = config.websocket.on_oversized_rewrite;
+            debug!(parent: &ctx.log.span(), direction = dir.as_str(), bytes = len, limit = config.websocket.max_message_bytes, policy = policy.as_str(), "Rewritten message would exceed max_message_bytes; not forwarded.");
+            match policy {
+                OnOversizedRewrite::Reject => Forward::back(reply),
+                OnOversizedRewrite::Close => Forward::Close,
+            }
         }
     }
 }

@@ -115,6 +115,70 @@ impl OnInvalid {
     }
 }
 
+/// What a timestamp rule makes of second 60 (`16:50:60`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeapSecond {
+    /// An invalid timestamp (`on_invalid` decides): Python's `datetime.fromisoformat`, which
+    /// the backend uses, refuses it too.
+    Reject,
+    /// The first instant of the next minute, in any minute.
+    NextMinute,
+}
+
+impl LeapSecond {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeapSecond::Reject => "reject",
+            LeapSecond::NextMinute => "next_minute",
+        }
+    }
+}
+
+/// Which JSON the engine reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonDialect {
+    /// RFC 8259 plus `NaN`, `Infinity` and `-Infinity` as values: what Python's `json.loads`
+    /// accepts and `json.dumps` writes.
+    Python,
+    /// RFC 8259 exactly (what serde_json accepts).
+    Strict,
+}
+
+impl JsonDialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JsonDialect::Python => "python",
+            JsonDialect::Strict => "strict",
+        }
+    }
+}
+
+/// The nesting Python 3.11's `json.loads` can reach with the default recursion limit (1000,
+/// less the caller's own frames): deeper messages fail in the backend anyway.
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 1000;
+
+/// How the engine reads messages and how large its output may be, for every rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineSettings {
+    pub json_dialect: JsonDialect,
+    /// Deeper nesting of arrays/objects is not parsed (`NotJson`).
+    pub max_json_depth: usize,
+    /// A rewrite longer than this is not forwarded ([`super::Outcome::TooLarge`]).
+    pub max_output_bytes: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            json_dialect: JsonDialect::Python,
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            max_output_bytes: usize::MAX,
+        }
+    }
+}
+
 /// The fixed offset zone-less ISO strings are read in: `UTC` or `±hh:mm`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NaiveTimezone {
@@ -193,6 +257,7 @@ pub struct TimestampRuleConfig {
     pub naive_timezone: NaiveTimezone,
     pub epoch_unit: EpochUnit,
     pub on_invalid: OnInvalid,
+    pub leap_second: LeapSecond,
 }
 
 /// A `kind = "rename"` rule.
@@ -400,6 +465,7 @@ struct RawRuleConfig {
     naive_timezone: Option<String>,
     epoch_unit: Option<EpochUnit>,
     on_invalid: Option<OnInvalid>,
+    leap_second: Option<LeapSecond>,
     // rename only
     map: Option<BTreeMap<String, String>>,
 }
@@ -458,6 +524,7 @@ impl TryFrom<RawRuleConfig> for RuleConfig {
                     naive_timezone,
                     epoch_unit: r.epoch_unit.unwrap_or(EpochUnit::Auto),
                     on_invalid: r.on_invalid.unwrap_or(OnInvalid::Now),
+                    leap_second: r.leap_second.unwrap_or(LeapSecond::Reject),
                     name: r.name,
                     types: r.types,
                 })
@@ -468,6 +535,7 @@ impl TryFrom<RawRuleConfig> for RuleConfig {
                     ("naive_timezone", r.naive_timezone.is_some()),
                     ("epoch_unit", r.epoch_unit.is_some()),
                     ("on_invalid", r.on_invalid.is_some()),
+                    ("leap_second", r.leap_second.is_some()),
                 ];
                 if let Some((key, _)) = timestamp_keys.iter().find(|(_, set)| *set) {
                     return Err(RuleError::KeyNotForKind {
@@ -512,6 +580,7 @@ pub fn default_rules() -> Vec<RuleConfig> {
             naive_timezone: NaiveTimezone::UTC,
             epoch_unit: EpochUnit::Auto,
             on_invalid: OnInvalid::Now,
+            leap_second: LeapSecond::Reject,
         }),
         RuleConfig::Rename(RenameRuleConfig {
             name: "agent-aliases".to_owned(),

@@ -1,14 +1,15 @@
 //! Compiled rules and their application to one message.
 //!
-//! One `apply`: validate (UTF-8, serde_json, nesting depth) and outline in the same pass the
-//! members and elements the rules' paths can reach (on the stack for up to 16), then run the
+//! One `apply`: validate (UTF-8, the JSON dialect, nesting depth) and outline in the same pass
+//! the members and elements the rules' paths can reach (on the stack for up to 16), then run the
 //! rules in order, following their paths through the outline. Rules do not modify the text;
 //! they record edits (replace a value / remove a member) in an overlay keyed by the
 //! original offset of the value, and later rules look values up through that overlay, so
 //! they see the message as earlier rules left it. At the end the edits are spliced into
-//! one copy of the original. Small replacement texts and the first edits are stored inline,
-//! rename targets are borrowed from the compiled rules: a typical rewrite allocates only the
-//! output, and the relay lends it a buffer for that.
+//! one copy of the original, which is not forwarded if it exceeds the output limit. Small
+//! replacement texts and the first edits are stored inline, rename targets are borrowed from
+//! the compiled rules: a typical rewrite allocates only the output, and the relay lends it a
+//! buffer for that.
 
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
@@ -17,16 +18,16 @@ use std::fmt::Write as _;
 use smallvec::SmallVec;
 
 use super::config::{
-    DirectionFilter, EpochUnit, NaiveTimezone, OnInvalid, OutputFormat, RuleConfig, RuleError,
-    RuleRef,
+    DirectionFilter, EngineSettings, EpochUnit, LeapSecond, NaiveTimezone, OnInvalid, OutputFormat,
+    RuleConfig, RuleError, RuleRef,
 };
-use super::json::{self, Kids, Member, Outline, Parsed, Reach};
+use super::json::{self, Kids, Member, Outline, Parsed, Reach, Syntax};
 use super::path::{push_escaped_key, FieldPath, Segment};
 use super::timestamp::{
     convert_timestamp, format_timestamp, write_unix_seconds, ByteSink, TimestampError,
     TimestampInput,
 };
-use super::{Clock, Direction, Observer, Outcome, RuleResult, TimestampFormat, UnixTime};
+use super::{Clock, Direction, Observer, Outcome, RuleResult, TimestampFormat, UnixTime, Unparsed};
 
 /// Validated, precomputed rules. `Send + Sync`; share it behind an `Arc`.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ pub struct CompiledRules {
     /// What the paths of the rules for [client_to_backend, backend_to_client] can reach: what
     /// a message's outline records.
     reach_for: [Reach; 2],
+    settings: EngineSettings,
 }
 
 #[derive(Debug)]
@@ -56,6 +58,7 @@ enum Action {
 struct TimestampAction {
     output: OutputFormat,
     naive_tz: NaiveTimezone,
+    leap: LeapSecond,
     unit: EpochUnit,
     on_invalid: OnInvalid,
 }
@@ -76,8 +79,16 @@ fn dir_index(dir: Direction) -> usize {
 }
 
 impl CompiledRules {
-    /// Validate and precompute `rules`. Errors name the rule (index and name) and the key.
+    /// [`compile_with`](Self::compile_with) the default [`EngineSettings`].
     pub fn compile(rules: &[RuleConfig]) -> Result<CompiledRules, RuleError> {
+        Self::compile_with(rules, EngineSettings::default())
+    }
+
+    /// Validate and precompute `rules`. Errors name the rule (index and name) and the key.
+    pub fn compile_with(
+        rules: &[RuleConfig],
+        settings: EngineSettings,
+    ) -> Result<CompiledRules, RuleError> {
         let mut compiled = Vec::with_capacity(rules.len());
         let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut reach_for: [Reach; 2] = Default::default();
@@ -105,6 +116,7 @@ impl CompiledRules {
                 RuleConfig::Timestamp(t) => Action::Timestamp(TimestampAction {
                     output: t.output,
                     naive_tz: t.naive_timezone,
+                    leap: t.leap_second,
                     unit: t.epoch_unit,
                     on_invalid: t.on_invalid,
                 }),
@@ -137,6 +149,7 @@ impl CompiledRules {
         Ok(CompiledRules {
             rules: compiled,
             reach_for,
+            settings,
         })
     }
 
@@ -145,7 +158,12 @@ impl CompiledRules {
         CompiledRules {
             rules: Vec::new(),
             reach_for: Default::default(),
+            settings: EngineSettings::default(),
         }
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
     }
 
     pub fn len(&self) -> usize {
@@ -193,11 +211,13 @@ impl CompiledRules {
                 Action::Timestamp(t) => {
                     let _ = writeln!(
                         s,
-                        "  output: {}; naive_timezone: {}; epoch_unit: {}; on_invalid: {}",
+                        "  output: {}; naive_timezone: {}; epoch_unit: {}; on_invalid: {}; \
+                         leap_second: {}",
                         t.output.as_str(),
                         t.naive_tz,
                         t.unit.as_str(),
-                        t.on_invalid.as_str()
+                        t.on_invalid.as_str(),
+                        t.leap.as_str()
                     );
                     let idempotent = matches!(
                         (t.unit, t.output),
@@ -253,7 +273,10 @@ impl CompiledRules {
         }
         match std::str::from_utf8(msg) {
             Ok(text) => self.apply_text(dir, text, now, obs),
-            Err(_) => Outcome::NotJson,
+            Err(_) => {
+                obs.unparsed(dir, Unparsed::InvalidUtf8);
+                Outcome::NotJson
+            }
         }
     }
 
@@ -283,17 +306,24 @@ impl CompiledRules {
             return Outcome::Unchanged;
         }
         let mut outline = Outline::new();
-        match json::parse(src, &self.reach_for[dir_index(dir)], &mut outline) {
+        let syntax = Syntax {
+            dialect: self.settings.json_dialect,
+            max_depth: self.settings.max_json_depth,
+        };
+        let why = match json::parse(src, &self.reach_for[dir_index(dir)], &mut outline, syntax) {
             Parsed::Object { start } => {
                 let now = MessageNow {
                     clock: &now,
                     value: OnceCell::new(),
                 };
-                self.run(dir, &outline, start, &now, obs, spare)
+                return self.run(dir, &outline, start, &now, obs, spare);
             }
-            Parsed::Other => Outcome::Unchanged,
-            Parsed::NotJson => Outcome::NotJson,
-        }
+            Parsed::Other => return Outcome::Unchanged,
+            Parsed::NotJson => Unparsed::InvalidJson,
+            Parsed::TooDeep => Unparsed::TooDeep,
+        };
+        obs.unparsed(dir, why);
+        Outcome::NotJson
     }
 
     fn run(
@@ -308,6 +338,14 @@ impl CompiledRules {
         let src = outline.src();
         let top = &src[top_start..];
         let mut edits = Edits::default();
+        // Observed once the message's fate is known: a rewrite that is not forwarded because it
+        // grew too large is no `rewritten`.
+        let mut results: SmallVec<[(&str, RuleResult); 4]> = SmallVec::new();
+        let report = |obs: &mut dyn Observer, results: &[(&str, RuleResult)]| {
+            for (rule, result) in results {
+                obs.rule_result(rule, dir, *result);
+            }
+        };
         for rule in &self.rules {
             if !rule.direction.matches(dir) {
                 continue;
@@ -345,11 +383,15 @@ impl CompiledRules {
                 ..
             } = run;
             if let Some(rej) = reject {
-                obs.rule_result(&rule.name, dir, RuleResult::Rejected);
-                let message_id = current_top_value(outline, &edits, "message_id")
-                    .filter(|v| matches!(v.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')));
+                results.push((&rule.name, RuleResult::Rejected));
+                report(obs, &results);
+                let error = ErrorKind::InvalidTimestamp {
+                    rule: &rule.name,
+                    path: &rej.path,
+                    reason: &rej.reason,
+                };
                 return Outcome::Rejected {
-                    reply: reject_reply(&rule.name, &rej, message_id, now.get()),
+                    reply: self.error_reply(&error, outline, &edits, now),
                     rule: rule.name.clone(),
                 };
             }
@@ -361,18 +403,67 @@ impl CompiledRules {
                 } else {
                     RuleResult::Unchanged
                 };
-                obs.rule_result(&rule.name, dir, result);
+                results.push((&rule.name, result));
             }
         }
         if edits.is_empty() {
+            report(obs, &results);
             return Outcome::Unchanged;
         }
         let out = splice(src, outline, &edits, spare);
+        let limit = self.settings.max_output_bytes;
+        if out.len() > limit {
+            for (_, result) in results.iter_mut() {
+                if *result == RuleResult::Rewritten {
+                    *result = RuleResult::TooLarge;
+                }
+            }
+            report(obs, &results);
+            let error = ErrorKind::TooLarge {
+                len: out.len(),
+                limit,
+            };
+            return Outcome::TooLarge {
+                reply: self.error_reply(&error, outline, &edits, now),
+                len: out.len(),
+            };
+        }
+        report(obs, &results);
         if out == src.as_bytes() {
             Outcome::Unchanged
         } else {
             Outcome::Rewritten(out)
         }
+    }
+
+    /// The `error_message` for the sender of a message that is not forwarded, with the
+    /// message's `message_id` (a string or a finite number). The parts taken from the message
+    /// are left out when the reply would exceed the output limit, which holds for replies too
+    /// (what remains, ~200 bytes and the rule's name, fits any limit a backend sets in practice).
+    fn error_reply(
+        &self,
+        error: &ErrorKind<'_>,
+        outline: &Outline<'_>,
+        edits: &Edits<'_>,
+        now: &MessageNow<'_>,
+    ) -> Vec<u8> {
+        let message_id = current_top_value(outline, edits, "message_id").filter(|v| {
+            !json::is_non_finite(v)
+                && matches!(v.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
+        });
+        let reply = write_error_reply(error, message_id, now.get());
+        if reply.len() <= self.settings.max_output_bytes {
+            return reply;
+        }
+        let short = match *error {
+            ErrorKind::InvalidTimestamp { rule, reason, .. } => ErrorKind::InvalidTimestamp {
+                rule,
+                path: "…",
+                reason,
+            },
+            other => other,
+        };
+        write_error_reply(&short, None, now.get())
     }
 }
 
@@ -803,6 +894,9 @@ impl<'a, 'r> Run<'a, '_, 'r> {
 
     fn timestamp_decision(&mut self, ts: &TimestampAction, cur: &str) -> Decision<'r> {
         let result = match cur.as_bytes().first() {
+            _ if json::is_non_finite(cur) => {
+                Err("a non-finite number (NaN, Infinity) is not a timestamp".to_owned())
+            }
             Some(b'n') => return Decision::Keep, // null
             Some(b'"') => match json::unescape(cur) {
                 Some(s) => self.convert(ts, TimestampInput::Str(&s), false, cur),
@@ -843,7 +937,8 @@ impl<'a, 'r> Run<'a, '_, 'r> {
         is_number: bool,
         cur: &str,
     ) -> Result<Decision<'r>, String> {
-        let p = convert_timestamp(input, ts.naive_tz, ts.unit).map_err(|e| e.to_string())?;
+        let p =
+            convert_timestamp(input, ts.naive_tz, ts.leap, ts.unit).map_err(|e| e.to_string())?;
         let in_output_form = is_number
             && match ts.output {
                 OutputFormat::UnixSeconds => p.format == TimestampFormat::Seconds,
@@ -880,20 +975,52 @@ fn rename_decision<'r>(rn: &'r RenameAction, cur: &str) -> Decision<'r> {
     }
 }
 
-fn reject_reply(rule: &str, rej: &Rejection, message_id: Option<&str>, now: UnixTime) -> Vec<u8> {
+/// Why a message is answered instead of forwarded.
+#[derive(Clone, Copy)]
+enum ErrorKind<'x> {
+    InvalidTimestamp {
+        rule: &'x str,
+        path: &'x str,
+        reason: &'x str,
+    },
+    TooLarge {
+        len: usize,
+        limit: usize,
+    },
+}
+
+fn write_error_reply(error: &ErrorKind<'_>, message_id: Option<&str>, now: UnixTime) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(
-        br#"{"type":"error_message","error_code":"INVALID_TIMESTAMP","error_message":"#,
-    );
-    let text = format!(
-        "invalid timestamp in field \"{}\": {}",
-        rej.path, rej.reason
-    );
+    let (code, text) = match error {
+        ErrorKind::InvalidTimestamp { path, reason, .. } => (
+            "INVALID_TIMESTAMP",
+            format!("invalid timestamp in field \"{path}\": {reason}"),
+        ),
+        ErrorKind::TooLarge { len, limit } => (
+            "MESSAGE_TOO_LARGE",
+            format!(
+                "the message would be {len} bytes once rewritten, over the limit of {limit} bytes"
+            ),
+        ),
+    };
+    out.extend_from_slice(br#"{"type":"error_message","error_code":"#);
+    json::push_json_string(&mut out, code);
+    out.extend_from_slice(br#","error_message":"#);
     json::push_json_string(&mut out, &text);
-    out.extend_from_slice(br#","details":{"rule":"#);
-    json::push_json_string(&mut out, rule);
-    out.extend_from_slice(br#","path":"#);
-    json::push_json_string(&mut out, &rej.path);
+    match error {
+        ErrorKind::InvalidTimestamp { rule, path, .. } => {
+            out.extend_from_slice(br#","details":{"rule":"#);
+            json::push_json_string(&mut out, rule);
+            out.extend_from_slice(br#","path":"#);
+            json::push_json_string(&mut out, path);
+        }
+        ErrorKind::TooLarge { len, limit } => {
+            out.extend_from_slice(br#","details":{"bytes":"#);
+            out.extend_from_slice(itoa::Buffer::new().format(*len).as_bytes());
+            out.extend_from_slice(br#","max_message_bytes":"#);
+            out.extend_from_slice(itoa::Buffer::new().format(*limit).as_bytes());
+        }
+    }
     if let Some(id) = message_id {
         out.extend_from_slice(br#","message_id":"#);
         out.extend_from_slice(id.as_bytes());

@@ -1,9 +1,10 @@
 //! Borrowing JSON access: validation, and object members / array elements as byte spans
 //! of the original text.
 //!
-//! [`parse`] validates the whole message in one pass (an iterative RFC 8259 validator
-//! that accepts exactly what serde_json accepts — this is tested differentially against
-//! serde_json — plus a nesting limit of [`MAX_DEPTH`]) and records on the way an
+//! [`parse`] validates the whole message in one pass (an iterative RFC 8259 validator: in
+//! the strict dialect it accepts exactly what serde_json accepts, which is tested
+//! differentially against serde_json; the Python dialect also reads `NaN`, `Infinity` and
+//! `-Infinity` as values; both with a configured nesting limit) and records on the way an
 //! [`Outline`]: the members and elements of the containers the rules' paths can go through
 //! ([`Reach`]), as byte spans of the original text. Paths are then followed through the
 //! outline, so no part of the message is scanned twice. It is hand-written because it is the
@@ -17,10 +18,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use smallvec::SmallVec;
 
+use super::config::JsonDialect;
 use super::path::Segment;
-
-/// Maximum nesting depth of arrays/objects accepted (deeper documents are `NotJson`).
-pub(crate) const MAX_DEPTH: usize = 128;
 
 /// One value inside a container, an object member or an array element, as the engine sees
 /// it: a view of an outline entry, sliced from the text only when asked.
@@ -262,8 +261,63 @@ pub(crate) enum Parsed {
     Object { start: usize },
     /// A valid document with another top level.
     Other,
-    /// Not JSON, or nested deeper than [`MAX_DEPTH`].
+    /// Not JSON in the dialect.
     NotJson,
+    /// Nested deeper than the limit (whatever follows).
+    TooDeep,
+}
+
+/// What [`parse`] accepts beyond the grammar of RFC 8259.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Syntax {
+    pub dialect: JsonDialect,
+    pub max_depth: usize,
+}
+
+/// Per open container: whether it is an object, and whether its values are recorded. Two words
+/// per 64 levels, the first 128 levels inline, so any depth limit works without recursion.
+struct Levels {
+    words: SmallVec<[[u64; 2]; 2]>,
+}
+
+impl Levels {
+    const OBJECT: usize = 0;
+    const RECORDED: usize = 1;
+
+    fn new() -> Self {
+        Levels {
+            words: SmallVec::from_buf([[0; 2]; 2]),
+        }
+    }
+
+    /// The container opened at `depth` (one more than the deepest open one).
+    #[inline]
+    fn open(&mut self, depth: usize, object: bool, recorded: bool) -> Option<()> {
+        let (word, bit) = (depth / 64, 1u64 << (depth % 64));
+        if word == self.words.len() {
+            self.words.push([0; 2]);
+        }
+        let pair = self.words.get_mut(word)?;
+        for (slot, on) in [(Self::OBJECT, object), (Self::RECORDED, recorded)] {
+            if on {
+                pair[slot] |= bit;
+            } else {
+                pair[slot] &= !bit;
+            }
+        }
+        Some(())
+    }
+
+    /// (is an object, its values are recorded) of the container open at `depth`.
+    #[inline]
+    fn get(&self, depth: usize) -> Option<(bool, bool)> {
+        let pair = self.words.get(depth / 64)?;
+        let bit = 1u64 << (depth % 64);
+        Some((
+            pair[Self::OBJECT] & bit != 0,
+            pair[Self::RECORDED] & bit != 0,
+        ))
+    }
 }
 
 #[inline]
@@ -274,16 +328,26 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Validate `src` as exactly one JSON document (RFC 8259; whitespace around it allowed;
-/// at most [`MAX_DEPTH`] nested arrays/objects) and record in `out` the values `reach` says
-/// the paths can get to — in one pass, without recursion or allocation (beyond the
-/// outline's spill). Accepts exactly what serde_json accepts (including any `\uXXXX`
-/// escape; `src` is already known to be UTF-8).
-pub(crate) fn parse<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Parsed {
-    parse_inner(src, reach, out).unwrap_or(Parsed::NotJson)
+/// Validate `src` as exactly one JSON document (RFC 8259 and `syntax.dialect`; whitespace
+/// around it allowed; at most `syntax.max_depth` nested arrays/objects) and record in `out` the
+/// values `reach` says the paths can get to — in one pass, without recursion or allocation
+/// (beyond the outline's spill and levels past 128). The strict dialect accepts exactly what
+/// serde_json accepts (including any `\uXXXX` escape; `src` is already known to be UTF-8).
+pub(crate) fn parse<'a>(
+    src: &'a str,
+    reach: &Reach,
+    out: &mut Outline<'a>,
+    syntax: Syntax,
+) -> Parsed {
+    parse_inner(src, reach, out, syntax).unwrap_or(Parsed::NotJson)
 }
 
-fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option<Parsed> {
+fn parse_inner<'a>(
+    src: &'a str,
+    reach: &Reach,
+    out: &mut Outline<'a>,
+    syntax: Syntax,
+) -> Option<Parsed> {
     if u32::try_from(src.len()).is_err() {
         return None;
     }
@@ -292,13 +356,10 @@ fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option
     let mut i = skip_ws(b, 0);
     let top_start = i;
     let top_is_object = b.get(i) == Some(&b'{');
-    // Bit d is set when the container at depth d+1 is an object (MAX_DEPTH <= 128), and in
-    // `recorded` when its values are recorded; `here` is that bit of the container being read.
-    let mut objects: u128 = 0;
-    let mut recorded: u128 = 0;
+    // Level d describes the container at depth d+1; `here` and `in_object` are those of the
+    // container being read, kept apart because every value asks them.
+    let mut levels = Levels::new();
     let mut here = false;
-    // Whether the container being read is an object: bit depth-1 of `objects`, kept apart
-    // because every value asks it and a u128 shift by a variable costs several instructions.
     let mut in_object = false;
     let mut depth: usize = 0;
     // Whether a path goes through the member value about to be read, if it is a container.
@@ -314,15 +375,10 @@ fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option
         }
         match *b.get(i)? {
             open @ (b'{' | b'[') => {
-                if depth >= MAX_DEPTH {
-                    return None;
+                if depth >= syntax.max_depth {
+                    return Some(Parsed::TooDeep);
                 }
                 let is_object = open == b'{';
-                if is_object {
-                    objects |= 1 << depth;
-                } else {
-                    objects &= !(1 << depth);
-                }
                 let parent = here;
                 let parent_in_object = in_object;
                 here = if depth == 0 {
@@ -333,11 +389,7 @@ fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option
                 } else {
                     here && reach.enters(depth - 1, None)
                 };
-                if here {
-                    recorded |= 1 << depth;
-                } else {
-                    recorded &= !(1 << depth);
-                }
+                levels.open(depth, is_object, here)?;
                 depth += 1;
                 in_object = is_object;
                 i = skip_ws(b, i + 1);
@@ -355,11 +407,16 @@ fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option
                 }
             }
             b'"' => i = string_end_checked(b, i)?.0,
-            b'-' | b'0'..=b'9' => i = number_end(b, i)?,
+            b'-' | b'0'..=b'9' => {
+                i = match number_end(b, i) {
+                    Some(end) => end,
+                    None => non_finite(b, i, syntax.dialect)?,
+                }
+            }
             b't' => i = literal(b, i, b"true")?,
             b'f' => i = literal(b, i, b"false")?,
             b'n' => i = literal(b, i, b"null")?,
-            _ => return None,
+            _ => i = non_finite(b, i, syntax.dialect)?,
         }
         // A value ended at `i`: record its end, close containers, find the next value.
         loop {
@@ -388,8 +445,10 @@ fn parse_inner<'a>(src: &'a str, reach: &Reach, out: &mut Outline<'a>) -> Option
                 (b'}', true) | (b']', false) => {
                     i += 1;
                     depth -= 1;
-                    here = depth > 0 && recorded & (1 << (depth - 1)) != 0;
-                    in_object = depth > 0 && objects & (1 << (depth - 1)) != 0;
+                    (in_object, here) = match depth {
+                        0 => (false, false),
+                        d => levels.get(d - 1)?,
+                    };
                 }
                 _ => return None,
             }
@@ -588,6 +647,23 @@ fn literal(b: &[u8], i: usize, lit: &[u8]) -> Option<usize> {
     (b.get(i..i + lit.len())? == lit).then_some(i + lit.len())
 }
 
+/// `NaN`, `Infinity` or `-Infinity` at `i`, in the Python dialect only: Python's `json.loads`
+/// reads them as floats wherever a value may stand (not `-NaN`), and `json.dumps` writes them.
+#[cold]
+fn non_finite(b: &[u8], i: usize, dialect: JsonDialect) -> Option<usize> {
+    if dialect != JsonDialect::Python {
+        return None;
+    }
+    [b"NaN".as_slice(), b"Infinity", b"-Infinity"]
+        .into_iter()
+        .find_map(|lit| literal(b, i, lit))
+}
+
+/// Is `raw`, a valid value, one of the Python dialect's non-finite numbers?
+pub(crate) fn is_non_finite(raw: &str) -> bool {
+    matches!(raw, "NaN" | "Infinity" | "-Infinity")
+}
+
 /// A string, borrowed unless it contains escapes.
 struct Str<'a>(Cow<'a, str>);
 
@@ -681,6 +757,13 @@ mod tests {
     use super::*;
     use serde::de::IgnoredAny;
 
+    /// serde_json's own nesting limit, which the differential tests compare against.
+    const MAX_DEPTH: usize = 128;
+    const STRICT: Syntax = Syntax {
+        dialect: JsonDialect::Strict,
+        max_depth: MAX_DEPTH,
+    };
+
     /// What the paths (dotted, as in a rule) reach.
     fn reach(paths: &[&str]) -> Reach {
         let mut reach = Reach::default();
@@ -698,10 +781,10 @@ mod tests {
     /// The outline of `src` as `reach` records it, and the span of its top-level value.
     fn outline_of<'a>(src: &'a str, reach: &Reach) -> (Outline<'a>, Option<(usize, usize)>) {
         let mut outline = Outline::new();
-        let span = match parse(src, reach, &mut outline) {
+        let span = match parse(src, reach, &mut outline, STRICT) {
             Parsed::Object { start } => Some((start, src.trim_end().len())),
             Parsed::Other => None,
-            Parsed::NotJson => panic!("not JSON: {src}"),
+            Parsed::NotJson | Parsed::TooDeep => panic!("not JSON: {src}"),
         };
         (outline, span)
     }
@@ -723,17 +806,133 @@ mod tests {
     }
 
     fn we_accept(src: &str) -> bool {
+        accepts(src, STRICT)
+    }
+
+    fn accepts(src: &str, syntax: Syntax) -> bool {
         // Recording as deep as the document goes must not change the verdict.
-        let shallow = !matches!(
-            parse(src, &Reach::default(), &mut Outline::new()),
-            Parsed::NotJson
+        let verdict = |reach: &Reach| {
+            !matches!(
+                parse(src, reach, &mut Outline::new(), syntax),
+                Parsed::NotJson | Parsed::TooDeep
+            )
+        };
+        let shallow = verdict(&Reach::default());
+        assert_eq!(
+            shallow,
+            verdict(&everything(syntax.max_depth.min(2000))),
+            "{src:?}"
         );
-        let deep = !matches!(
-            parse(src, &everything(MAX_DEPTH), &mut Outline::new()),
-            Parsed::NotJson
-        );
-        assert_eq!(shallow, deep, "{src:?}");
         shallow
+    }
+
+    fn python(max_depth: usize) -> Syntax {
+        Syntax {
+            dialect: JsonDialect::Python,
+            max_depth,
+        }
+    }
+
+    /// What Python 3.11's `json.loads` says of each (checked with the local `python3`).
+    #[test]
+    fn the_python_dialect_reads_non_finite_numbers_as_values_only() {
+        let ok = [
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            " [NaN, Infinity,-Infinity] ",
+            r#"{"type":"execute_agent","timestamp":"2025-09-08T16:50:01.447585","score":NaN}"#,
+            r#"{"a":{"b":[1,NaN]},"c":-Infinity}"#,
+            "[1e400,-0,NaN]",
+        ];
+        let bad = [
+            "-NaN",
+            "+NaN",
+            "+Infinity",
+            "Infinityx",
+            "NaNx",
+            "nan",
+            "inf",
+            "-inf",
+            "Infinit",
+            "-Infinit",
+            "[Infinity1]",
+            "[NaN NaN]",
+            "{NaN:1}",
+            "{Infinity:1}",
+            "--Infinity",
+            "-",
+            "N",
+            "I",
+        ];
+        for src in ok {
+            assert!(accepts(src, python(MAX_DEPTH)), "python rejects {src:?}");
+            assert!(!we_accept(src), "strict accepts {src:?}");
+        }
+        for src in bad {
+            assert!(!accepts(src, python(MAX_DEPTH)), "python accepts {src:?}");
+            assert!(!we_accept(src), "strict accepts {src:?}");
+        }
+        // Everything strict JSON accepts, the Python dialect accepts too.
+        for src in ["[1,2]", r#"{"NaN":"Infinity"}"#, "-0.5e-3", "null"] {
+            assert!(we_accept(src) && accepts(src, python(MAX_DEPTH)), "{src:?}");
+        }
+        // Outlined like any number.
+        let src = r#"{"score":NaN,"n":-Infinity,"t":"x"}"#;
+        let mut outline = Outline::new();
+        assert!(matches!(
+            parse(src, &everything(1), &mut outline, python(MAX_DEPTH)),
+            Parsed::Object { start: 0 }
+        ));
+        let raws: Vec<_> = outline.members(outline.top()).map(|m| m.raw()).collect();
+        assert_eq!(raws, ["NaN", "-Infinity", "\"x\""]);
+        assert!(is_non_finite("NaN") && is_non_finite("-Infinity") && !is_non_finite("-1"));
+    }
+
+    #[test]
+    fn the_depth_limit_is_configurable_and_needs_no_recursion() {
+        let arrays = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let objects = |n: usize| format!("{}NaN{}", "{\"a\":".repeat(n), "}".repeat(n));
+        let mixed = |n: usize| format!("{}1{}", "[{\"a\":".repeat(n / 2), "}]".repeat(n / 2));
+        for limit in [1, 63, 64, 65, 127, 128, 129, 1000, 5000] {
+            let syntax = python(limit);
+            for make in [&arrays as &dyn Fn(usize) -> String, &objects] {
+                assert!(accepts(&make(limit), syntax), "{limit}");
+                let mut outline = Outline::new();
+                assert!(
+                    matches!(
+                        parse(&make(limit + 1), &Reach::default(), &mut outline, syntax),
+                        Parsed::TooDeep
+                    ),
+                    "{limit}"
+                );
+            }
+            if limit % 2 == 0 {
+                assert!(accepts(&mixed(limit), syntax) && !accepts(&mixed(limit + 2), syntax));
+            }
+        }
+        // Levels past the first words keep their kinds: a closing bracket of the wrong kind
+        // deep down is still refused, and the right one deep down still accepted.
+        let deep = 3000;
+        let open = "[{\"a\":".repeat(deep);
+        let good = format!("{open}1{}", "}]".repeat(deep));
+        assert!(accepts(&good, python(2 * deep)));
+        // At level 400, an object is closed with `]`.
+        let wrong = format!("{open}1{}]{}", "}]".repeat(deep - 200), "}]".repeat(200));
+        assert!(!accepts(&wrong, python(2 * deep)));
+        // Recorded levels past 128 are found again on the way out.
+        let path = vec!["a"; 200].join(".");
+        let src = format!("{}1{},\"b\":2}}", "{\"a\":".repeat(201), "}".repeat(200));
+        let mut outline = Outline::new();
+        assert!(matches!(
+            parse(&src, &reach(&[&path, "b"]), &mut outline, python(1000)),
+            Parsed::Object { start: 0 }
+        ));
+        let top: Vec<_> = outline
+            .members(outline.top())
+            .map(|m| m.key_raw())
+            .collect();
+        assert_eq!(top, ["\"a\"", "\"b\""]);
     }
 
     #[test]

@@ -8,16 +8,21 @@
 //!
 //! * Only messages whose top level is a JSON object are candidates. Valid JSON with
 //!   another top level is [`Outcome::Unchanged`].
-//! * Invalid UTF-8, invalid JSON (RFC 8259: exactly what serde_json rejects; numbers
-//!   of any size and any `\uXXXX` escape are valid), and JSON nested deeper than 128
-//!   arrays/objects are [`Outcome::NotJson`] (forward the original bytes). Checking is
-//!   one linear, non-recursive pass, so hostile nesting cannot overflow the stack.
+//! * Invalid UTF-8, invalid JSON, and JSON nested deeper than `max_json_depth` (default
+//!   1000, what the Python backend's `json.loads` can reach) arrays/objects are
+//!   [`Outcome::NotJson`] (forward the original bytes; [`Observer::unparsed`] says why).
+//!   JSON is RFC 8259 (numbers of any size and any `\uXXXX` escape are valid): with
+//!   `json_dialect = "strict"` exactly what serde_json accepts; with `"python"` (the
+//!   default) also `NaN`, `Infinity` and `-Infinity` wherever a value may stand, as Python's
+//!   `json.loads` reads them. Checking is one linear, non-recursive pass, so hostile nesting
+//!   cannot overflow the stack.
 //! * If no rule exists for the message's direction the message is not parsed at all and
 //!   the result is [`Outcome::Unchanged`] (even for invalid JSON).
 //! * Output preserves the original bytes: key order, whitespace, number spellings
 //!   (`1.0e3`, `1.50`, big integers), string escapes (`\u00e9`) and duplicate keys are
 //!   kept; only the targeted values are spliced. When nothing changes the result is
-//!   [`Outcome::Unchanged`] and no output is allocated.
+//!   [`Outcome::Unchanged`] and no output is allocated. A rewrite longer than
+//!   `max_output_bytes` is [`Outcome::TooLarge`]: never forwarded.
 //! * With duplicate keys, a path matches every member of that name; the `type` and
 //!   `message_id` lookups use the last one (as Python's `json` does).
 //!
@@ -56,8 +61,9 @@
 //!   `unix_millis`, and generally any value whose conversion is byte-identical.
 //! * JSON `null` is left alone (the backend accepts null) and no `timestamp_input` is
 //!   observed for it.
-//! * Invalid values (unparseable strings, booleans, objects, arrays, instants out of
-//!   range) are handled by `on_invalid`: `now` writes the caller's "now" in the output
+//! * Invalid values (unparseable strings, booleans, objects, arrays, `NaN`/`Infinity`,
+//!   second 60 unless `leap_second = "next_minute"`, instants out of range) are handled by
+//!   `on_invalid`: `now` writes the caller's "now" in the output
 //!   form; `keep` leaves the value; `remove` removes the member from its object
 //!   (key, value and one separating comma) — an array element matched through `*` or an
 //!   index is kept instead, since removing it would shift the other elements; `reject`
@@ -86,7 +92,8 @@
 //! For each rule that found at least one of its paths present in a message it applied
 //! to, [`Observer::rule_result`] is called once: `rejected` if it rejected the message,
 //! else `rewritten` if it changed anything (including `now`/`remove` replacing invalid
-//! values), else `invalid` if it saw an invalid value (kept), else `unchanged`.
+//! values) — `too_large` instead when the rewritten message was over `max_output_bytes` —,
+//! else `invalid` if it saw an invalid value (kept), else `unchanged`.
 //! [`Observer::timestamp_input`] is called once per timestamp value examined (not for
 //! `null`), with the detected format or `invalid`.
 
@@ -100,8 +107,9 @@ pub mod timestamp;
 mod tests;
 
 pub use config::{
-    default_rules, DirectionFilter, EpochUnit, NaiveTimezone, OffsetError, OnInvalid, OutputFormat,
-    RenameRuleConfig, RuleConfig, RuleError, RuleRef, TimestampRuleConfig,
+    default_rules, DirectionFilter, EngineSettings, EpochUnit, JsonDialect, LeapSecond,
+    NaiveTimezone, OffsetError, OnInvalid, OutputFormat, RenameRuleConfig, RuleConfig, RuleError,
+    RuleRef, TimestampRuleConfig, DEFAULT_MAX_JSON_DEPTH,
 };
 pub use engine::CompiledRules;
 pub use path::{FieldPath, PathError, Segment};
@@ -202,6 +210,35 @@ pub enum Outcome {
     Rewritten(Vec<u8>),
     /// Do not forward; send `reply` (a JSON text) back to the sender.
     Rejected { reply: Vec<u8>, rule: String },
+    /// Rewritten, the message would be `len` bytes, over `max_output_bytes`: do not forward
+    /// it. `reply` is a `MESSAGE_TOO_LARGE` error for the sender, if the caller answers.
+    TooLarge { reply: Vec<u8>, len: usize },
+}
+
+/// Why a message was not parsed ([`Outcome::NotJson`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unparsed {
+    InvalidUtf8,
+    /// Not JSON in the configured dialect.
+    InvalidJson,
+    /// Nested deeper than `max_json_depth`.
+    TooDeep,
+}
+
+impl Unparsed {
+    pub const ALL: [Unparsed; 3] = [
+        Unparsed::InvalidUtf8,
+        Unparsed::InvalidJson,
+        Unparsed::TooDeep,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unparsed::InvalidUtf8 => "invalid_utf8",
+            Unparsed::InvalidJson => "invalid_json",
+            Unparsed::TooDeep => "too_deep",
+        }
+    }
 }
 
 /// The per-rule result reported to an [`Observer`].
@@ -211,14 +248,17 @@ pub enum RuleResult {
     Unchanged,
     Invalid,
     Rejected,
+    /// It rewrote the message, which then was over `max_output_bytes` and not forwarded.
+    TooLarge,
 }
 
 impl RuleResult {
-    pub const ALL: [RuleResult; 4] = [
+    pub const ALL: [RuleResult; 5] = [
         RuleResult::Rewritten,
         RuleResult::Unchanged,
         RuleResult::Invalid,
         RuleResult::Rejected,
+        RuleResult::TooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -227,6 +267,7 @@ impl RuleResult {
             RuleResult::Unchanged => "unchanged",
             RuleResult::Invalid => "invalid",
             RuleResult::Rejected => "rejected",
+            RuleResult::TooLarge => "too_large",
         }
     }
 }
@@ -279,7 +320,7 @@ impl TimestampFormat {
 }
 
 /// Receives per-message observations (the relay counts them in Prometheus).
-/// Both methods default to doing nothing.
+/// Every method defaults to doing nothing.
 pub trait Observer {
     /// Once per rule that found one of its paths in a message it applied to.
     fn rule_result(&mut self, rule: &str, dir: Direction, result: RuleResult) {
@@ -288,6 +329,10 @@ pub trait Observer {
     /// Once per timestamp value examined.
     fn timestamp_input(&mut self, format: TimestampFormat) {
         let _ = format;
+    }
+    /// Once per message of a direction with rules that was not parsed ([`Outcome::NotJson`]).
+    fn unparsed(&mut self, dir: Direction, why: Unparsed) {
+        let _ = (dir, why);
     }
 }
 

@@ -66,7 +66,7 @@ fn forwarded(msg: &str, out: &Outcome) -> String {
     match out {
         Outcome::Unchanged | Outcome::NotJson => msg.to_owned(),
         Outcome::Rewritten(b) => String::from_utf8(b.clone()).expect("output is UTF-8"),
-        Outcome::Rejected { .. } => panic!("rejected: {out:?}"),
+        Outcome::Rejected { .. } | Outcome::TooLarge { .. } => panic!("not forwarded: {out:?}"),
     }
 }
 
@@ -612,7 +612,7 @@ fn reject_stops_later_rules() {
             Obs::Rule("r1".into(), C2B, RuleResult::Rejected)
         ]
     );
-    // earlier rules have been observed normally
+    // earlier rules have been observed normally (rule results once the message's fate is known)
     let rules = compile(json!([
         {"name": "r2", "kind": "rename", "paths": ["type"], "map": {"a": "b"}},
         {"name": "r1", "kind": "timestamp", "paths": ["ts"], "on_invalid": "reject"},
@@ -622,8 +622,8 @@ fn reject_stops_later_rules() {
     assert_eq!(
         obs,
         vec![
-            Obs::Rule("r2".into(), C2B, RuleResult::Rewritten),
             Obs::Ts(TimestampFormat::Invalid),
+            Obs::Rule("r2".into(), C2B, RuleResult::Rewritten),
             Obs::Rule("r1".into(), C2B, RuleResult::Rejected)
         ]
     );
@@ -872,8 +872,8 @@ fn rules_apply_in_order() {
         obs,
         vec![
             Obs::Ts(TimestampFormat::IsoZoned),
-            Obs::Rule("to-millis".into(), C2B, RuleResult::Rewritten),
             Obs::Ts(TimestampFormat::Millis),
+            Obs::Rule("to-millis".into(), C2B, RuleResult::Rewritten),
             Obs::Rule("to-iso".into(), C2B, RuleResult::Rewritten),
         ]
     );
@@ -1063,7 +1063,7 @@ fn not_json_and_non_objects() {
         b"{\"a\":1}}",
         b"{\"a\":1,}",
         b"{'a':1}",
-        b"{\"a\":NaN}",
+        b"{\"a\":-NaN}",
         b"{\"a\":01}",
         b"{\"a\":\"\x01\"}",
         b"{\"a\":\"\\x\"}",
@@ -1125,18 +1125,17 @@ fn absurd_nesting_is_not_json_and_fast() {
         "took {:?}",
         started.elapsed()
     );
-    // 128 levels are fine, 129 are not
-    let ok = format!(
-        r#"{{"timestamp":"2025-09-08T16:50:01Z","x":{}{}}}"#,
-        "[".repeat(127),
-        "]".repeat(127)
-    );
+    // 1000 levels are fine (what Python's json.loads can reach), 1001 are not
+    let nested = |n: usize| {
+        format!(
+            r#"{{"timestamp":"2025-09-08T16:50:01Z","x":{}{}}}"#,
+            "[".repeat(n - 1),
+            "]".repeat(n - 1)
+        )
+    };
+    let ok = nested(DEFAULT_MAX_JSON_DEPTH);
     assert!(matches!(apply(&rules, C2B, &ok).0, Outcome::Rewritten(_)));
-    let deep = format!(
-        r#"{{"timestamp":"2025-09-08T16:50:01Z","x":{}{}}}"#,
-        "[".repeat(128),
-        "]".repeat(128)
-    );
+    let deep = nested(DEFAULT_MAX_JSON_DEPTH + 1);
     assert_eq!(apply(&rules, C2B, &deep).0, Outcome::NotJson);
     // brackets inside strings do not count
     let stringy = format!(
@@ -1230,10 +1229,10 @@ fn mutated_inputs_never_panic() {
                     _ => msg.insert(pos, byte),
                 }
             }
-            // Oracle: UTF-8, serde_json accepts it, and at most MAX_DEPTH deep.
+            // Oracle: UTF-8, serde_json accepts it, and not too deep.
             let valid = std::str::from_utf8(&msg).is_ok_and(|text| {
                 serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
-                    && !json::too_deep(&msg, json::MAX_DEPTH)
+                    && !json::too_deep(&msg, DEFAULT_MAX_JSON_DEPTH)
             });
             for rules in &rule_sets {
                 let out = rules.apply(C2B, &msg, NOW, &mut ());
@@ -1256,7 +1255,7 @@ fn mutated_inputs_never_panic() {
                             Outcome::Unchanged | Outcome::Rewritten(_) | Outcome::Rejected { .. }
                         ));
                     }
-                    Outcome::Rejected { reply, .. } => {
+                    Outcome::Rejected { reply, .. } | Outcome::TooLarge { reply, .. } => {
                         serde_json::from_slice::<Value>(&reply).unwrap();
                     }
                     Outcome::NotJson | Outcome::Unchanged => {}
@@ -1618,7 +1617,7 @@ fn public_types_are_shareable() {
     assert_eq!(Direction::BackendToClient.as_str(), "backend_to_client");
     assert_eq!(
         RuleResult::ALL.map(RuleResult::as_str),
-        ["rewritten", "unchanged", "invalid", "rejected"]
+        ["rewritten", "unchanged", "invalid", "rejected", "too_large"]
     );
     assert_eq!(
         TimestampFormat::ALL.map(TimestampFormat::as_str),
@@ -1650,10 +1649,329 @@ fn public_types_are_shareable() {
     let p = convert_timestamp(
         TimestampInput::Str("2025-09-08T16:50:01.447585"),
         NaiveTimezone::UTC,
+        LeapSecond::Reject,
         EpochUnit::Auto,
     )
     .unwrap();
     let mut out = Vec::new();
     timestamp::write_unix_seconds(p.time, &mut out);
     assert_eq!(out, b"1757350201.447585");
+}
+
+// ---- hardening: output limit, Python's JSON, leap seconds -------------------------------
+
+/// Records why messages were not parsed.
+#[derive(Default)]
+struct UnparsedRecorder(Vec<(Direction, Unparsed)>);
+
+impl Observer for UnparsedRecorder {
+    fn unparsed(&mut self, dir: Direction, why: Unparsed) {
+        self.0.push((dir, why));
+    }
+}
+
+/// The reply to a message `rules` must reject.
+fn rejection(rules: &CompiledRules, input: &str) -> Value {
+    match apply(rules, C2B, input).0 {
+        Outcome::Rejected { reply, .. } => serde_json::from_slice(&reply).unwrap(),
+        out => panic!("not rejected: {}", out_summary(&out)),
+    }
+}
+
+fn with_settings(v: Value, settings: EngineSettings) -> CompiledRules {
+    CompiledRules::compile_with(&configs(v), settings).unwrap_or_else(|e| panic!("compile: {e}"))
+}
+
+fn limited(max_output_bytes: usize) -> EngineSettings {
+    EngineSettings {
+        max_output_bytes,
+        ..EngineSettings::default()
+    }
+}
+
+/// The reproduction: `"timestamp":""` repeated to just under 1 MiB, each one replaced by "now".
+fn repeated_empty_timestamps(total: usize) -> String {
+    let member = r#""timestamp":"","#;
+    let tail = r#""message_id":"m-9"}"#;
+    let n = (total - 1 - tail.len()) / member.len();
+    let mut msg = String::with_capacity(total);
+    msg.push('{');
+    msg.push_str(&member.repeat(n));
+    msg.push_str(tail);
+    msg
+}
+
+#[test]
+fn a_rewrite_over_the_output_limit_is_not_forwarded() {
+    let limit = 1 << 20;
+    let rules = with_settings(
+        json!([{"name": "ts", "kind": "timestamp", "paths": ["timestamp"], "on_invalid": "now"}]),
+        limited(limit),
+    );
+    let msg = repeated_empty_timestamps(1_048_561);
+    assert!(msg.len() <= limit);
+    let (out, obs) = apply(&rules, C2B, &msg);
+    let Outcome::TooLarge { reply, len } = out else {
+        panic!("forwarded: {:?}", out_summary(&out))
+    };
+    assert!(len > limit, "{len}");
+    let v: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(v["type"], "error_message");
+    assert_eq!(v["error_code"], "MESSAGE_TOO_LARGE");
+    assert_eq!(
+        v["details"],
+        json!({"bytes": len, "max_message_bytes": limit, "message_id": "m-9"})
+    );
+    assert_eq!(v["timestamp"], json!(1757350300.25));
+    assert!(v["error_message"].as_str().unwrap().contains("limit"));
+    // The rule rewrote it, but the rewrite was not forwarded.
+    assert_eq!(
+        obs.last(),
+        Some(&Obs::Rule("ts".into(), C2B, RuleResult::TooLarge))
+    );
+    assert!(!obs.contains(&Obs::Rule("ts".into(), C2B, RuleResult::Rewritten)));
+
+    // Exactly at the limit it is forwarded; one byte over, not.
+    let small = r#"{"timestamp":""}"#;
+    let rewritten = format!(r#"{{"timestamp":{NOW_SECS}}}"#);
+    let at = |n| {
+        with_settings(
+            json!([{"name": "ts", "kind": "timestamp", "paths": ["timestamp"]}]),
+            limited(n),
+        )
+    };
+    assert_eq!(
+        apply(&at(rewritten.len()), C2B, small).0,
+        Outcome::Rewritten(rewritten.clone().into_bytes())
+    );
+    assert!(matches!(
+        apply(&at(rewritten.len() - 1), C2B, small).0,
+        Outcome::TooLarge { len, .. } if len == rewritten.len()
+    ));
+    // Unchanged and not-JSON messages are not measured: they are forwarded as received.
+    assert_eq!(
+        apply(
+            &at(125),
+            C2B,
+            &format!(r#"{{"timestamp":1.5,"pad":"{}"}}"#, "x".repeat(200))
+        )
+        .0,
+        Outcome::Unchanged
+    );
+}
+
+fn out_summary(out: &Outcome) -> String {
+    let s = format!("{out:?}");
+    s.chars().take(200).collect()
+}
+
+#[test]
+fn error_replies_keep_to_the_output_limit() {
+    // A message_id of most of the message would make the reply as large as the message.
+    let limit = 4096;
+    let id = "i".repeat(4000);
+    let reject = with_settings(
+        json!([{"name": "ts", "kind": "timestamp", "paths": ["timestamp"], "on_invalid": "reject"}]),
+        limited(limit),
+    );
+    let input = format!(r#"{{"timestamp":"bad","message_id":"{id}"}}"#);
+    let Outcome::Rejected { reply, .. } = apply(&reject, C2B, &input).0 else {
+        panic!("not rejected")
+    };
+    assert!(reply.len() <= limit, "{}", reply.len());
+    let v: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(v["error_code"], "INVALID_TIMESTAMP");
+    assert!(v["details"].get("message_id").is_none());
+    // A short one is kept.
+    let input = r#"{"timestamp":"bad","message_id":"m1"}"#;
+    assert_eq!(rejection(&reject, input)["details"]["message_id"], "m1");
+
+    let now = with_settings(
+        json!([{"name": "ts", "kind": "timestamp", "paths": ["timestamp"]}]),
+        limited(limit),
+    );
+    let input = format!(
+        r#"{{"message_id":"{}",{}"timestamp":""}}"#,
+        "i".repeat(3900),
+        r#""timestamp":"","#.repeat(10)
+    );
+    assert!(input.len() <= limit);
+    let Outcome::TooLarge { reply, .. } = apply(&now, C2B, &input).0 else {
+        panic!("forwarded")
+    };
+    assert!(reply.len() <= limit);
+    assert!(serde_json::from_slice::<Value>(&reply).unwrap()["details"]
+        .get("message_id")
+        .is_none());
+}
+
+#[test]
+fn python_dialect_messages_get_the_rules() {
+    // The reproduction: json.dumps writes NaN, json.loads reads it; the rules must still apply.
+    let input = r#"{"type":"execute_agent","timestamp":"2025-09-08T16:50:01.447585","score":NaN,"lo":-Infinity,"hi":Infinity}"#;
+    let want = r#"{"type":"start_agent","timestamp":1757350201.447585,"score":NaN,"lo":-Infinity,"hi":Infinity}"#;
+    // Not `check`: serde_json, which it parses the output with, reads no NaN.
+    assert_eq!(
+        apply(&defaults(), C2B, input).0,
+        Outcome::Rewritten(want.as_bytes().to_vec())
+    );
+
+    // The strict dialect reads RFC 8259 only, and says why it did not parse.
+    let strict = CompiledRules::compile_with(
+        &default_rules(),
+        EngineSettings {
+            json_dialect: JsonDialect::Strict,
+            ..EngineSettings::default()
+        },
+    )
+    .unwrap();
+    let mut rec = UnparsedRecorder::default();
+    assert_eq!(
+        strict.apply(C2B, input.as_bytes(), NOW, &mut rec),
+        Outcome::NotJson
+    );
+    assert_eq!(rec.0, [(C2B, Unparsed::InvalidJson)]);
+
+    // Not keys, not -NaN, nothing glued on; inside strings they are just text.
+    for bad in [
+        r#"{"timestamp":-NaN}"#,
+        r#"{"timestamp":Infinityx}"#,
+        r#"{NaN:1,"timestamp":"2025-09-08T16:50:01"}"#,
+        r#"{"timestamp":"2025-09-08T16:50:01","x":[NaN,]}"#,
+        r#"{"timestamp":nan}"#,
+    ] {
+        let mut rec = UnparsedRecorder::default();
+        assert_eq!(
+            defaults().apply(C2B, bad.as_bytes(), NOW, &mut rec),
+            Outcome::NotJson,
+            "{bad}"
+        );
+        assert_eq!(rec.0, [(C2B, Unparsed::InvalidJson)], "{bad}");
+    }
+    check(
+        &defaults(),
+        C2B,
+        r#"{"type":"NaN","timestamp":"2025-09-08T16:50:01Z","note":"Infinity"}"#,
+        &Want::Out(r#"{"type":"NaN","timestamp":1757350201.0,"note":"Infinity"}"#),
+        "in strings",
+    );
+
+    // Deeper than the limit: not parsed, and counted as such; no direction's rules: not even looked at.
+    let shallow = with_settings(
+        json!([{"name": "ts", "kind": "timestamp", "paths": ["timestamp"]}]),
+        EngineSettings {
+            max_json_depth: 3,
+            ..EngineSettings::default()
+        },
+    );
+    let mut rec = UnparsedRecorder::default();
+    let at_limit = r#"{"timestamp":"2025-09-08T16:50:01Z","a":[[1]]}"#;
+    assert!(matches!(
+        shallow.apply(C2B, at_limit.as_bytes(), NOW, &mut rec),
+        Outcome::Rewritten(_)
+    ));
+    let over = r#"{"timestamp":"2025-09-08T16:50:01Z","a":[[[1]]]}"#;
+    assert_eq!(
+        shallow.apply(C2B, over.as_bytes(), NOW, &mut rec),
+        Outcome::NotJson
+    );
+    assert_eq!(
+        shallow.apply(B2C, over.as_bytes(), NOW, &mut rec),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        shallow.apply(C2B, b"{\"a\":\"\xff\"}", NOW, &mut rec),
+        Outcome::NotJson
+    );
+    assert_eq!(
+        rec.0,
+        [(C2B, Unparsed::TooDeep), (C2B, Unparsed::InvalidUtf8)]
+    );
+}
+
+#[test]
+fn non_finite_numbers_are_invalid_timestamps() {
+    for value in ["NaN", "Infinity", "-Infinity"] {
+        let input = format!(r#"{{"timestamp":{value},"message_id":"m1"}}"#);
+        for (on_invalid, want) in [
+            (
+                "now",
+                Some(format!(r#"{{"timestamp":{NOW_SECS},"message_id":"m1"}}"#)),
+            ),
+            ("keep", None),
+            ("remove", Some(r#"{"message_id":"m1"}"#.to_owned())),
+        ] {
+            let rules = ts_rule(&["timestamp"], json!({ "on_invalid": on_invalid }));
+            let (out, obs) = apply(&rules, C2B, &input);
+            let forwarded = forwarded(&input, &out);
+            assert_eq!(
+                forwarded,
+                want.unwrap_or(input.clone()),
+                "{value} {on_invalid}"
+            );
+            assert!(obs.contains(&Obs::Ts(TimestampFormat::Invalid)));
+        }
+        for output in ["unix_millis", "rfc3339"] {
+            let rules = ts_rule(&["timestamp"], json!({ "output": output }));
+            let out = forwarded(&input, &apply(&rules, C2B, &input).0);
+            assert!(!out.contains(value), "{out}");
+        }
+        let rules = ts_rule(&["timestamp"], json!({ "on_invalid": "reject" }));
+        let v = rejection(&rules, &input);
+        assert!(
+            v["error_message"].as_str().unwrap().contains("non-finite"),
+            "{v}"
+        );
+    }
+    // A non-finite message_id is not copied into a reply (which is strict JSON).
+    let rules = ts_rule(&["timestamp"], json!({ "on_invalid": "reject" }));
+    for id in ["NaN", "-Infinity"] {
+        let input = format!(r#"{{"timestamp":"bad","message_id":{id}}}"#);
+        assert!(rejection(&rules, &input)["details"]
+            .get("message_id")
+            .is_none());
+    }
+}
+
+#[test]
+fn second_sixty_is_invalid_unless_configured() {
+    let input = r#"{"timestamp":"2025-09-08T16:50:60"}"#;
+    // Default: invalid, so on_invalid decides (here "now"), never 16:51:00.
+    let (out, obs) = apply(&defaults(), C2B, input);
+    assert_eq!(
+        forwarded(input, &out),
+        format!(r#"{{"timestamp":{NOW_SECS}}}"#)
+    );
+    assert!(obs.contains(&Obs::Ts(TimestampFormat::Invalid)));
+    let reject = ts_rule(&["timestamp"], json!({ "on_invalid": "reject" }));
+    let v = rejection(&reject, input);
+    assert!(
+        v["error_message"].as_str().unwrap().contains("second 60"),
+        "{v}"
+    );
+    // next_minute keeps the old reading, in any minute.
+    let next = ts_rule(&["timestamp"], json!({ "leap_second": "next_minute" }));
+    check(
+        &next,
+        C2B,
+        input,
+        &Want::Out(r#"{"timestamp":1757350260.0}"#),
+        "next_minute",
+    );
+    check(
+        &next,
+        C2B,
+        r#"{"timestamp":"2016-12-31T23:59:60.5Z"}"#,
+        &Want::Out(r#"{"timestamp":1483228800.5}"#),
+        "next_minute, real leap second",
+    );
+    assert!(next.describe().contains("leap_second: next_minute"));
+    assert!(defaults().describe().contains("leap_second: reject"));
+    // Only for timestamp rules.
+    let err = serde_json::from_value::<Vec<RuleConfig>>(json!([{
+        "name": "r", "kind": "rename", "paths": ["type"], "map": {"a": "b"}, "leap_second": "reject"
+    }]))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("leap_second"), "{err}");
 }

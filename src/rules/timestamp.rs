@@ -5,8 +5,9 @@
 //!   math. Accepted: `YYYY-MM-DD(T|t| )HH:MM:SS[.fraction][zone]` where the fraction has
 //!   any number (>= 1) of digits (digits after the 9th are truncated), and the zone is
 //!   `Z`, `z`, `±hh:mm`, `±hhmm` or `±hh`. Without a zone the string is read in the
-//!   rule's `naive_timezone`. A leap second (`:60`) is read as the first instant of the
-//!   next minute.
+//!   rule's `naive_timezone`. Second 60 (`:60`) is invalid, as for Python's
+//!   `datetime.fromisoformat`, unless the rule's `leap_second = "next_minute"` reads it as the
+//!   first instant of the next minute.
 //! * Numbers (JSON numbers and numeric strings) are converted by exact decimal
 //!   arithmetic on their digit text (no `f64` anywhere): `1757350201.447585` seconds is
 //!   exactly 1757350201 s + 447585000 ns. Digits below one nanosecond are truncated toward
@@ -18,9 +19,9 @@
 //! * Valid instants are those chrono can represent (about ±262,000 years); `rfc3339`
 //!   output additionally needs a year in 0000..=9999.
 
-use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, SecondsFormat, TimeDelta};
 
-use super::config::{EpochUnit, NaiveTimezone, OutputFormat};
+use super::config::{EpochUnit, LeapSecond, NaiveTimezone, OutputFormat};
 use super::{TimestampFormat, UnixTime};
 
 /// A timestamp value to convert: the unescaped content of a JSON string, or the text
@@ -47,6 +48,8 @@ pub enum TimestampError {
     Unparseable,
     #[error("the date or time fields are out of range (e.g. month 13, day 31 of a 30-day month, hour 24)")]
     InvalidDate,
+    #[error("second 60 (a leap second) is not accepted (leap_second = \"reject\")")]
+    LeapSecond,
     #[error("the instant is outside the supported range")]
     OutOfRange,
     #[error("the instant cannot be written as RFC 3339 (year outside 0000-9999)")]
@@ -55,13 +58,15 @@ pub enum TimestampError {
 
 /// Read a timestamp: an ISO string, a numeric string or a JSON number.
 ///
-/// `naive_tz` applies to zone-less ISO strings, `unit` to numbers and numeric strings.
+/// `naive_tz` applies to zone-less ISO strings, `leap` to their second 60, `unit` to numbers and
+/// numeric strings.
 /// The detected format is [`TimestampFormat::IsoNaive`], [`TimestampFormat::IsoZoned`],
 /// [`TimestampFormat::NumericString`] for strings, and the (resolved) unit
 /// ([`TimestampFormat::Seconds`] ... [`TimestampFormat::Nanos`]) for JSON numbers.
 pub fn convert_timestamp(
     input: TimestampInput<'_>,
     naive_tz: NaiveTimezone,
+    leap: LeapSecond,
     unit: EpochUnit,
 ) -> Result<ParsedTimestamp, TimestampError> {
     match input {
@@ -80,7 +85,7 @@ pub fn convert_timestamp(
                     format: TimestampFormat::NumericString,
                 });
             }
-            let (time, zoned) = parse_iso(s, naive_tz)?;
+            let (time, zoned) = parse_iso(s, naive_tz, leap)?;
             Ok(ParsedTimestamp {
                 time,
                 format: if zoned {
@@ -111,7 +116,11 @@ pub fn parse_epoch(text: &str, unit: EpochUnit) -> Result<(UnixTime, EpochUnit),
 
 /// Read an ISO-8601 / RFC 3339 date-time. Returns the instant and whether the string
 /// carried a zone.
-pub fn parse_iso(s: &str, naive_tz: NaiveTimezone) -> Result<(UnixTime, bool), TimestampError> {
+pub fn parse_iso(
+    s: &str,
+    naive_tz: NaiveTimezone,
+    leap: LeapSecond,
+) -> Result<(UnixTime, bool), TimestampError> {
     let b = s.as_bytes();
     if b.len() < 19 {
         return Err(TimestampError::Unparseable);
@@ -172,23 +181,31 @@ pub fn parse_iso(s: &str, naive_tz: NaiveTimezone) -> Result<(UnixTime, bool), T
     };
     let date =
         NaiveDate::from_ymd_opt(year as i32, month, day).ok_or(TimestampError::InvalidDate)?;
-    // chrono represents a leap second as second 59 with nanoseconds >= 1e9.
-    let (second, nanos) = if second == 60 {
-        (59, nanos + 1_000_000_000)
-    } else {
-        (second, nanos)
-    };
-    let dt = date
-        .and_hms_nano_opt(hour, minute, second, nanos)
-        .ok_or(TimestampError::InvalidDate)?;
-    // Years 0000-9999 and offsets under a day are always in chrono's range.
-    let mut secs = dt.and_utc().timestamp() - i64::from(offset_secs);
-    let mut nanos = nanos;
-    if nanos >= 1_000_000_000 {
-        secs += 1;
-        nanos -= 1_000_000_000;
+    let leap_second = second == 60;
+    let time =
+        NaiveTime::from_hms_nano_opt(hour, minute, if leap_second { 59 } else { second }, nanos)
+            .ok_or(TimestampError::InvalidDate)?;
+    let mut local = date.and_time(time);
+    if leap_second {
+        if leap == LeapSecond::Reject {
+            return Err(TimestampError::LeapSecond);
+        }
+        local = local
+            .checked_add_signed(TimeDelta::seconds(1))
+            .ok_or(TimestampError::OutOfRange)?;
     }
-    Ok((UnixTime { secs, nanos }, zoned))
+    let offset = FixedOffset::east_opt(offset_secs).ok_or(TimestampError::InvalidDate)?;
+    let instant = local
+        .and_local_timezone(offset)
+        .single()
+        .ok_or(TimestampError::OutOfRange)?;
+    Ok((
+        UnixTime {
+            secs: instant.timestamp(),
+            nanos: instant.timestamp_subsec_nanos(),
+        },
+        zoned,
+    ))
 }
 
 /// `len` ASCII digits at `b[at..at+len]` as a number.
@@ -495,7 +512,7 @@ mod tests {
         tz: NaiveTimezone,
         unit: EpochUnit,
     ) -> Result<(String, TimestampFormat), TimestampError> {
-        let p = convert_timestamp(input, tz, unit)?;
+        let p = convert_timestamp(input, tz, LeapSecond::NextMinute, unit)?;
         let mut out = Vec::new();
         write_unix_seconds(p.time, &mut out);
         Ok((String::from_utf8(out).unwrap(), p.format))
@@ -589,6 +606,13 @@ mod tests {
             ("1960-01-01T00:00:00Z", UTC, "-315619200.0", IsoZoned),
             ("0001-01-01T00:00:00Z", UTC, "-62135596800.0", IsoZoned),
             ("2016-12-31T23:59:60Z", UTC, "1483228800.0", IsoZoned),
+            ("2025-09-08T16:50:60", UTC, "1757350260.0", IsoNaive),
+            (
+                "2025-09-08T16:50:60.25+02:00",
+                UTC,
+                "1757343060.25",
+                IsoZoned,
+            ),
             // numeric strings
             ("1757350201.447585", UTC, "1757350201.447585", NumericString),
             ("1757350201447", UTC, "1757350201.447", NumericString),
@@ -627,6 +651,11 @@ mod tests {
             ("2025-09-08T24:00:00", InvalidDate),
             ("2025-09-08T16:60:00", InvalidDate),
             ("2025-09-08T16:50:61", InvalidDate),
+            // Python's datetime.fromisoformat refuses second 60 in any minute.
+            ("2025-09-08T16:50:60", LeapSecond),
+            ("2016-12-31T23:59:60Z", LeapSecond),
+            ("2025-09-08T16:50:60.447585+02:00", LeapSecond),
+            ("2025-09-08T24:50:60", InvalidDate),
             ("2025-09-08T16:50:01+24:00", InvalidDate),
             ("2025-09-08T16:50:01+02:60", InvalidDate),
             ("1e400", OutOfRange),
@@ -640,7 +669,12 @@ mod tests {
             ("１２", Unparseable),
         ];
         for (input, want) in cases {
-            let got = convert_timestamp(TimestampInput::Str(input), UTC, EpochUnit::Auto);
+            let got = convert_timestamp(
+                TimestampInput::Str(input),
+                UTC,
+                super::LeapSecond::Reject,
+                EpochUnit::Auto,
+            );
             assert_eq!(got, Err(*want), "{input:?}");
         }
     }
@@ -718,14 +752,19 @@ mod tests {
             "9e30",
         ] {
             assert_eq!(
-                convert_timestamp(TimestampInput::Number(bad), UTC, Auto),
+                convert_timestamp(TimestampInput::Number(bad), UTC, LeapSecond::Reject, Auto),
                 Err(TimestampError::OutOfRange),
                 "{bad}"
             );
         }
         for bad in ["9e12", "-9e12", "1e19", "-99999999999999999999"] {
             assert_eq!(
-                convert_timestamp(TimestampInput::Number(bad), UTC, Seconds),
+                convert_timestamp(
+                    TimestampInput::Number(bad),
+                    UTC,
+                    LeapSecond::Reject,
+                    Seconds
+                ),
                 Err(TimestampError::OutOfRange),
                 "{bad}"
             );
@@ -742,7 +781,10 @@ mod tests {
             t(1, 999_999_999)
         );
         let frac = format!("2025-09-08T16:50:01.{}Z", "1".repeat(1_000_000));
-        assert_eq!(parse_iso(&frac, UTC).unwrap().0, t(1757350201, 111_111_111));
+        assert_eq!(
+            parse_iso(&frac, UTC, LeapSecond::Reject).unwrap().0,
+            t(1757350201, 111_111_111)
+        );
     }
 
     #[test]
@@ -830,7 +872,7 @@ mod tests {
             "0000-01-01T00:00:00Z",
             "9999-12-31T23:59:59.999999999Z",
         ] {
-            let (time, zoned) = parse_iso(s, UTC).unwrap();
+            let (time, zoned) = parse_iso(s, UTC, LeapSecond::Reject).unwrap();
             assert!(zoned);
             let mut out = Vec::new();
             write_rfc3339(time, &mut out).unwrap();

@@ -267,6 +267,18 @@ pub async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text.to_string())).await.unwrap();
 }
 
+/// Polls the metrics until `series` reaches `want` (or 5 s pass) and returns the last value.
+pub async fn metric_reaches(wsnorm: &Wsnorm, series: &str, want: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let value = metric(&wsnorm.metrics().await, series);
+        if value == want || Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One sample value from a Prometheus text exposition, or 0 when absent.
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()

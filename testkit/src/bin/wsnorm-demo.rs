@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use wsnorm_testkit::{backend, client};
 
 #[derive(Parser)]
-#[command(name = "wsnorm-demo", about = "The peers of wsnorm's demo: a strict backend and a client")]
+#[command(
+    name = "wsnorm-demo",
+    about = "The peers of wsnorm's demo: a strict backend and a client"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
