@@ -58,6 +58,11 @@ fn run(cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = server::check_listeners(&config.server) {
+        tracing::error!(error = %e, "A listener cannot be bound; not starting.");
+        eprintln!("wsnorm: {e}");
+        return ExitCode::FAILURE;
+    }
     server::run(
         AppState::new(config, metrics),
         cli.config.clone(),

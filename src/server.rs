@@ -18,10 +18,24 @@ use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::{Admin, BackendProbe, BACKEND_CHECK_INTERVAL};
-use crate::config::Overrides;
+use crate::config::{Overrides, ServerConfig};
 use crate::proxy::{HeadTimeout, Proxy};
 use crate::reload::ReloadService;
 use crate::state::AppState;
+
+/// Binds (and releases) every listener's address, so a busy or forbidden port stops the start at
+/// once with one clear error: pingora retries a busy port for ~30 s and then panics in its own
+/// thread, which left a process that listened nowhere while its admin port answered ready.
+pub fn check_listeners(server: &ServerConfig) -> Result<(), String> {
+    for (key, addr) in [
+        ("server.listen", server.listen),
+        ("server.admin", server.admin),
+    ] {
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
+    }
+    Ok(())
+}
 
 /// Starts every service and blocks until the process has shut down.
 pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overrides) {

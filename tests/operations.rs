@@ -281,3 +281,54 @@ fn check_validates_and_prints_the_effective_rules() {
     assert!(stderr.contains("line 2"), "{stderr}");
     assert!(stderr.contains("max_mesage_bytes"), "{stderr}");
 }
+
+/// A second wsnorm on a port already in use must not start and look ready: it exits non-zero
+/// at once with one clear line (pingora alone retried for ~30 s, then its proxy thread died
+/// while `/readyz` answered 200).
+#[tokio::test]
+async fn a_listener_that_cannot_bind_stops_the_start_at_once() {
+    let backend = start_backend().await;
+    let first = Wsnorm::start(&backend.to_string(), "").await;
+    let free_admin = format!("127.0.0.1:{}", free_port());
+    for (listen, admin, key) in [
+        (
+            first.listen.to_string(),
+            free_admin.clone(),
+            "server.listen",
+        ),
+        (
+            format!("127.0.0.1:{}", free_port()),
+            first.admin.to_string(),
+            "server.admin",
+        ),
+    ] {
+        let started = Instant::now();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_wsnorm"))
+                .args([
+                    "--listen",
+                    &listen,
+                    "--admin",
+                    &admin,
+                    "--log-format",
+                    "json",
+                ])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(stderr.contains(&format!("({key})")), "{stderr}");
+        assert!(stderr.contains("cannot listen on"), "{stderr}");
+    }
+    // The first instance is untouched.
+    let mut ws = connected(&first).await;
+    ws.close(None).await.unwrap();
+}
