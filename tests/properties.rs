@@ -32,6 +32,7 @@ use wsnorm::rules::{
     JsonDialect, LeapSecond, NaiveTimezone, OnInvalid, Outcome, OutputFormat, RenameRuleConfig,
     RuleConfig, Segment, TimestampRuleConfig, UnixTime,
 };
+use wsnorm_testkit::oracle::nesting_depth;
 
 /// `cases` cases, unless `PROPTEST_CASES` is set; no regression files are written.
 fn config(cases: u32) -> ProptestConfig {
@@ -1324,29 +1325,6 @@ fn check_reject(cfgs: &[RuleConfig], reply: &[u8], rule: &str) -> Result<(), Tes
 }
 
 // ---- 1. apply never panics -----------------------------------------------------------------
-
-/// Maximum array/object nesting of valid JSON text.
-fn nesting_depth(b: &[u8]) -> usize {
-    let (mut depth, mut max, mut i) = (0usize, 0usize, 0);
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    max
-}
 
 /// serde_json's nesting limit, the engine's here (see `compile`): deeper documents are `NotJson`.
 const MAX_DEPTH: usize = 128;

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 
 use serde::de::IgnoredAny;
 use wsnorm::config::{Config, Overrides};
+use wsnorm_testkit::oracle::nesting_depth;
 use wsnorm::rules::{
     default_rules, CompiledRules, Direction, EngineSettings, JsonDialect, Outcome, UnixTime,
 };
@@ -155,29 +156,6 @@ pub fn rule_sets() -> &'static [CompiledRules; 2] {
             rich,
         ]
     })
-}
-
-/// Maximum array/object nesting of valid JSON text.
-fn nesting_depth(b: &[u8]) -> usize {
-    let (mut depth, mut max, mut i) = (0usize, 0usize, 0);
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    max
 }
 
 /// Is `msg` something the engine must classify as `NotJson`?

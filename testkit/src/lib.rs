@@ -20,3 +20,4 @@
 
 pub mod backend;
 pub mod client;
+pub mod oracle;

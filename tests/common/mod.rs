@@ -7,7 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -215,16 +214,9 @@ impl Drop for Wsnorm {
     }
 }
 
-/// Sends a raw HTTP request and returns the whole response.
+/// Sends a raw HTTP request and returns the response ([`http_exchange`] for text).
 pub async fn http_request(addr: SocketAddr, raw: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(raw.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("response within 10 s")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
+    http_exchange(addr, raw.as_bytes()).await
 }
 
 /// The next text message, skipping nothing; panics after 5 s.
