@@ -510,3 +510,46 @@ async fn a_route_with_allowed_origins_refuses_other_origins() {
         greeting_json(&mut ws).await;
     }
 }
+
+#[tokio::test]
+async fn a_token_protocol_the_backend_chooses_on_an_unrouted_path_is_echoed_but_never_logged() {
+    let backend = scripted_backend(|accept| {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: jwt.c2VjcmV0LXRva2Vu\r\n\r\n"
+        )
+        .into_bytes()
+    })
+    .await;
+    let wsnorm = Wsnorm::start(&backend.to_string(), "").await;
+    let request = upgrade_offering("/other", "jwt.c2VjcmV0LXRva2Vu", "");
+    let mut s = tokio::net::TcpStream::connect(wsnorm.listen).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut ws = RawWs {
+        stream: s,
+        buf: Vec::new(),
+    };
+    let head = read_head(&mut ws).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-protocol: jwt.c2vjcmv0lxrva2vu"),
+        "{head}"
+    );
+    ws.send(&client_frame(OP_CLOSE, &1000u16.to_be_bytes()))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !wsnorm.logs().contains("WebSocket connected.") {
+        assert!(std::time::Instant::now() < deadline, "{}", wsnorm.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = wsnorm.logs();
+    assert!(logs.contains(r#""subprotocol":"(token)""#), "{logs}");
+    assert!(!logs.contains("c2VjcmV0LXRva2Vu"), "{logs}");
+    assert_eq!(
+        metric(
+            &wsnorm.metrics().await,
+            r#"wsnorm_subprotocols_total{protocol="other"}"#
+        ),
+        1.0
+    );
+}

@@ -92,13 +92,23 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
                 return refuse_upstream(session, state, started, error).await;
             }
         };
-    if route.transparent {
-        log.subprotocol = backend.protocol.clone();
-    }
+    let client_protocol = if route.transparent {
+        backend.protocol.clone()
+    } else {
+        negotiation.client_protocol
+    };
+    // On an unrouted path the backend may choose a token-bearing protocol: echoed, never logged.
+    log.subprotocol = client_protocol.as_deref().map(|p| {
+        if ws.is_token_subprotocol(p) {
+            "(token)".to_string()
+        } else {
+            p.to_string()
+        }
+    });
 
     // The 101 goes out only now that the backend has accepted.
     let Some((h1, client_leftover)) =
-        switch_protocols(session, &key, log.subprotocol.as_deref(), ws, &span).await
+        switch_protocols(session, &key, client_protocol.as_deref(), ws, &span).await
     else {
         return;
     };
@@ -106,7 +116,7 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
     state.metrics.handshake(HandshakeResult::Ok, elapsed);
     state
         .metrics
-        .subprotocol(subprotocol_label(log.subprotocol.as_deref(), ws));
+        .subprotocol(subprotocol_label(client_protocol.as_deref(), ws));
     drop(span);
 
     let log = Arc::new(log);
