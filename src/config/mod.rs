@@ -233,6 +233,15 @@ pub enum NoCommonSubprotocol {
     Reject,
 }
 
+impl NoCommonSubprotocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoCommonSubprotocol::Accept => "accept",
+            NoCommonSubprotocol::Reject => "reject",
+        }
+    }
+}
+
 /// What to do with a WebSocket upgrade on a path that is no configured route.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -445,7 +454,9 @@ impl Config {
         let ws = &self.websocket;
         let mut out = format!(
             "config: {}\nlisten: {}\nadmin: {}\nupstream: {}\nthreads: {}\nmax_connections: {}\n\
-             subprotocols: {:?} (no common: {:?})\nhandshake_timeout_ms: {}\nmax_message_bytes: {}\n\
+             max_header_bytes: {}\ndrain_timeout_secs: {}\n\
+             subprotocols: {:?}\nno_common_subprotocol: {}\ntoken_subprotocol_prefixes: {:?}\n\
+             tokens_to_authorization: {}\nhandshake_timeout_ms: {}\nmax_message_bytes: {}\n\
              on_oversized_rewrite: {}\njson_dialect: {}\nmax_json_depth: {}\n\
              ping_interval_secs: {}\nidle_timeout_secs: {}\nunrouted_upgrades: {}\n\
              trusted_proxies: {:?}\n",
@@ -455,8 +466,12 @@ impl Config {
             self.upstream.address.authority(),
             self.server.threads,
             self.server.max_connections,
+            self.server.max_header_bytes,
+            self.server.drain_timeout_secs,
             ws.subprotocols,
-            ws.no_common_subprotocol,
+            ws.no_common_subprotocol.as_str(),
+            ws.token_subprotocol_prefixes,
+            ws.tokens_to_authorization,
             ws.handshake_timeout_ms,
             ws.max_message_bytes,
             ws.on_oversized_rewrite.as_str(),

@@ -15,6 +15,17 @@ pub enum UpstreamSubprotocols {
     Fixed,
 }
 
+impl UpstreamSubprotocols {
+    /// As spelt in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamSubprotocols::DropUnknown => "drop_unknown",
+            UpstreamSubprotocols::Forward => "forward",
+            UpstreamSubprotocols::Fixed => "fixed",
+        }
+    }
+}
+
 /// One route as written in the file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -209,8 +220,9 @@ impl RouteSet {
         let mut out = String::from("websocket routes:\n");
         for r in &self.routes {
             out.push_str(&format!(
-                "  {} -> upstream subprotocols: {:?}",
-                r.pattern, r.policy
+                "  {} -> upstream_subprotocols: {}",
+                r.pattern,
+                r.policy.as_str()
             ));
             match r.policy {
                 UpstreamSubprotocols::DropUnknown => {

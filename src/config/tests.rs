@@ -270,3 +270,20 @@ fn oversized_rewrite_setting_defaults_validates_and_shows() {
         .to_string();
     assert!(err.contains("on_oversized_rewrite"), "{err}");
 }
+
+#[test]
+fn check_prints_every_setting_in_the_files_spelling() {
+    let config = load("").unwrap();
+    let text = config.describe();
+    let file: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+    for section in ["server", "websocket"] {
+        for key in file[section].as_table().unwrap().keys() {
+            if key == "routes" {
+                continue;
+            }
+            assert!(text.contains(&format!("\n{key}: ")), "{key} missing:\n{text}");
+        }
+    }
+    assert!(text.contains("upstream_subprotocols: drop_unknown"), "{text}");
+    assert!(!text.contains("DropUnknown"), "{text}");
+}
