@@ -281,9 +281,15 @@ fn check_prints_every_setting_in_the_files_spelling() {
             if key == "routes" {
                 continue;
             }
-            assert!(text.contains(&format!("\n{key}: ")), "{key} missing:\n{text}");
+            assert!(
+                text.contains(&format!("\n{key}: ")),
+                "{key} missing:\n{text}"
+            );
         }
     }
-    assert!(text.contains("upstream_subprotocols: drop_unknown"), "{text}");
+    assert!(
+        text.contains("upstream_subprotocols: drop_unknown"),
+        "{text}"
+    );
     assert!(!text.contains("DropUnknown"), "{text}");
 }
