@@ -37,8 +37,10 @@ pub fn init(format: Option<LogFormat>) {
     } else {
         LogFormat::Json
     });
+    // Colour codes only for a person at a terminal: a file or a log pipeline gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(RedactedStderr { format });
     let result = match format {
         LogFormat::Json => builder

@@ -332,3 +332,29 @@ async fn a_listener_that_cannot_bind_stops_the_start_at_once() {
     let mut ws = connected(&first).await;
     ws.close(None).await.unwrap();
 }
+
+/// Text logs written to a file or a pipe carry no terminal colour codes.
+#[tokio::test]
+async fn text_logs_off_a_terminal_have_no_colour_codes() {
+    let dir = TempDir::new();
+    let log = dir.0.join("text.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsnorm"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .args(["--log-format", "text"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("INFO") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("INFO"), "no log line written: {text:?}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}
