@@ -210,14 +210,8 @@ async fn every_spelling_of_a_route_gets_the_rules_the_subprotocol_and_the_limit(
 
     // The 101 carries agent_chat for every spelling.
     let request = upgrade_request("/w%73", "");
-    let mut s = tokio::net::TcpStream::connect(wsnorm.listen).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut head = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut head))
-        .await
-        .unwrap()
-        .unwrap();
-    let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+    let (_ws, head) = RawWs::open(wsnorm.listen, request.as_bytes()).await;
+    let head = head.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(
         head.contains("sec-websocket-protocol: agent_chat"),
@@ -295,13 +289,7 @@ async fn frames_sent_with_the_upgrade_request_start_the_client_leg() {
         let mut bytes = upgrade_request("/ws", "").into_bytes();
         bytes.extend_from_slice(&client_frame(OP_TEXT, first.as_bytes()));
         bytes.extend_from_slice(&client_frame(OP_TEXT, br#"{"type":"ping","n":2}"#));
-        let mut s = tokio::net::TcpStream::connect(wsnorm.listen).await.unwrap();
-        s.write_all(&bytes).await.unwrap();
-        let mut ws = RawWs {
-            stream: s,
-            buf: Vec::new(),
-        };
-        let head = read_head(&mut ws).await;
+        let (mut ws, head) = RawWs::open(wsnorm.listen, &bytes).await;
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         greeting_json(&mut ws).await;
         let echoed = ws.next_text().await;
@@ -312,24 +300,6 @@ async fn frames_sent_with_the_upgrade_request_start_the_client_leg() {
             &echoed[..echoed.len().min(200)]
         );
         assert_eq!(ws.next_text().await, r#"{"type":"ping","n":2}"#);
-    }
-}
-
-/// Reads a response head off a raw connection, keeping what follows it.
-async fn read_head(ws: &mut RawWs) -> String {
-    loop {
-        if let Some(pos) = ws.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&ws.buf[..pos + 4]).into_owned();
-            ws.buf.drain(..pos + 4);
-            return head;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), ws.stream.read(&mut chunk))
-            .await
-            .expect("a head within 5 s")
-            .unwrap();
-        assert!(n > 0, "closed before a head");
-        ws.buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -345,14 +315,7 @@ async fn scripted_backend(answer: fn(&str) -> Vec<u8>) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let head = read_request_head(&mut s).await;
                 let head = String::from_utf8_lossy(&head).into_owned();
                 let key = head
                     .lines()
@@ -366,7 +329,7 @@ async fn scripted_backend(answer: fn(&str) -> Vec<u8>) -> SocketAddr {
                     .to_string();
                 let accept = derive_accept_key(key.as_bytes());
                 let _ = s.write_all(&answer(&accept)).await;
-                let _ = s.read(&mut buf).await;
+                let _ = s.read(&mut [0u8; 64]).await;
             });
         }
     });
@@ -523,13 +486,8 @@ async fn a_token_protocol_the_backend_chooses_on_an_unrouted_path_is_echoed_but_
     .await;
     let wsnorm = Wsnorm::start(&backend.to_string(), "").await;
     let request = upgrade_offering("/other", "jwt.c2VjcmV0LXRva2Vu", "");
-    let mut s = tokio::net::TcpStream::connect(wsnorm.listen).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut ws = RawWs {
-        stream: s,
-        buf: Vec::new(),
-    };
-    let head = read_head(&mut ws).await.to_ascii_lowercase();
+    let (mut ws, head) = RawWs::open(wsnorm.listen, request.as_bytes()).await;
+    let head = head.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(
         head.contains("sec-websocket-protocol: jwt.c2vjcmv0lxrva2vu"),

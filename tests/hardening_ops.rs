@@ -42,7 +42,7 @@ async fn faulty_backend(fault: Fault) -> (SocketAddr, mpsc::UnboundedReceiver<()
         while let Ok((mut stream, _)) = listener.accept().await {
             let seen = seen.clone();
             tokio::spawn(async move {
-                let request = read_head(&mut stream).await;
+                let request = read_request_head(&mut stream).await;
                 let _ = seen.send(());
                 match fault {
                     Fault::Reset => {
@@ -60,19 +60,6 @@ async fn faulty_backend(fault: Fault) -> (SocketAddr, mpsc::UnboundedReceiver<()
         }
     });
     (addr, rx)
-}
-
-/// Reads up to the end of a request head (or EOF).
-async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    head
 }
 
 /// A request carrying a credential in every place a client puts one.

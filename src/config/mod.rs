@@ -538,7 +538,7 @@ fn validate(server: &ServerConfig, ws: &WebSocketConfig, problems: &mut Vec<Stri
 }
 
 /// An `Origin` value as browsers send it: `scheme://host[:port]`, nothing after.
-fn check_origin(origin: &str) -> Result<(), String> {
+fn validate_origin(origin: &str) -> Result<(), String> {
     let shown = origin.escape_debug();
     let uri: http::Uri = origin
         .parse()

@@ -162,7 +162,7 @@ impl RouteSet {
                 }
             }
             for (j, o) in rc.allowed_origins.iter().enumerate() {
-                if let Err(e) = super::check_origin(o) {
+                if let Err(e) = super::validate_origin(o) {
                     problems.push(format!("{at}.allowed_origins[{j}]: {e}"));
                 }
             }

@@ -113,9 +113,21 @@ impl RawWs {
     }
 
     pub async fn connect_with(addr: SocketAddr, request: &str) -> RawWs {
+        let (ws, head) = Self::open(addr, request.as_bytes()).await;
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "{:?} got {head}",
+            request.lines().next()
+        );
+        ws
+    }
+
+    /// Sends `bytes` (a request head, maybe followed by frames) and reads the response head,
+    /// whatever its status; what follows the head stays buffered for `read_frame`.
+    pub async fn open(addr: SocketAddr, bytes: &[u8]) -> (RawWs, String) {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
         let mut buf = Vec::new();
         let head_end = loop {
             if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -130,13 +142,8 @@ impl RawWs {
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        assert!(
-            head.starts_with("HTTP/1.1 101"),
-            "{:?} got {head}",
-            request.lines().next()
-        );
         buf.drain(..head_end);
-        RawWs { stream, buf }
+        (RawWs { stream, buf }, head)
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
@@ -243,4 +250,17 @@ pub async fn http_exchange(addr: SocketAddr, raw: &[u8]) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Server side: reads up to the end of a request head (or EOF) and returns what was read.
+pub async fn read_request_head(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    head
 }
