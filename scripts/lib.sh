@@ -1,6 +1,6 @@
-# Shared by scripts/build-pgo.sh and the bench scripts (sourced, from the repository root):
-# messages, installing what is missing, the processes a script started (all stopped on exit),
-# a scratch directory, waiting for ports, and checking the load tool's reports.
+# Shared by scripts/build-pgo.sh, the bench scripts and deploy/tools/validate.sh (sourced, from the
+# repository root): messages, installing what is missing, the processes a script started (all
+# stopped on exit), a scratch directory, waiting for ports, and checking the load tool's reports.
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "$(basename "$0"): $*"; exit 1; }
@@ -12,11 +12,16 @@ install_missing() {
     command -v "${pair%%:*}" >/dev/null || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
   done
   [ ${#need[@]} -gt 0 ] || return 0
-  log "installing ${need[*]} with apt-get"
+  apt_install "${need[@]}"
+}
+
+# Installs Debian packages with apt-get (sudo when not root): apt_install PKG...
+apt_install() {
+  log "installing $* with apt-get"
   local sudo_=""
   [ "$(id -u)" = 0 ] || sudo_=sudo
   $sudo_ apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "$@" >/dev/null
 }
 
 # Processes to stop on exit (append with pids+=("$!")), and the scratch directory removed then
