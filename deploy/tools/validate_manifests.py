@@ -83,15 +83,21 @@ def lost_fields(read, dumped, path="$"):
 
 
 def check_model(model, doc, what):
-    """Validates `doc` with a typed model; fails on errors and on fields the model dropped."""
+    """Validates `doc` with a typed model; fails on errors and on fields the model dropped.
+    Returns the object, or None when it failed."""
     try:
         obj = model.model_validate(doc)
-    except (ValidationError, TypeError, ValueError) as e:
-        return report(False, f"{what}: {str(e).strip()}") and None
+    except ValidationError as e:
+        report(False, f"{what}: " + "; ".join(
+            ".".join(str(p) for p in err["loc"]) + f": {err['msg']}" for err in e.errors()))
+        return None
+    except (TypeError, ValueError) as e:
+        report(False, f"{what}: {e}")
+        return None
     lost = lost_fields(doc, obj.model_dump(by_alias=True, exclude_unset=True, mode="json"))
     if lost:
-        return report(False, f"{what}: not in the model (misspelt or unsupported): "
-                      + ", ".join(lost)) and None
+        report(False, f"{what}: not in the model (misspelt or unsupported): " + ", ".join(lost))
+        return None
     report(True, what)
     return obj
 
@@ -299,11 +305,20 @@ def check_rendered(path):
            f"{path}: the wsnorm image is rendered with its digest ({', '.join(images)})")
 
 
+def guarded(check, *args):
+    """Runs one group of checks; a file too broken to read (a wrong type, a missing key) is one
+    failure with its reason, and the other groups still run."""
+    try:
+        check(*args)
+    except Exception as e:  # noqa: BLE001 - reported, not hidden
+        report(False, f"{check.__name__}{args or ''}: stopped by {type(e).__name__}: {e}")
+
+
 def main():
-    check_kubernetes()
-    check_cloudrun()
+    guarded(check_kubernetes)
+    guarded(check_cloudrun)
     for rendered in sys.argv[1:]:
-        check_rendered(rendered)
+        guarded(check_rendered, rendered)
     print(f"{results['ok']} passed, {results['FAIL']} failed")
     return 1 if results["FAIL"] else 0
 
