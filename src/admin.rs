@@ -36,7 +36,7 @@ impl Admin {
     }
 
     async fn readiness(&self) -> (StatusCode, serde_json::Value) {
-        let config = self.state.config.load();
+        let config = self.state.config();
         let backend = self.backend.check().await;
         let shutting_down = self.state.is_shutting_down();
         let ready = backend.is_ok() && !shutting_down;
@@ -89,7 +89,7 @@ impl BackendProbe {
                 return result.clone();
             }
         }
-        let upstream = self.state.config.load().upstream.address.clone();
+        let upstream = self.state.config().upstream.address.clone();
         let connect = TcpStream::connect((upstream.host.as_str(), upstream.port));
         let result = match tokio::time::timeout(BACKEND_CHECK_TIMEOUT, connect).await {
             Ok(Ok(_)) => Ok(()),
@@ -149,7 +149,7 @@ const ALLOWED_METHODS: &str = "GET, HEAD";
 
 impl Admin {
     async fn answer(&self, req: &RequestHeader) -> Reply {
-        let limit = self.state.config.load().server.max_header_bytes;
+        let limit = self.state.config().server.max_header_bytes;
         if header_bytes(req) > limit {
             return Reply::head_too_large();
         }

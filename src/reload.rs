@@ -30,7 +30,7 @@ pub fn reload(
     let result = Config::load(Some(path), overrides);
     let outcome = match result {
         Ok(mut new) => {
-            let running = state.config.load();
+            let running = state.config();
             let mut needs_restart = Vec::new();
             if new.server != running.server {
                 needs_restart.push(format!(
@@ -43,7 +43,7 @@ pub fn reload(
             state
                 .metrics
                 .register_subprotocols(&new.websocket.subprotocols);
-            state.config.store(Arc::new(new));
+            state.swap_config(new);
             Ok(needs_restart)
         }
         Err(e) => Err(e),

@@ -39,7 +39,7 @@ pub fn check_listeners(server: &ServerConfig) -> Result<(), String> {
 
 /// Starts every service and blocks until the process has shut down.
 pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overrides) {
-    let config = state.config.load_full();
+    let config = state.config_full();
     let conf = ServerConf {
         threads: config.server.threads,
         // One thread has nobody to steal from; the non-stealing runtime wakes tasks cheaper.
@@ -149,7 +149,7 @@ impl ShutdownSignalWatch for Signals {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        let drain = Duration::from_secs(self.state.config.load().server.drain_timeout_secs);
+        let drain = Duration::from_secs(self.state.config().server.drain_timeout_secs);
         tracing::info!(
             signal = name,
             open_connections = self.state.open_connections(),

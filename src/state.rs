@@ -10,10 +10,13 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::rules::CompiledRules;
 
 pub struct AppState {
     /// Read once per handshake and once per message; replaced whole on reload.
-    pub config: Arc<ArcSwap<Config>>,
+    config: ArcSwap<Config>,
+    /// The live config's rules, swapped with it: what the relays read on every message.
+    pub rules: Arc<ArcSwap<CompiledRules>>,
     pub metrics: Arc<Metrics>,
     /// Set to true once when the process starts shutting down.
     pub shutdown: watch::Sender<bool>,
@@ -35,13 +38,31 @@ impl AppState {
         metrics.register_rules(config.rules.rule_names());
         metrics.register_subprotocols(&config.websocket.subprotocols);
         Arc::new(AppState {
-            config: Arc::new(ArcSwap::from_pointee(config)),
+            rules: Arc::new(ArcSwap::new(config.rules.clone())),
+            config: ArcSwap::from_pointee(config),
             metrics,
             shutdown: watch::Sender::new(false),
             open_connections: AtomicUsize::new(0),
             next_connection_id: AtomicU64::new(1),
             last_reload: Mutex::new(None),
         })
+    }
+
+    /// The live config.
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The live config, held past a request's await points.
+    pub fn config_full(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Replaces the live config and its rules (open connections see the rules on their next
+    /// message).
+    pub fn swap_config(&self, config: Config) {
+        self.rules.store(config.rules.clone());
+        self.config.store(Arc::new(config));
     }
 
     /// Takes one of `max` connection slots, or `None` when all are in use.

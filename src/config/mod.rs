@@ -8,12 +8,15 @@ pub use route::{Route, RouteConfig, RouteSet, UpstreamSubprotocols};
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::rules::{self, CompiledRules, EngineSettings, JsonDialect, RuleConfig};
+use crate::rules::{
+    self, CompiledRules, EngineSettings, JsonDialect, OnOversizedRewrite, RuleConfig,
+};
 
 /// The documented example in `config/wsnorm.toml`; it doubles as the built-in default.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/wsnorm.toml");
@@ -261,25 +264,6 @@ impl UnroutedUpgrades {
     }
 }
 
-/// What to do with a message whose rewrite would be larger than `max_message_bytes`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum OnOversizedRewrite {
-    /// Do not forward it; answer the sender with a `MESSAGE_TOO_LARGE` error_message.
-    Reject,
-    /// Close the sender's leg with 1009, as for a message over the limit.
-    Close,
-}
-
-impl OnOversizedRewrite {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnOversizedRewrite::Reject => "reject",
-            OnOversizedRewrite::Close => "close",
-        }
-    }
-}
-
 /// `[websocket]`: handshake and relay settings.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -342,6 +326,7 @@ impl WebSocketConfig {
             json_dialect: self.json_dialect,
             max_json_depth: self.max_json_depth,
             max_output_bytes: self.max_message_bytes,
+            on_oversized_rewrite: self.on_oversized_rewrite,
         }
     }
 
@@ -370,7 +355,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub websocket: WebSocketConfig,
     pub routes: RouteSet,
-    pub rules: CompiledRules,
+    /// Shared with the relays, which read it on every message.
+    pub rules: Arc<CompiledRules>,
 }
 
 impl Config {
@@ -440,7 +426,7 @@ impl Config {
                 upstream,
                 websocket: parsed.websocket,
                 routes,
-                rules,
+                rules: Arc::new(rules),
             }),
             _ => Err(ConfigError::Invalid {
                 file: file.to_string(),

@@ -61,7 +61,7 @@ where
         // pingora reads request heads under its keep-alive timeout (whole seconds, 60 by
         // default); it also bounds how long an idle kept-alive connection is held.
         if !*shutdown.borrow() {
-            let timeout = self.state.config.load().websocket.handshake_timeout();
+            let timeout = self.state.config().websocket.handshake_timeout();
             session.set_keepalive(Some(timeout.as_millis().div_ceil(1000).max(1) as u64));
         }
         self.inner.process_new_http(session, shutdown).await
@@ -100,7 +100,7 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        let limit = self.state.config.load().server.max_header_bytes;
+        let limit = self.state.config().server.max_header_bytes;
         if header_bytes(req) > limit {
             tracing::info!(limit, "Request headers too large; answering 431.");
             session.set_keepalive(None);
@@ -115,7 +115,7 @@ impl ProxyHttp for Proxy {
         if !upgrade::is_websocket_upgrade(req) {
             return Ok(false);
         }
-        let config = self.state.config.load_full();
+        let config = self.state.config_full();
         ctx.websocket = true;
         match upgrade::route_for(req.uri.path(), &config) {
             Ok(route) => websocket::serve(session, &config, &route, &self.state).await,
@@ -131,7 +131,7 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let authority = self.state.config.load().upstream.address.authority();
+        let authority = self.state.config().upstream.address.authority();
         Ok(Box::new(HttpPeer::new(
             authority.as_str(),
             false,
@@ -155,7 +155,7 @@ impl ProxyHttp for Proxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let trusted = client_ip.is_some_and(|ip| self.state.config.load().server.trusts(ip));
+        let trusted = client_ip.is_some_and(|ip| self.state.config().server.trusts(ip));
         if !trusted {
             for name in forwarded::CLAIMS {
                 upstream_request.remove_header(name);

@@ -73,7 +73,7 @@ pub struct HandshakeRequest<'a> {
     pub path_and_query: &'a http::uri::PathAndQuery,
     /// End-to-end headers to pass on, already filtered; `Sec-WebSocket-*` and the upgrade
     /// headers are added here.
-    pub headers: OutgoingHeaders,
+    pub headers: &'a OutgoingHeaders,
     pub subprotocols: &'a [String],
 }
 

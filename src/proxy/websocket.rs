@@ -18,7 +18,7 @@ use tracing::{info, warn, Instrument};
 
 use super::forwarded;
 use super::upgrade::{self, Negotiation, Refusal};
-use super::upstream::{self, HandshakeRequest, UpstreamError};
+use super::upstream::{self, Connected, HandshakeRequest, UpstreamError};
 use crate::config::{Config, Route, WebSocketConfig};
 use crate::headers::{InvalidHeader, OutgoingHeaders};
 use crate::logging::ConnectionLog;
@@ -59,15 +59,14 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    let (key, negotiation, backend_request) =
-        match prepare(session.req_header(), config, route, client_ip) {
-            Ok(prepared) => prepared,
-            Err(refusal) => return refuse(session, state, started, &refusal).await,
-        };
+    let prepared = match prepare(session.req_header(), config, route, client_ip) {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refuse(session, state, started, &refusal).await,
+    };
     let mut log = ConnectionLog {
         id: slot.id,
         route: route.pattern.clone(),
-        subprotocol: negotiation.client_protocol.clone(),
+        subprotocol: prepared.negotiation.client_protocol.clone(),
         peer: session
             .client_addr()
             .map(|a| a.to_string())
@@ -76,26 +75,17 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
     // For the handshake only: the open connection keeps `log`, not a span.
     let span = log.span();
     let ws = &config.websocket;
-    let handshake = HandshakeRequest {
-        path_and_query: &backend_request.path_and_query,
-        headers: backend_request.headers,
-        subprotocols: &negotiation.upstream_offer,
+    let backend = match dial(config, &prepared).instrument(span.clone()).await {
+        Ok(backend) => backend,
+        Err(error) => {
+            let _enter = span.enter();
+            return refuse_upstream(session, state, started, error).await;
+        }
     };
-    let backend =
-        match upstream::handshake(&config.upstream.address, &handshake, ws.handshake_timeout())
-            .instrument(span.clone())
-            .await
-        {
-            Ok(backend) => backend,
-            Err(error) => {
-                let _enter = span.enter();
-                return refuse_upstream(session, state, started, error).await;
-            }
-        };
     let client_protocol = if route.transparent {
         backend.protocol.clone()
     } else {
-        negotiation.client_protocol
+        prepared.negotiation.client_protocol
     };
     // On an unrouted path the backend may choose a token-bearing protocol: echoed, never logged.
     log.subprotocol = client_protocol.as_deref().map(|p| {
@@ -107,8 +97,14 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
     });
 
     // The 101 goes out only now that the backend has accepted.
-    let Some((h1, client_leftover)) =
-        switch_protocols(session, &key, client_protocol.as_deref(), ws, &span).await
+    let Some((client, client_leftover)) = switch_protocols(
+        session,
+        &prepared.key,
+        client_protocol.as_deref(),
+        ws,
+        &span,
+    )
+    .await
     else {
         return;
     };
@@ -121,7 +117,7 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
 
     let log = Arc::new(log);
     let ctx = RelayContext {
-        config: state.config.clone(),
+        rules: (!route.transparent).then(|| state.rules.clone()),
         metrics: state.metrics.clone(),
         shutdown: state.shutdown.subscribe(),
         keepalive: relay::Keepalive {
@@ -129,46 +125,55 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
             idle_timeout: ws.idle_timeout(),
         },
         max_message_bytes: ws.max_message_bytes,
-        rewrite: !route.transparent,
         log: log.clone(),
     };
+    info!(
+        parent: &log.span(),
+        handshake_ms = elapsed * 1e3,
+        upstream_subprotocol = backend.protocol.is_some(),
+        "WebSocket connected."
+    );
     // The relay gets a task of its own, so pingora's session (its futures, request header and
     // buffers, ~20 KiB) is freed now instead of living as long as the WebSocket.
     session.set_keepalive(None);
-    let relay_task = async move {
-        info!(
-            parent: &log.span(),
-            handshake_ms = elapsed * 1e3,
-            upstream_subprotocol = backend.protocol.is_some(),
-            "WebSocket connected."
-        );
-        let client = h1.into_inner();
-        let leftovers = relay::Leftovers {
-            client: &client_leftover,
-            upstream: &backend.leftover,
-        };
-        let summary = match plain_socket(&client) {
-            Ok(socket) => {
-                drop(client);
-                relay::run(socket, backend.stream, leftovers, ctx).await
-            }
-            Err(e) => {
-                warn!(parent: &log.span(), error = %e, "Cannot take the client socket; relaying through pingora's stream.");
-                relay::run(client, backend.stream, leftovers, ctx).await
-            }
-        };
-        info!(
-            parent: &log.span(),
-            close_code = summary.close_code,
-            close_reason = %summary.close_reason,
-            initiator = summary.initiator.unwrap_or("none"),
-            messages_from_client = summary.messages[0],
-            messages_from_upstream = summary.messages[1],
-            "WebSocket closed."
-        );
-        drop(slot);
+    tokio::spawn(relay(client, client_leftover, backend, ctx, slot));
+}
+
+/// Relays an upgraded connection to its end and logs how it ended; the connection's slot is
+/// given back then.
+async fn relay(
+    client: HttpSession,
+    client_leftover: Vec<u8>,
+    backend: Connected,
+    ctx: RelayContext,
+    slot: ConnectionSlot,
+) {
+    let log = ctx.log.clone();
+    let client = client.into_inner();
+    let leftovers = relay::Leftovers {
+        client: &client_leftover,
+        upstream: &backend.leftover,
     };
-    tokio::spawn(relay_task);
+    let summary = match plain_socket(&client) {
+        Ok(socket) => {
+            drop(client);
+            relay::run(socket, backend.stream, leftovers, ctx).await
+        }
+        Err(e) => {
+            warn!(parent: &log.span(), error = %e, "Cannot take the client socket; relaying through pingora's stream.");
+            relay::run(client, backend.stream, leftovers, ctx).await
+        }
+    };
+    info!(
+        parent: &log.span(),
+        close_code = summary.close_code,
+        close_reason = %summary.close_reason,
+        initiator = summary.initiator.unwrap_or("none"),
+        messages_from_client = summary.messages[0],
+        messages_from_upstream = summary.messages[1],
+        "WebSocket closed."
+    );
+    drop(slot);
 }
 
 /// A slot under `max_connections`, unless the process is shutting down.
@@ -192,14 +197,22 @@ struct BackendRequest {
     headers: OutgoingHeaders,
 }
 
+/// A checked upgrade request: what the 101 and the backend's handshake are built from.
+struct Prepared {
+    /// The client's `Sec-WebSocket-Key`.
+    key: String,
+    negotiation: Negotiation,
+    backend: BackendRequest,
+}
+
 /// Validates the client's upgrade, checks its origin, negotiates subprotocols and builds the
-/// backend's request. Returns the client's key, the negotiation and the request.
+/// backend's request.
 fn prepare(
     req: &RequestHeader,
     config: &Config,
     route: &Route,
     client_ip: Option<IpAddr>,
-) -> Result<(String, Negotiation, BackendRequest), Refusal> {
+) -> Result<Prepared, Refusal> {
     let client_upgrade = upgrade::validate(req)?;
     upgrade::check_origin(req, route)?;
     let has_authorization = req.headers.contains_key("authorization");
@@ -221,14 +234,29 @@ fn prepare(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    Ok((
-        client_upgrade.key,
+    Ok(Prepared {
+        key: client_upgrade.key,
         negotiation,
-        BackendRequest {
+        backend: BackendRequest {
             path_and_query,
             headers,
         },
-    ))
+    })
+}
+
+/// Opens the backend leg with the prepared request.
+async fn dial(config: &Config, prepared: &Prepared) -> Result<Connected, UpstreamError> {
+    let handshake = HandshakeRequest {
+        path_and_query: &prepared.backend.path_and_query,
+        headers: &prepared.backend.headers,
+        subprotocols: &prepared.negotiation.upstream_offer,
+    };
+    upstream::handshake(
+        &config.upstream.address,
+        &handshake,
+        config.websocket.handshake_timeout(),
+    )
+    .await
 }
 
 /// Writes the 101 and takes the client's connection out of pingora, with the bytes the client

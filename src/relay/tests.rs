@@ -5,15 +5,28 @@
 use std::io::Cursor;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{duplex, DuplexStream};
+use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::conn::Conn;
+use super::frames;
+use super::legs::{Leg, KEEP_BUFFER_BYTES};
 use super::*;
+use crate::config::Config;
 use crate::config::Overrides;
+use crate::metrics::Metrics;
 
 const TEXT: OpCode = OpCode::Data(Data::Text);
 const BINARY: OpCode = OpCode::Data(Data::Binary);
@@ -38,12 +51,12 @@ on_invalid = "reject"
 type Ws = WebSocketStream<DuplexStream>;
 
 /// A context as production builds it, from a config file's text ("" is the embedded default).
-fn context(toml: &str) -> RelayContext {
+pub(super) fn context(toml: &str) -> RelayContext {
     let config = Config::from_toml("test.toml", toml, &Overrides::default()).unwrap();
     RelayContext {
         max_message_bytes: config.websocket.max_message_bytes,
-        rewrite: true,
-        config: Arc::new(arc_swap::ArcSwap::from_pointee(config)),
+
+        rules: Some(Arc::new(arc_swap::ArcSwap::new(config.rules.clone()))),
         metrics: Arc::new(Metrics::new().unwrap()),
         // Its sender is dropped at once: no shutdown ever comes.
         shutdown: watch::channel(false).1,

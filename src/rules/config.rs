@@ -167,6 +167,8 @@ pub struct EngineSettings {
     pub max_json_depth: usize,
     /// A rewrite longer than this is not forwarded ([`super::Outcome::TooLarge`]).
     pub max_output_bytes: usize,
+    /// What the relay does with such a rewrite.
+    pub on_oversized_rewrite: OnOversizedRewrite,
 }
 
 impl Default for EngineSettings {
@@ -175,6 +177,26 @@ impl Default for EngineSettings {
             json_dialect: JsonDialect::Python,
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
             max_output_bytes: usize::MAX,
+            on_oversized_rewrite: OnOversizedRewrite::Reject,
+        }
+    }
+}
+
+/// What to do with a message whose rewrite would be larger than `max_message_bytes`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOversizedRewrite {
+    /// Do not forward it; answer the sender with a `MESSAGE_TOO_LARGE` error_message.
+    Reject,
+    /// Close the sender's leg with 1009, as for a message over the limit.
+    Close,
+}
+
+impl OnOversizedRewrite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnOversizedRewrite::Reject => "reject",
+            OnOversizedRewrite::Close => "close",
         }
     }
 }

@@ -1,0 +1,355 @@
+//! The state of both legs, and what each event does to it: the close handshake, keepalive,
+//! replies held behind fragmented messages. No IO: the relay's loop feeds it events and writes
+//! out what it queues.
+
+use std::io;
+use std::sync::Arc;
+
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tracing::{debug, info, warn};
+
+use super::frames::{self, Event, FrameError};
+use super::rewrite::{recycle, transform, Forward};
+use super::{Keepalive, RelayContext, Summary};
+use crate::logging::ConnectionLog;
+use crate::metrics::{Initiator, MessageKind, Metrics};
+use crate::rules::Direction;
+
+/// Buffers that grew past this for one large message are freed once it is relayed.
+pub(super) const KEEP_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Replies to rejected messages held back while a binary message is forwarded to the same
+/// peer in fragments; past this, reading from that peer waits for the fragments' end.
+const MAX_HELD_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Leg {
+    Client,
+    Upstream,
+}
+
+impl Leg {
+    /// The direction of messages read from this leg.
+    pub(super) fn direction(self) -> Direction {
+        match self {
+            Leg::Client => Direction::ClientToBackend,
+            Leg::Upstream => Direction::BackendToClient,
+        }
+    }
+
+    pub(super) fn other(self) -> Leg {
+        match self {
+            Leg::Client => Leg::Upstream,
+            Leg::Upstream => Leg::Client,
+        }
+    }
+
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Leg::Client => "client",
+            Leg::Upstream => "upstream",
+        }
+    }
+
+    pub(super) fn initiator(self) -> Initiator {
+        match self {
+            Leg::Client => Initiator::Client,
+            Leg::Upstream => Initiator::Upstream,
+        }
+    }
+}
+
+/// A leg's output and what is known about its closing.
+pub(super) struct LegState {
+    pub(super) role: Role,
+    /// Frames to write, sent at the end of each batch.
+    pub(super) out: Vec<u8>,
+    /// `out` is inside a fragmented binary message: a data frame of our own must wait.
+    pub(super) mid_message: bool,
+    /// Our own data frames (replies to rejected messages) waiting for that message's end.
+    pub(super) held: Vec<u8>,
+    /// The peer sent something since the last keepalive check (a flag, not a clock read per
+    /// message).
+    pub(super) heard: bool,
+    /// When the peer was last found to have sent anything, to within a keepalive check.
+    pub(super) last_heard: tokio::time::Instant,
+    /// When we last pinged it.
+    pub(super) last_ping: Option<tokio::time::Instant>,
+    /// Nothing more will be read from it.
+    pub(super) done: bool,
+    /// Its socket failed or reached its end: nothing more is written to it.
+    pub(super) broken: bool,
+    /// We sent it a close frame (forwarded or our own).
+    pub(super) close_sent: bool,
+    /// It sent us a close frame.
+    pub(super) close_received: bool,
+    /// We failed it for breaking the protocol: drain it before closing the socket.
+    pub(super) linger: bool,
+}
+
+impl LegState {
+    pub(super) fn new(role: Role) -> LegState {
+        LegState {
+            role,
+            out: Vec::new(),
+            mid_message: false,
+            held: Vec::new(),
+            heard: false,
+            last_heard: tokio::time::Instant::now(),
+            last_ping: None,
+            done: false,
+            broken: false,
+            close_sent: false,
+            close_received: false,
+            linger: false,
+        }
+    }
+
+    /// Whether frames may still be queued for it.
+    pub(super) fn writable(&self) -> bool {
+        !self.close_sent && !self.broken
+    }
+
+    /// Whether to read from its peer: not while too many replies wait to be sent to it.
+    pub(super) fn readable(&self) -> bool {
+        !self.done && self.held.len() < MAX_HELD_BYTES
+    }
+
+    pub(super) fn send(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        frames::write_frame(&mut self.out, self.role, opcode, fin, payload);
+    }
+
+    /// Queues one frame of a message relayed from the other leg; the last one releases the
+    /// replies held meanwhile.
+    pub(super) fn relay(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        self.send(opcode, fin, payload);
+        self.mid_message = !fin;
+        if fin && !self.held.is_empty() {
+            self.out.append(&mut self.held);
+            free_if_large(&mut self.held);
+        }
+    }
+
+    /// Queues a text message of our own, after any fragmented message being relayed to it.
+    pub(super) fn reply(&mut self, text: &[u8]) {
+        let out = if self.mid_message {
+            &mut self.held
+        } else {
+            &mut self.out
+        };
+        frames::write_frame(out, self.role, OpCode::Data(Data::Text), true, text);
+    }
+}
+
+/// Both legs' states, the summary and the metrics: everything the relaying logic changes
+/// except the sockets and read buffers.
+pub(super) struct Legs {
+    pub(super) states: [LegState; 2],
+    pub(super) summary: Summary,
+    metrics: Arc<Metrics>,
+    pub(super) log: Arc<ConnectionLog>,
+}
+
+impl Legs {
+    /// The client leg is served (frames to it unmasked), the backend leg dialled.
+    pub(super) fn new(metrics: Arc<Metrics>, log: Arc<ConnectionLog>) -> Legs {
+        Legs {
+            states: [LegState::new(Role::Server), LegState::new(Role::Client)],
+            summary: Summary::default(),
+            metrics,
+            log,
+        }
+    }
+
+    pub(super) fn on_event(&mut self, from: Leg, event: Event<'_>, ctx: &RelayContext) {
+        let to = from.other();
+        let dir = from.direction();
+        match event {
+            Event::Text(text) => {
+                self.summary.messages[from as usize] += 1;
+                if !self.states[to as usize].writable() {
+                    debug!(parent: &self.log.span(), direction = dir.as_str(), "Message dropped: its receiver is closing.");
+                    return;
+                }
+                let text_frame = OpCode::Data(Data::Text);
+                match transform(text, dir, ctx) {
+                    Forward::Original => {
+                        self.states[to as usize].relay(text_frame, true, text.as_bytes())
+                    }
+                    Forward::Rewritten(bytes) => {
+                        self.states[to as usize].relay(text_frame, true, &bytes);
+                        recycle(bytes);
+                    }
+                    Forward::Back(reply) => {
+                        let sender = &mut self.states[from as usize];
+                        if sender.writable() {
+                            sender.reply(&reply);
+                        }
+                    }
+                    Forward::Close => {
+                        self.close_leg(from, 1009, "message too big");
+                        self.close_other(from);
+                    }
+                }
+            }
+            Event::Binary {
+                payload,
+                first,
+                fin,
+            } => {
+                if first {
+                    self.summary.messages[from as usize] += 1;
+                    ctx.metrics.message(dir, MessageKind::Binary, payload.len());
+                } else {
+                    ctx.metrics.fragment(dir, payload.len());
+                }
+                let opcode = OpCode::Data(if first { Data::Binary } else { Data::Continue });
+                let state = &mut self.states[to as usize];
+                if state.writable() {
+                    state.relay(opcode, fin, payload);
+                }
+            }
+            Event::Ping(payload) => {
+                let state = &mut self.states[from as usize];
+                if state.writable() {
+                    state.send(OpCode::Control(Control::Pong), true, payload);
+                }
+            }
+            Event::Pong => {}
+            Event::Close(close) => self.on_close(from, close),
+        }
+    }
+
+    pub(super) fn on_close(&mut self, from: Leg, close: Option<(u16, &str)>) {
+        let to = from.other();
+        let state = &mut self.states[from as usize];
+        state.close_received = true;
+        state.done = true;
+        if state.close_sent {
+            return; // The answer to a close we sent.
+        }
+        // Answered on its leg with the same code, as RFC 6455 §5.5.1 suggests.
+        state.close_sent = true;
+        frames::write_close(&mut state.out, state.role, close);
+        let (code, reason) = close.unwrap_or((1005, ""));
+        self.metrics.close(code, from.initiator());
+        self.record_close(code, reason, from.initiator());
+        let other = &mut self.states[to as usize];
+        if other.writable() {
+            other.close_sent = true;
+            frames::write_close(&mut other.out, other.role, close);
+        }
+    }
+
+    /// The peer ended the stream (or reset it).
+    pub(super) fn on_end(&mut self, leg: Leg) {
+        let state = &mut self.states[leg as usize];
+        state.done = true;
+        state.broken = true;
+        if !state.close_received && !state.close_sent {
+            info!(parent: &self.log.span(), leg = leg.as_str(), "Peer went away without a close frame.");
+            self.metrics.close(1006, leg.initiator());
+            self.close_other(leg);
+        }
+    }
+
+    pub(super) fn on_io_error(&mut self, leg: Leg, error: &io::Error) {
+        let state = &mut self.states[leg as usize];
+        if state.broken {
+            return;
+        }
+        state.done = true;
+        state.broken = true;
+        if state.close_received {
+            debug!(parent: &self.log.span(), leg = leg.as_str(), error = %error, "Leg closed.");
+        } else {
+            warn!(parent: &self.log.span(), leg = leg.as_str(), error = %error, "Leg failed.");
+            self.metrics.close(1006, leg.initiator());
+        }
+        self.close_other(leg);
+    }
+
+    /// The peer broke the protocol: tell it why, read nothing more from it (its framing can no
+    /// longer be trusted), and close the other leg on its behalf.
+    pub(super) fn on_frame_error(&mut self, leg: Leg, error: &FrameError) {
+        info!(parent: &self.log.span(), leg = leg.as_str(), error = %error, "Peer broke the protocol; closing its leg.");
+        self.close_leg(leg, error.close_code(), error.close_reason());
+        let state = &mut self.states[leg as usize];
+        state.done = true;
+        state.linger = true;
+        self.close_other(leg);
+    }
+
+    pub(super) fn close_other(&mut self, failed: Leg) {
+        match failed {
+            Leg::Upstream => self.close_leg(Leg::Client, 1011, "upstream error"),
+            Leg::Client => self.close_leg(Leg::Upstream, 1001, "client gone"),
+        }
+    }
+
+    /// Queues our own close frame for `leg`, once.
+    pub(super) fn close_leg(&mut self, leg: Leg, code: u16, reason: &'static str) {
+        let state = &mut self.states[leg as usize];
+        if !state.writable() {
+            return;
+        }
+        state.close_sent = true;
+        frames::write_close(&mut state.out, state.role, Some((code, reason)));
+        self.metrics.close(code, Initiator::Proxy);
+        self.record_close(code, reason, Initiator::Proxy);
+    }
+
+    /// Pings quiet legs; closes legs that have been silent past the idle timeout.
+    pub(super) fn keepalive(&mut self, keepalive: Keepalive) {
+        for leg in [Leg::Client, Leg::Upstream] {
+            let log = &self.log;
+            let state = &mut self.states[leg as usize];
+            if state.done || state.close_sent {
+                continue;
+            }
+            // A leg we stopped reading (replies held for it) is not to blame for its silence.
+            if std::mem::take(&mut state.heard) || !state.readable() {
+                state.last_heard = tokio::time::Instant::now();
+            }
+            let quiet = state.last_heard.elapsed();
+            if quiet >= keepalive.idle_timeout {
+                info!(
+                    parent: &log.span(),
+                    leg = leg.as_str(),
+                    quiet_ms = quiet.as_millis() as u64,
+                    "Peer is silent past the idle timeout; closing."
+                );
+                state.done = true;
+                state.broken = true;
+                self.metrics.close(1006, leg.initiator());
+                self.close_other(leg);
+            } else if quiet >= keepalive.ping_interval
+                && state
+                    .last_ping
+                    .is_none_or(|p| p.elapsed() >= keepalive.ping_interval)
+            {
+                state.last_ping = Some(tokio::time::Instant::now());
+                state.send(OpCode::Control(Control::Ping), true, &[]);
+            }
+        }
+    }
+
+    fn record_close(&mut self, code: u16, reason: &str, initiator: Initiator) {
+        if self.summary.initiator.is_none() {
+            self.summary.close_code = Some(code);
+            self.summary.close_reason = reason.to_string();
+            self.summary.initiator = Some(initiator.as_str());
+        }
+    }
+}
+
+/// Gives back an emptied buffer that grew for one large message.
+pub(super) fn free_if_large(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP_BUFFER_BYTES {
+        *buf = Vec::new();
+    }
+}
+
+#[cfg(test)]
+mod tests;
