@@ -149,12 +149,14 @@ impl ShutdownSignalWatch for Signals {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        let drain = Duration::from_secs(self.state.config().server.drain_timeout_secs);
+        let server = &self.state.config().server;
+        let drain = Duration::from_secs(server.drain_timeout_secs);
         tracing::info!(
             signal = name,
             open_connections = self.state.open_connections(),
             drain_timeout_secs = drain.as_secs(),
-            "Shutting down: closing WebSockets with 1001."
+            drain_spread_secs = server.drain_spread_secs,
+            "Shutting down: closing WebSockets with 1001, spread over drain_spread_secs."
         );
         self.state.shutdown.send_replace(true);
         let started = Instant::now();

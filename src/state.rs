@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -102,6 +102,16 @@ impl AppState {
 pub struct ConnectionSlot {
     state: Arc<AppState>,
     pub id: u64,
+}
+
+impl ConnectionSlot {
+    /// How long after the shutdown signal this connection is closed: its place in a drain
+    /// spread over `spread`. Consecutive ids land far apart (multiples of the golden ratio,
+    /// modulo 1), so the closes are even over the window however many connections are open.
+    pub fn drain_delay(&self, spread: Duration) -> Duration {
+        const GOLDEN: f64 = 0.618_033_988_749_895;
+        spread.mul_f64((self.id as f64 * GOLDEN).fract())
+    }
 }
 
 impl Drop for ConnectionSlot {

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -142,7 +142,9 @@ async fn a_configmap_symlink_swap_is_picked_up() {
 #[tokio::test]
 async fn sigterm_closes_open_websockets_with_1001_and_exits_0() {
     let backend = start_backend().await;
-    let mut wsnorm = Wsnorm::start(&backend.to_string(), "").await;
+    // No spread: every WebSocket is closed at once.
+    let config = "[server]\ndrain_spread_secs = 0\n";
+    let mut wsnorm = Wsnorm::start(&backend.to_string(), config).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         clients.push(connected(&wsnorm).await);
@@ -154,7 +156,6 @@ async fn sigterm_closes_open_websockets_with_1001_and_exits_0() {
     )
     .await;
     assert!(backend_saw(&mut clients[0]).await.contains("start_agent"));
-    let started = Instant::now();
     signal(&wsnorm, "TERM");
     for ws in &mut clients {
         let close = loop {
@@ -170,14 +171,17 @@ async fn sigterm_closes_open_websockets_with_1001_and_exits_0() {
         assert_eq!(close.unwrap().code, CloseCode::Away);
     }
     drop(clients);
+    exits_0(&mut wsnorm, Duration::from_secs(15)).await;
+}
+
+/// Waits for the process to exit and asserts it exited 0.
+async fn exits_0(wsnorm: &mut Wsnorm, within: Duration) {
+    let started = Instant::now();
     let status = loop {
         if let Some(status) = wsnorm.child.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "wsnorm did not exit"
-        );
+        assert!(started.elapsed() < within, "wsnorm did not exit");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(
@@ -185,6 +189,88 @@ async fn sigterm_closes_open_websockets_with_1001_and_exits_0() {
         "exit status {status}; logs:\n{}",
         wsnorm.logs()
     );
+}
+
+/// Plays ping-pong on `ws` (one message in flight, each answered before the next) until the
+/// close comes. Returns when it came after `signalled`, its code, and how many messages were
+/// answered after `signalled`.
+async fn ping_pong_until_closed(mut ws: Ws, signalled: Instant) -> (Duration, u16, usize) {
+    let mut answered_after = 0;
+    for n in 0.. {
+        let sent = format!(r#"{{"type":"user_message","content":"m{n}"}}"#);
+        if ws.send(Message::text(sent.clone())).await.is_err() {
+            panic!("the client leg failed before its close");
+        }
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("an answer or a close within 10 s");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if v["type"] == "received" {
+                        // Nothing skipped: the answer is to the message just sent.
+                        assert_eq!(v["raw"], sent.as_str());
+                        if Instant::now() > signalled {
+                            answered_after += 1;
+                        }
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map_or(1005, |f| u16::from(f.code));
+                    return (signalled.elapsed(), code, answered_after);
+                }
+                Some(Ok(_)) => {}
+                other => panic!("expected an answer or a close, got {other:?}"),
+            }
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn sigterm_spreads_the_closes_over_drain_spread_secs_and_relays_until_each_close() {
+    let backend = start_backend().await;
+    let config = "[server]\ndrain_timeout_secs = 6\ndrain_spread_secs = 3\n";
+    let mut wsnorm = Wsnorm::start(&backend.to_string(), config).await;
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(connected(&wsnorm).await);
+    }
+    let signalled = Instant::now();
+    let players: Vec<_> = clients
+        .into_iter()
+        .map(|ws| tokio::spawn(ping_pong_until_closed(ws, signalled)))
+        .collect();
+    signal(&wsnorm, "TERM");
+    let mut closed_at = Vec::new();
+    for player in players {
+        let (at, code, answered_after) = player.await.unwrap();
+        assert_eq!(code, 1001, "logs:\n{}", wsnorm.logs());
+        assert!(
+            answered_after > 0,
+            "a connection stopped relaying before its close"
+        );
+        closed_at.push(at);
+    }
+    closed_at.sort();
+    let (first, last) = (closed_at[0], closed_at[closed_at.len() - 1]);
+    // Spread over the window, not all at once, and all within it.
+    assert!(
+        last - first >= Duration::from_millis(1500),
+        "closes not spread: {closed_at:?}"
+    );
+    assert!(
+        last < Duration::from_millis(4000),
+        "closes too late: {closed_at:?}"
+    );
+    let in_first_second = closed_at
+        .iter()
+        .filter(|at| **at < Duration::from_secs(1))
+        .count();
+    assert!(in_first_second < closed_at.len() / 2, "{closed_at:?}");
+    exits_0(&mut wsnorm, Duration::from_secs(10)).await;
 }
 
 fn wsnorm_cmd(args: &[&str]) -> std::process::Output {

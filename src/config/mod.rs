@@ -78,6 +78,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub drain_timeout_secs: u64,
+    /// The first part of the drain over which WebSockets are closed, spread evenly, so their
+    /// clients do not all reconnect elsewhere in the same second.
+    pub drain_spread_secs: u64,
     /// Peers whose `X-Forwarded-*` / `Forwarded` / `X-Real-IP` headers are believed.
     #[serde(deserialize_with = "addresses_or_blocks")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -92,6 +95,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_header_bytes: 32 * 1024,
             drain_timeout_secs: 10,
+            drain_spread_secs: 5,
             trusted_proxies: Vec::new(),
         }
     }
@@ -164,6 +168,10 @@ fn addresses_or_blocks<'de, D: serde::Deserializer<'de>>(
 }
 
 impl ServerConfig {
+    pub fn drain_spread(&self) -> Duration {
+        Duration::from_secs(self.drain_spread_secs)
+    }
+
     /// Whether `peer` is a proxy whose forwarding headers are kept (and extended).
     pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&peer))
@@ -440,7 +448,7 @@ impl Config {
         let ws = &self.websocket;
         let mut out = format!(
             "config: {}\nlisten: {}\nadmin: {}\nupstream: {}\nthreads: {}\nmax_connections: {}\n\
-             max_header_bytes: {}\ndrain_timeout_secs: {}\n\
+             max_header_bytes: {}\ndrain_timeout_secs: {}\ndrain_spread_secs: {}\n\
              subprotocols: {:?}\nno_common_subprotocol: {}\ntoken_subprotocol_prefixes: {:?}\n\
              tokens_to_authorization: {}\nhandshake_timeout_ms: {}\nmax_message_bytes: {}\n\
              on_oversized_rewrite: {}\njson_dialect: {}\nmax_json_depth: {}\n\
@@ -454,6 +462,7 @@ impl Config {
             self.server.max_connections,
             self.server.max_header_bytes,
             self.server.drain_timeout_secs,
+            self.server.drain_spread_secs,
             ws.subprotocols,
             ws.no_common_subprotocol.as_str(),
             ws.token_subprotocol_prefixes,
@@ -478,6 +487,14 @@ impl Config {
 fn validate(server: &ServerConfig, ws: &WebSocketConfig, problems: &mut Vec<String>) {
     if server.drain_timeout_secs > 3600 {
         problems.push("server.drain_timeout_secs: at most 3600".into());
+    }
+    // The last closes need some of the drain for their close handshakes.
+    if server.drain_spread_secs > 0 && server.drain_spread_secs >= server.drain_timeout_secs {
+        problems.push(format!(
+            "server.drain_spread_secs: must be less than drain_timeout_secs ({}), or 0 to close \
+             every WebSocket at once",
+            server.drain_timeout_secs
+        ));
     }
     if server.max_header_bytes < 1024 {
         problems.push("server.max_header_bytes: must be at least 1024".into());

@@ -120,6 +120,7 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
         rules: (!route.transparent).then(|| state.rules.clone()),
         metrics: state.metrics.clone(),
         shutdown: state.shutdown.subscribe(),
+        drain_delay: slot.drain_delay(config.server.drain_spread()),
         keepalive: relay::Keepalive {
             ping_interval: ws.ping_interval(),
             idle_timeout: ws.idle_timeout(),

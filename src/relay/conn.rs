@@ -97,7 +97,7 @@ where
         let tick = tokio::time::sleep(check_every);
         tokio::pin!(tick);
         let mut tick_waiting = false;
-        let shutdown = shutdown_signalled(ctx.shutdown.clone());
+        let shutdown = shutdown_signalled(ctx.shutdown.clone(), ctx.drain_delay);
         tokio::pin!(shutdown);
         let mut shutdown_waiting = false;
         // Either peer may have sent frames right behind its handshake.

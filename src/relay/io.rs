@@ -86,11 +86,12 @@ pub(super) async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     let _ = tokio::time::timeout(LINGER_TIMEOUT, drain).await;
 }
 
-/// Resolves once the process starts shutting down (never, if the signal is gone).
-pub(super) async fn shutdown_signalled(mut shutdown: watch::Receiver<bool>) {
+/// Resolves `delay` after the process starts shutting down (never, if the signal is gone).
+pub(super) async fn shutdown_signalled(mut shutdown: watch::Receiver<bool>, delay: Duration) {
     if shutdown.wait_for(|down| *down).await.is_err() {
         std::future::pending::<()>().await;
     }
+    tokio::time::sleep(delay).await;
 }
 
 /// A write that must finish within `timeout`: a peer that stopped reading must not hold the

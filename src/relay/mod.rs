@@ -48,8 +48,10 @@ pub struct RelayContext {
     /// so a reload applies to open connections' next messages.
     pub rules: Option<Arc<ArcSwap<CompiledRules>>>,
     pub metrics: Arc<Metrics>,
-    /// Becomes true when the process shuts down: both legs are then closed with 1001.
+    /// Becomes true when the process shuts down: both legs are then closed with 1001, after
+    /// `drain_delay` (the connection's place in the staged drain; it keeps relaying meanwhile).
     pub shutdown: watch::Receiver<bool>,
+    pub drain_delay: Duration,
     pub keepalive: Keepalive,
     /// The largest message (and frame) accepted from either side; larger ones close with 1009.
     pub max_message_bytes: usize,

@@ -55,11 +55,11 @@ pub(super) fn context(toml: &str) -> RelayContext {
     let config = Config::from_toml("test.toml", toml, &Overrides::default()).unwrap();
     RelayContext {
         max_message_bytes: config.websocket.max_message_bytes,
-
         rules: Some(Arc::new(arc_swap::ArcSwap::new(config.rules.clone()))),
         metrics: Arc::new(Metrics::new().unwrap()),
         // Its sender is dropped at once: no shutdown ever comes.
         shutdown: watch::channel(false).1,
+        drain_delay: Duration::ZERO,
         keepalive: Keepalive {
             ping_interval: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(7200),
