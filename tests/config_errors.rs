@@ -207,3 +207,35 @@ async fn wsnorm_runs_with_host_names_for_its_listeners_and_backend() {
         "{logs}"
     );
 }
+
+/// Rule fixture files get the same wording as config files.
+#[test]
+fn a_fixture_file_error_is_worded_as_config_errors_are() {
+    let dir = TempDir::new();
+    for (name, text, want) in [
+        (
+            "cases.toml",
+            "[[case]]\ninput = '{}'\n\n[[case]]\ninput = '{}'\noutpt = '{}'\n",
+            "line 6, column 1: case[1]: unknown key `outpt`, did you mean `output`?",
+        ),
+        (
+            "cases.jsonl",
+            "{\"input\": \"{}\", \"rejected\": \"yes\"}\n",
+            "line 1, column 33: expected true or false, found the string \"yes\"",
+        ),
+    ] {
+        let file = dir.0.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_wsnorm"))
+            .arg("test-rules")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{}: {want}", file.display())),
+            "{stderr}"
+        );
+    }
+}

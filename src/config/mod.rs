@@ -9,6 +9,7 @@ mod wording;
 
 pub use address::Address;
 pub use route::{Route, RouteConfig, RouteSet, UpstreamSubprotocols};
+pub(crate) use wording::{friendly, read_toml};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -358,14 +359,11 @@ impl Config {
 
     /// Parses and validates `text`; `file` names it in error messages.
     pub fn from_toml(file: &str, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let parse_error = |doc: Option<&Document>, e: &toml::de::Error| ConfigError::Parse {
-            file: file.to_string(),
-            message: wording::render_toml_error(text, doc, e),
-        };
-        let root = toml::de::DeTable::parse(text).map_err(|e| parse_error(None, &e))?;
-        let doc = Document::new(text, root);
-        let parsed = FileConfig::deserialize(toml::de::Deserializer::from(doc.root().clone()))
-            .map_err(|e| parse_error(Some(&doc), &e))?;
+        let (parsed, doc) =
+            wording::read_toml::<FileConfig>(text).map_err(|message| ConfigError::Parse {
+                file: file.to_string(),
+                message,
+            })?;
         let mut server = parsed.server;
         let mut upstream = parsed.upstream;
         if let Some(listen) = &overrides.listen {

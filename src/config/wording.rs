@@ -9,6 +9,18 @@
 
 use super::locate::{excerpt, Document};
 
+/// Reads `text` as a `T`, any error worded by [`render_toml_error`]; with the parsed file, to
+/// find keys in it.
+pub fn read_toml<'a, T: serde::de::DeserializeOwned>(
+    text: &'a str,
+) -> Result<(T, Document<'a>), String> {
+    let root = toml::de::DeTable::parse(text).map_err(|e| render_toml_error(text, None, &e))?;
+    let doc = Document::new(text, root);
+    let value = T::deserialize(toml::de::Deserializer::from(doc.root().clone()))
+        .map_err(|e| render_toml_error(text, Some(&doc), &e))?;
+    Ok((value, doc))
+}
+
 /// A toml error as wsnorm shows it: `line N, column M: key.path: message`, then the line
 /// quoted with the offending part underlined. `doc` is the parsed file (none when the file
 /// does not parse: then the message is toml's syntax error and there is no key).
