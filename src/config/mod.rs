@@ -156,9 +156,7 @@ impl ServerConfig {
     pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&peer))
     }
-}
 
-impl ServerConfig {
     /// The keys whose values differ between `self` and `other`, as spelt in the file.
     pub fn changed_keys(&self, other: &ServerConfig) -> Vec<&'static str> {
         // Destructured so that a new field cannot be left out of the comparison.
