@@ -90,11 +90,11 @@ impl BackendProbe {
             }
         }
         let upstream = self.state.config().upstream.address.clone();
-        let connect = TcpStream::connect((upstream.host.as_str(), upstream.port));
+        let connect = TcpStream::connect(upstream.socket);
         let result = match tokio::time::timeout(BACKEND_CHECK_TIMEOUT, connect).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("cannot connect to {}: {e}", upstream.authority())),
-            Err(_) => Err(format!("connect to {} timed out", upstream.authority())),
+            Ok(Err(e)) => Err(format!("cannot connect to {upstream}: {e}")),
+            Err(_) => Err(format!("connect to {upstream} timed out")),
         };
         self.state.metrics.backend_up.set(i64::from(result.is_ok()));
         *cached = Some((Instant::now(), result.clone()));

@@ -2,12 +2,11 @@
 //! probe a running instance.
 //! Runtime settings given here (or in `WSNORM_*` variables) override the config file.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Overrides, Upstream};
+use crate::config::{Address, Overrides};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,15 +18,15 @@ pub struct Cli {
     /// Config file (TOML). Without one, the embedded default (config/wsnorm.toml) applies.
     #[arg(long, global = true, env = "WSNORM_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Proxy listen address, overriding `server.listen`.
-    #[arg(long, global = true, env = "WSNORM_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    /// Proxy listen address (host:port; a name is resolved at start), overriding `server.listen`.
+    #[arg(long, global = true, env = "WSNORM_LISTEN", value_parser = Address::resolve)]
+    pub listen: Option<Address>,
     /// Backend address (host:port or http:// / ws:// URL), overriding `upstream.address`.
-    #[arg(long, global = true, env = "WSNORM_UPSTREAM")]
-    pub upstream: Option<Upstream>,
-    /// Admin listen address, overriding `server.admin`.
-    #[arg(long, global = true, env = "WSNORM_ADMIN")]
-    pub admin: Option<SocketAddr>,
+    #[arg(long, global = true, env = "WSNORM_UPSTREAM", value_parser = Address::resolve_upstream)]
+    pub upstream: Option<Address>,
+    /// Admin listen address (host:port), overriding `server.admin`.
+    #[arg(long, global = true, env = "WSNORM_ADMIN", value_parser = Address::resolve)]
+    pub admin: Option<Address>,
     /// Log format; default json, or text when standard error is a terminal.
     #[arg(long, global = true, env = "WSNORM_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -59,17 +58,17 @@ pub enum Command {
     },
     /// Ask a running wsnorm's admin listener for /healthz; exit 0 when healthy (for HEALTHCHECK).
     Health {
-        /// Admin address; default: the config's `server.admin` (or --admin).
-        #[arg(long = "addr")]
-        addr: Option<SocketAddr>,
+        /// Admin address (host:port); default: the config's `server.admin` (or --admin).
+        #[arg(long = "addr", value_parser = Address::resolve)]
+        addr: Option<Address>,
     },
 }
 
 impl Cli {
     pub fn overrides(&self) -> Overrides {
         Overrides {
-            listen: self.listen,
-            admin: self.admin,
+            listen: self.listen.clone(),
+            admin: self.admin.clone(),
             upstream: self.upstream.clone(),
         }
     }

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Some(Command::Check) => check(&cli),
         Some(Command::TestRules { files }) => test_rules(&cli, files),
         Some(Command::Rewrite { direction }) => rewrite(&cli, direction),
-        Some(Command::Health { addr }) => health(&cli, *addr),
+        Some(Command::Health { addr }) => health(&cli, addr.as_ref().map(|a| a.socket)),
     }
 }
 
@@ -144,7 +144,7 @@ fn health(cli: &Cli, addr: Option<SocketAddr>) -> ExitCode {
     let addr = match addr {
         Some(a) => a,
         None => match load(cli) {
-            Ok(c) => c.server.admin,
+            Ok(c) => c.server.admin.socket,
             Err(code) => return code,
         },
     };

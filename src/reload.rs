@@ -32,10 +32,11 @@ pub fn reload(
         Ok(mut new) => {
             let running = state.config();
             let mut needs_restart = Vec::new();
-            if new.server != running.server {
+            let changed = running.server.changed_keys(&new.server);
+            if !changed.is_empty() {
                 needs_restart.push(format!(
-                    "[server] changed ({:?} -> {:?}); it applies after a restart",
-                    running.server, new.server
+                    "[server] changes need a restart: {}",
+                    changed.join(", ")
                 ));
                 new.server = running.server.clone();
             }
@@ -81,7 +82,7 @@ impl ReloadService {
             Ok(notes) => {
                 tracing::info!(trigger, file = %self.path.display(), "Configuration reloaded.");
                 for note in notes {
-                    tracing::warn!(trigger, "Configuration change needs a restart: {note}");
+                    tracing::warn!(trigger, "{note}; the running values stay until then.");
                 }
             }
             Err(e) => tracing::error!(

@@ -144,15 +144,27 @@ pub fn load_cases(path: &Path) -> Result<(Vec<Case>, Option<f64>), FixtureError>
                 if line.trim().is_empty() || line.trim_start().starts_with('#') {
                     continue;
                 }
-                let case: Case = serde_json::from_str(line)
-                    .map_err(|e| parse_err(format!("line {}: {e}", i + 1)))?;
+                let case: Case = serde_json::from_str(line).map_err(|e| {
+                    // serde_json ends its message with the position; it is given up front.
+                    let message = e.to_string();
+                    let message = message
+                        .rsplit_once(" at line ")
+                        .map_or(message.as_str(), |(m, _)| m);
+                    parse_err(format!(
+                        "line {}, column {}: {}",
+                        i + 1,
+                        e.column(),
+                        crate::config::friendly(message)
+                    ))
+                })?;
                 cases.push(case);
             }
             Ok((cases, None))
         }
         _ => {
-            let parsed: FixtureFile = toml::from_str(&text)
-                .map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
+            // Worded as config errors are: line, key, the file's words.
+            let (parsed, _): (FixtureFile, _) =
+                crate::config::read_toml(&text).map_err(parse_err)?;
             Ok((parsed.cases, parsed.now))
         }
     }

@@ -28,8 +28,8 @@ use crate::state::AppState;
 /// thread, which left a process that listened nowhere while its admin port answered ready.
 pub fn check_listeners(server: &ServerConfig) -> Result<(), String> {
     for (key, addr) in [
-        ("server.listen", server.listen),
-        ("server.admin", server.admin),
+        ("server.listen", server.listen.socket),
+        ("server.admin", server.admin.socket),
     ] {
         std::net::TcpListener::bind(addr)
             .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
@@ -69,7 +69,7 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
     // WebSocket and cost a copy per read; pingora's HTTP/1 code and tungstenite buffer reads
     // themselves. The small write buffer stays, so a response head and body go out together.
     proxy.add_listener(
-        pingora::listeners::ListenerConfig::tcp(config.server.listen.to_string())
+        pingora::listeners::ListenerConfig::tcp(config.server.listen.socket.to_string())
             .l4_buffer(pingora::listeners::L4BufferSettings::default().read(0)),
     );
 
@@ -81,7 +81,7 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
             state: state.clone(),
         },
     );
-    admin.add_tcp(&config.server.admin.to_string());
+    admin.add_tcp(&config.server.admin.socket.to_string());
     admin.threads = Some(1);
 
     server.add_service(proxy);
@@ -120,7 +120,7 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
     tracing::info!(
         listen = %config.server.listen,
         admin = %config.server.admin,
-        upstream = %config.upstream.address.authority(),
+        upstream = %config.upstream.address,
         config = %config.source,
         "wsnorm starting."
     );

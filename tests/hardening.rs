@@ -148,7 +148,7 @@ fn config_strings_that_would_reach_a_header_or_an_address_are_errors() {
         ),
         (
             "[[websocket.routes]]\npath = \"/w%73\"\n",
-            "routes[0] (line 1).path",
+            "line 2: websocket.routes[0].path",
         ),
     ] {
         let path = dir.0.join("bad.toml");

@@ -108,7 +108,21 @@ async fn sighup_reloads_and_listener_changes_need_a_restart() {
     wait_reloads(&wsnorm, "ok", 1.0).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = wsnorm.logs();
-    assert!(logs.contains("needs a restart"), "{logs}");
+    // The keys that changed, not a dump of the whole section.
+    assert!(
+        logs.contains("[server] changes need a restart: threads; the running values stay"),
+        "{logs}"
+    );
+    assert!(!logs.contains("ServerConfig"), "{logs}");
+    let ready = http_request(
+        wsnorm.admin,
+        "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        ready.contains("applied; [server] changes need a restart: threads"),
+        "{ready}"
+    );
     let mut ws = connected(&wsnorm).await;
     assert_eq!(sent_type(&mut ws).await, "run_agent");
 }

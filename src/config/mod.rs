@@ -2,9 +2,14 @@
 //! validation. Everything here is checked once at load time; the running proxy only ever sees a
 //! validated [`Config`] and [`CompiledRules`].
 
+mod address;
+mod locate;
 mod route;
+mod wording;
 
+pub use address::Address;
 pub use route::{Route, RouteConfig, RouteSet, UpstreamSubprotocols};
+pub(crate) use wording::{friendly, read_toml};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,11 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use toml::Spanned;
 
 use crate::rules::{
-    self, CompiledRules, EngineSettings, JsonDialect, OnOversizedRewrite, RuleConfig,
+    self, CompiledRules, EngineSettings, JsonDialect, OnOversizedRewrite, RuleError, RuleTable,
 };
+use locate::{Document, KeyPath};
 
 /// The documented example in `config/wsnorm.toml`; it doubles as the built-in default.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/wsnorm.toml");
@@ -32,8 +37,9 @@ const MAX_THREADS: usize = 1024;
 /// engine's per-message depth bookkeeping stays a few KiB.
 const MAX_JSON_DEPTH_LIMIT: usize = 100_000;
 
-/// Why a configuration could not be used. Every message names the file and, where the parser
-/// knows it, the line and key; the caller should print it and keep the previous config (or exit).
+/// Why a configuration could not be used. Every message names the file and, for a key written
+/// in it, the line and the key; the caller should print it and keep the previous config (or
+/// exit).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -43,10 +49,12 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// TOML syntax, an unknown key, or a value of the wrong type or form.
+    /// TOML syntax, an unknown key, or a value of the wrong type or form:
+    /// `line N, column M: key: what`, then the line quoted.
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
-    /// Values that parse but do not make sense together; one line per problem.
+    /// Values that parse but do not make sense (alone or together); one `line N: key: what`
+    /// per problem.
     #[error("{file}: invalid configuration:\n{}", problems.join("\n"))]
     Invalid { file: String, problems: Vec<String> },
 }
@@ -62,16 +70,18 @@ struct FileConfig {
     upstream: UpstreamConfig,
     #[serde(default)]
     websocket: WebSocketConfig,
+    /// Read as written; turned into rules after parsing, so that an error in one names its own
+    /// line (see [`crate::rules::RuleTable`]).
     #[serde(default)]
-    rules: Option<Vec<Spanned<RuleConfig>>>,
+    rules: Option<Vec<RuleTable>>,
 }
 
 /// `[server]`: listeners and process-wide limits. These cannot change without a restart.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
-    pub admin: SocketAddr,
+    pub listen: Address,
+    pub admin: Address,
     /// Checked while parsing, so the error points at the line.
     #[serde(deserialize_with = "threads")]
     pub threads: usize,
@@ -89,8 +99,8 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            listen: Address::from_socket(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            admin: Address::from_socket(SocketAddr::from(([127, 0, 0, 1], 9090))),
             threads: 1,
             max_connections: 10_000,
             max_header_bytes: 32 * 1024,
@@ -107,7 +117,7 @@ fn threads<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         Ok(threads)
     } else {
         Err(serde::de::Error::custom(format!(
-            "server.threads: must be between 1 and {MAX_THREADS}, not {threads}"
+            "must be between 1 and {MAX_THREADS}, not {threads}"
         )))
     }
 }
@@ -116,34 +126,15 @@ fn threads<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
-    pub address: Upstream,
+    /// `host:port`, `http://host:port` or `ws://host:port`.
+    #[serde(deserialize_with = "address::upstream_address")]
+    pub address: Address,
 }
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
         Self {
-            address: Upstream {
-                host: "127.0.0.1".into(),
-                port: 8000,
-            },
-        }
-    }
-}
-
-/// A backend address as `host:port`; `http://` and `ws://` URLs are accepted and reduced to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub host: String,
-    pub port: u16,
-}
-
-impl Upstream {
-    /// `host:port`, as dialled and as sent in `Host`.
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
+            address: Address::from_socket(SocketAddr::from(([127, 0, 0, 1], 8000))),
         }
     }
 }
@@ -176,61 +167,42 @@ impl ServerConfig {
     pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&peer))
     }
-}
 
-impl std::str::FromStr for Upstream {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let rest = match s.split_once("://") {
-            Some(("http" | "ws", rest)) => rest,
-            Some((scheme, _)) => {
-                return Err(format!(
-                    "upstream `{s}`: scheme `{scheme}` is not supported (use host:port, http:// or ws://)"
-                ))
-            }
-            None => s,
-        };
-        let authority = rest.trim_end_matches('/');
-        if authority.contains('/') {
-            return Err(format!(
-                "upstream `{s}`: give host:port only, without a path"
-            ));
-        }
-        let (host, port) = authority
-            .rsplit_once(':')
-            .ok_or_else(|| format!("upstream `{s}`: expected host:port"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("upstream `{s}`: empty host"));
-        }
-        // The host goes into `Host` headers and is dialled: a name or an IP address, nothing
-        // else (no `user:pass@`, no control characters, no spaces).
-        let is_name = host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if !is_name && host.parse::<std::net::IpAddr>().is_err() {
-            return Err(format!(
-                "upstream `{}`: `{}` is not a host name or IP address (credentials, spaces \
-                 and control characters are not accepted)",
-                s.escape_debug(),
-                host.escape_debug()
-            ));
-        }
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("upstream `{s}`: `{port}` is not a port number"))?;
-        Ok(Upstream {
-            host: host.to_string(),
-            port,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Upstream {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+    /// The keys whose values differ between `self` and `other`, as spelt in the file.
+    pub fn changed_keys(&self, other: &ServerConfig) -> Vec<&'static str> {
+        // Destructured so that a new field cannot be left out of the comparison.
+        let ServerConfig {
+            listen,
+            admin,
+            threads,
+            max_connections,
+            max_header_bytes,
+            drain_timeout_secs,
+            drain_spread_secs,
+            trusted_proxies,
+        } = self;
+        [
+            ("listen", *listen != other.listen),
+            ("admin", *admin != other.admin),
+            ("threads", *threads != other.threads),
+            ("max_connections", *max_connections != other.max_connections),
+            (
+                "max_header_bytes",
+                *max_header_bytes != other.max_header_bytes,
+            ),
+            (
+                "drain_timeout_secs",
+                *drain_timeout_secs != other.drain_timeout_secs,
+            ),
+            (
+                "drain_spread_secs",
+                *drain_spread_secs != other.drain_spread_secs,
+            ),
+            ("trusted_proxies", *trusted_proxies != other.trusted_proxies),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
     }
 }
 
@@ -288,7 +260,7 @@ pub struct WebSocketConfig {
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub unrouted_upgrades: UnroutedUpgrades,
-    pub routes: Vec<Spanned<RouteConfig>>,
+    pub routes: Vec<RouteConfig>,
 }
 
 impl Default for WebSocketConfig {
@@ -309,7 +281,7 @@ impl Default for WebSocketConfig {
             idle_timeout_secs: 60,
             unrouted_upgrades: UnroutedUpgrades::Relay,
             routes: ["/ws", "/ws/*", "/api/v1/websocket"]
-                .map(|p| Spanned::new(0..0, RouteConfig::drop_unknown(p)))
+                .map(RouteConfig::drop_unknown)
                 .to_vec(),
         }
     }
@@ -349,9 +321,9 @@ impl WebSocketConfig {
 /// Values given on the command line or in the environment; they win over the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    pub listen: Option<SocketAddr>,
-    pub admin: Option<SocketAddr>,
-    pub upstream: Option<Upstream>,
+    pub listen: Option<Address>,
+    pub admin: Option<Address>,
+    pub upstream: Option<Address>,
 }
 
 /// A loaded, validated configuration with its rules compiled.
@@ -384,47 +356,52 @@ impl Config {
 
     /// Parses and validates `text`; `file` names it in error messages.
     pub fn from_toml(file: &str, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let parsed: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let (parsed, doc) =
+            wording::read_toml::<FileConfig>(text).map_err(|message| ConfigError::Parse {
+                file: file.to_string(),
+                message,
+            })?;
         let mut server = parsed.server;
         let mut upstream = parsed.upstream;
-        if let Some(listen) = overrides.listen {
-            server.listen = listen;
+        if let Some(listen) = &overrides.listen {
+            server.listen = listen.clone();
         }
-        if let Some(admin) = overrides.admin {
-            server.admin = admin;
+        if let Some(admin) = &overrides.admin {
+            server.admin = admin.clone();
         }
         if let Some(address) = &overrides.upstream {
             upstream.address = address.clone();
         }
 
-        let line_of = |span: std::ops::Range<usize>| line_number(text, span.start);
         let mut problems = Vec::new();
-        validate(&server, &parsed.websocket, &mut problems);
-        let routes = RouteSet::build(&parsed.websocket.routes, &line_of, &mut problems);
+        validate(&server, &parsed.websocket, &doc, &mut problems);
+        check_clashes(&server, &upstream, overrides, &doc, &mut problems);
+        let routes = RouteSet::build(&parsed.websocket.routes, &doc, &mut problems);
         let settings = parsed.websocket.engine_settings();
         let rules = match parsed.rules {
             None => CompiledRules::compile_with(&rules::default_rules(), settings)
-                .map_err(|e| e.to_string()),
-            Some(spanned) => {
-                let lines: Vec<usize> = spanned.iter().map(|r| line_of(r.span())).collect();
-                let plain: Vec<RuleConfig> = spanned.into_iter().map(Spanned::into_inner).collect();
-                CompiledRules::compile_with(&plain, settings).map_err(|e| {
-                    // The engine names the rule by index; add where it starts in the file.
-                    match e.rule_index().and_then(|i| lines.get(i)) {
-                        Some(line) => format!("{e} (rules entry at line {line})"),
-                        None => e.to_string(),
-                    }
-                })
-            }
-        };
-        let rules = match rules {
-            Ok(rules) => Some(rules),
-            Err(e) => {
-                problems.push(e);
-                None
+                .map_err(|e| problems.push(e.to_string()))
+                .ok(),
+            Some(tables) => {
+                let count = tables.len();
+                let configs: Vec<_> = tables
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, table)| {
+                        table
+                            .into_rule(Some(i))
+                            .map_err(|e| problems.push(rule_problem(&doc, &e)))
+                            .ok()
+                    })
+                    .collect();
+                // Cross-rule checks only on the whole list: indexes must match the file's.
+                if configs.len() == count {
+                    CompiledRules::compile_with(&configs, settings)
+                        .map_err(|e| problems.push(rule_problem(&doc, &e)))
+                        .ok()
+                } else {
+                    None
+                }
             }
         };
         match (rules, problems.is_empty()) {
@@ -457,7 +434,7 @@ impl Config {
             self.source,
             self.server.listen,
             self.server.admin,
-            self.upstream.address.authority(),
+            self.upstream.address,
             self.server.threads,
             self.server.max_connections,
             self.server.max_header_bytes,
@@ -484,60 +461,147 @@ impl Config {
     }
 }
 
-fn validate(server: &ServerConfig, ws: &WebSocketConfig, problems: &mut Vec<String>) {
-    if server.drain_timeout_secs > 3600 {
-        problems.push("server.drain_timeout_secs: at most 3600".into());
-    }
+fn validate(
+    server: &ServerConfig,
+    ws: &WebSocketConfig,
+    doc: &Document,
+    problems: &mut Vec<String>,
+) {
+    let mut check = |ok: bool, key: &str, message: String| {
+        if !ok {
+            problems.push(doc.problem(&KeyPath::of(key), message));
+        }
+    };
+    check(
+        server.drain_timeout_secs <= 3600,
+        "server.drain_timeout_secs",
+        "at most 3600".into(),
+    );
     // The last closes need some of the drain for their close handshakes.
-    if server.drain_spread_secs > 0 && server.drain_spread_secs >= server.drain_timeout_secs {
-        problems.push(format!(
-            "server.drain_spread_secs: must be less than drain_timeout_secs ({}), or 0 to close \
-             every WebSocket at once",
+    check(
+        server.drain_spread_secs == 0 || server.drain_spread_secs < server.drain_timeout_secs,
+        "server.drain_spread_secs",
+        format!(
+            "must be less than drain_timeout_secs ({}), or 0 to close every WebSocket at once",
             server.drain_timeout_secs
-        ));
-    }
-    if server.max_header_bytes < 1024 {
-        problems.push("server.max_header_bytes: must be at least 1024".into());
-    }
-    if server.max_connections == 0 {
-        problems.push("server.max_connections: must be at least 1".into());
-    }
-    if ws.handshake_timeout_ms == 0 {
-        problems.push("websocket.handshake_timeout_ms: must be greater than 0".into());
-    }
-    if ws.ping_interval_secs == 0 {
-        problems.push("websocket.ping_interval_secs: must be at least 1".into());
-    }
-    if ws.idle_timeout_secs <= ws.ping_interval_secs {
-        problems.push(format!(
-            "websocket.idle_timeout_secs: must be longer than ping_interval_secs ({})",
+        ),
+    );
+    check(
+        server.max_header_bytes >= 1024,
+        "server.max_header_bytes",
+        "must be at least 1024".into(),
+    );
+    check(
+        server.max_connections > 0,
+        "server.max_connections",
+        "must be at least 1".into(),
+    );
+    check(
+        ws.handshake_timeout_ms > 0,
+        "websocket.handshake_timeout_ms",
+        "must be greater than 0".into(),
+    );
+    check(
+        ws.ping_interval_secs > 0,
+        "websocket.ping_interval_secs",
+        "must be at least 1".into(),
+    );
+    check(
+        ws.idle_timeout_secs > ws.ping_interval_secs,
+        "websocket.idle_timeout_secs",
+        format!(
+            "must be longer than ping_interval_secs ({})",
             ws.ping_interval_secs
-        ));
-    }
-    if !(125..=MAX_MESSAGE_BYTES_LIMIT).contains(&ws.max_message_bytes) {
-        problems.push(format!(
-            "websocket.max_message_bytes: must be between 125 and {MAX_MESSAGE_BYTES_LIMIT}"
-        ));
-    }
-    if !(1..=MAX_JSON_DEPTH_LIMIT).contains(&ws.max_json_depth) {
-        problems.push(format!(
-            "websocket.max_json_depth: must be between 1 and {MAX_JSON_DEPTH_LIMIT}"
-        ));
-    }
+        ),
+    );
+    check(
+        (125..=MAX_MESSAGE_BYTES_LIMIT).contains(&ws.max_message_bytes),
+        "websocket.max_message_bytes",
+        format!("must be between 125 and {MAX_MESSAGE_BYTES_LIMIT}"),
+    );
+    check(
+        (1..=MAX_JSON_DEPTH_LIMIT).contains(&ws.max_json_depth),
+        "websocket.max_json_depth",
+        format!("must be between 1 and {MAX_JSON_DEPTH_LIMIT}"),
+    );
     for (i, p) in ws.subprotocols.iter().enumerate() {
         if !is_token(p) {
-            problems.push(format!(
-                "websocket.subprotocols[{i}]: `{p}` is not a valid subprotocol token"
+            problems.push(doc.problem(
+                &KeyPath::of("websocket.subprotocols").index(i),
+                format!("`{}` is not a valid subprotocol token", p.escape_debug()),
             ));
         }
     }
     for (i, p) in ws.token_subprotocol_prefixes.iter().enumerate() {
         if p.is_empty() {
-            problems.push(format!(
-                "websocket.token_subprotocol_prefixes[{i}]: must not be empty"
+            problems.push(doc.problem(
+                &KeyPath::of("websocket.token_subprotocol_prefixes").index(i),
+                "must not be empty",
             ));
         }
     }
+}
+
+/// Listeners that cannot both be bound, and a backend that is wsnorm itself.
+fn check_clashes(
+    server: &ServerConfig,
+    upstream: &UpstreamConfig,
+    overrides: &Overrides,
+    doc: &Document,
+    problems: &mut Vec<String>,
+) {
+    // A value from the command line has no line in the file; its flag is named instead.
+    let name = |key: &str, flag: Option<&str>| match flag {
+        Some(flag) => format!("{key} ({flag})"),
+        None => match doc.line_of(&KeyPath::of(key)) {
+            Some(line) => format!("{key} (line {line})"),
+            None => format!("{key} (default)"),
+        },
+    };
+    let listen = name(
+        "server.listen",
+        overrides.listen.as_ref().map(|_| "--listen"),
+    );
+    let admin = name("server.admin", overrides.admin.as_ref().map(|_| "--admin"));
+    let backend = name(
+        "upstream.address",
+        overrides.upstream.as_ref().map(|_| "--upstream"),
+    );
+    let (l, a, u) = (&server.listen, &server.admin, &upstream.address);
+    if address::binds_clash(l.socket, a.socket) {
+        problems.push(format!(
+            "{admin}: {a} and {listen}: {l} cannot both listen on port {}: give the admin \
+             listener its own port",
+            a.port
+        ));
+    }
+    for (own, at, what) in [
+        (&listen, l, "proxy listener"),
+        (&admin, a, "admin listener"),
+    ] {
+        if address::dials_listener(u.socket, at.socket) {
+            problems.push(format!(
+                "{backend}: {u} is wsnorm's own {what} ({own}: {at}): every request would \
+                 loop back into wsnorm; give the backend's address"
+            ));
+        }
+    }
+}
+
+/// A rule's problem at the line of its key (of its `[[rules]]` header when the key is not
+/// written, as for a missing `map`).
+fn rule_problem(doc: &Document, e: &RuleError) -> String {
+    let Some(index) = e.rule_index() else {
+        return e.to_string();
+    };
+    let table = KeyPath::of("rules").index(index);
+    let key = table.clone().key(e.key());
+    let at = if doc.line_of(&key).is_some() {
+        &key
+    } else {
+        &table
+    };
+    doc.problem_shown(at, format!("{key} (rule {:?})", e.rule().name), e.reason())
 }
 
 /// An `Origin` value as browsers send it: `scheme://host[:port]`, nothing after.
@@ -565,14 +629,6 @@ pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-fn line_number(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `[[websocket.routes]]`: which paths are WebSocket endpoints and what each offers upstream.
 
 use serde::Deserialize;
-use toml::Spanned;
+
+use super::locate::{Document, KeyPath};
 
 /// What subprotocols to offer the backend on a route.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -126,20 +127,18 @@ pub struct RouteSet {
 
 impl RouteSet {
     pub(super) fn build(
-        configs: &[Spanned<RouteConfig>],
-        line_of: &dyn Fn(std::ops::Range<usize>) -> usize,
+        configs: &[RouteConfig],
+        doc: &Document,
         problems: &mut Vec<String>,
     ) -> RouteSet {
         let mut routes = Vec::new();
-        for (i, spanned) in configs.iter().enumerate() {
-            let rc = spanned.get_ref();
-            let at = match spanned.span() {
-                s if s.is_empty() => format!("websocket.routes[{i}]"),
-                s => format!("websocket.routes[{i}] (line {})", line_of(s)),
-            };
-            let before = problems.len();
+        for (i, rc) in configs.iter().enumerate() {
+            let route = KeyPath::of("websocket.routes").index(i);
+            let mut found = Vec::new();
+            let mut problem = |at: KeyPath, message: String| found.push(doc.problem(&at, message));
+            let path = route.clone().key("path");
             if !rc.path.starts_with('/') {
-                problems.push(format!("{at}.path: `{}` must start with `/`", rc.path));
+                problem(path.clone(), format!("`{}` must start with `/`", rc.path));
             }
             let dot_segment = rc.path.split('/').any(|seg| seg == "." || seg == "..");
             if rc.path.contains('%')
@@ -147,57 +146,70 @@ impl RouteSet {
                 || dot_segment
                 || (rc.path.len() > 1 && rc.path.ends_with('/'))
             {
-                problems.push(format!(
-                    "{at}.path: `{}`: write the path decoded, without `%`, `//`, dot segments or \
-                     a trailing slash (requests are matched in that form)",
-                    rc.path
-                ));
+                problem(
+                    path.clone(),
+                    format!(
+                        "`{}`: write the path decoded, without `%`, `//`, dot segments or a \
+                         trailing slash (requests are matched in that form)",
+                        rc.path
+                    ),
+                );
             }
             for (j, p) in rc.backend_subprotocols.iter().enumerate() {
                 if !super::is_token(p) {
-                    problems.push(format!(
-                        "{at}.backend_subprotocols[{j}]: `{}` is not a valid subprotocol token",
-                        p.escape_debug()
-                    ));
+                    problem(
+                        route.clone().key("backend_subprotocols").index(j),
+                        format!("`{}` is not a valid subprotocol token", p.escape_debug()),
+                    );
                 }
             }
             for (j, o) in rc.allowed_origins.iter().enumerate() {
                 if let Err(e) = super::validate_origin(o) {
-                    problems.push(format!("{at}.allowed_origins[{j}]: {e}"));
+                    problem(route.clone().key("allowed_origins").index(j), e);
                 }
             }
             let matcher = match rc.path.strip_suffix('*') {
-                Some(prefix) if prefix.ends_with('/') => Matcher::Prefix(prefix.to_string()),
+                Some(prefix) if prefix.ends_with('/') => Some(Matcher::Prefix(prefix.to_string())),
                 Some(_) => {
-                    problems.push(format!(
-                        "{at}.path: `{}`: `*` is only allowed as a last segment (`/x/*`)",
-                        rc.path
-                    ));
-                    continue;
+                    problem(
+                        path,
+                        format!(
+                            "`{}`: `*` is only allowed as a last segment (`/x/*`)",
+                            rc.path
+                        ),
+                    );
+                    None
                 }
                 None if rc.path.contains('*') || rc.path.contains('?') => {
-                    problems.push(format!(
-                        "{at}.path: `{}`: only a trailing `/*` wildcard is allowed, and no query",
-                        rc.path
-                    ));
-                    continue;
+                    problem(
+                        path,
+                        format!(
+                            "`{}`: only a trailing `/*` wildcard is allowed, and no query",
+                            rc.path
+                        ),
+                    );
+                    None
                 }
-                None => Matcher::Exact(rc.path.clone()),
+                None => Some(Matcher::Exact(rc.path.clone())),
             };
+            let fixed = route.clone().key("fixed_subprotocol");
             match (rc.upstream_subprotocols, &rc.fixed_subprotocol) {
-                (UpstreamSubprotocols::Fixed, None) => problems.push(format!(
-                    "{at}.fixed_subprotocol: required when upstream_subprotocols = \"fixed\""
-                )),
-                (UpstreamSubprotocols::Fixed, Some(p)) if !super::is_token(p) => problems.push(
-                    format!("{at}.fixed_subprotocol: `{p}` is not a valid subprotocol token"),
+                (UpstreamSubprotocols::Fixed, None) => problem(
+                    route.clone().key("upstream_subprotocols"),
+                    "\"fixed\" needs `fixed_subprotocol`, which is missing".into(),
+                ),
+                (UpstreamSubprotocols::Fixed, Some(p)) if !super::is_token(p) => problem(
+                    fixed,
+                    format!("`{}` is not a valid subprotocol token", p.escape_debug()),
                 ),
                 (UpstreamSubprotocols::Fixed, Some(_)) | (_, None) => {}
-                (_, Some(_)) => problems.push(format!(
-                    "{at}.fixed_subprotocol: only used with upstream_subprotocols = \"fixed\""
-                )),
+                (_, Some(_)) => problem(
+                    fixed,
+                    "only used with upstream_subprotocols = \"fixed\"".into(),
+                ),
             }
-            if problems.len() == before {
-                routes.push(Route {
+            match matcher {
+                Some(matcher) if found.is_empty() => routes.push(Route {
                     pattern: rc.path.clone(),
                     matcher,
                     policy: rc.upstream_subprotocols,
@@ -205,7 +217,8 @@ impl RouteSet {
                     fixed_subprotocol: rc.fixed_subprotocol.clone(),
                     allowed_origins: rc.allowed_origins.clone(),
                     transparent: false,
-                });
+                }),
+                _ => problems.append(&mut found),
             }
         }
         RouteSet { routes }

@@ -131,12 +131,10 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let authority = self.state.config().upstream.address.authority();
-        Ok(Box::new(HttpPeer::new(
-            authority.as_str(),
-            false,
-            String::new(),
-        )))
+        // The socket address resolved when the config was read: `HttpPeer::new` would resolve
+        // a name on every request and panic when it does not resolve.
+        let socket = self.state.config().upstream.address.socket;
+        Ok(Box::new(HttpPeer::new(socket, false, String::new())))
     }
 
     async fn upstream_request_filter(

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
-use crate::config::Upstream;
+use crate::config::Address;
 use crate::headers::{OutgoingHeaders, OwnedHeaders};
 
 /// Largest backend response head accepted.
@@ -88,7 +88,7 @@ pub struct Connected {
 
 /// Connects and performs the handshake within `timeout`.
 pub async fn handshake(
-    upstream: &Upstream,
+    upstream: &Address,
     req: &HandshakeRequest<'_>,
     timeout: Duration,
 ) -> Result<Connected, UpstreamError> {
@@ -98,11 +98,12 @@ pub async fn handshake(
 }
 
 async fn handshake_inner(
-    upstream: &Upstream,
+    upstream: &Address,
     req: &HandshakeRequest<'_>,
 ) -> Result<Connected, UpstreamError> {
-    let addr = upstream.authority();
-    let mut stream = TcpStream::connect((upstream.host.as_str(), upstream.port))
+    let addr = upstream.to_string();
+    // The address resolved when the config was read: no name lookup per connection.
+    let mut stream = TcpStream::connect(upstream.socket)
         .await
         .map_err(|source| UpstreamError::Connect {
             addr: addr.clone(),

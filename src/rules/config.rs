@@ -1,10 +1,14 @@
 //! Rule configuration (the `[[rules]]` tables of the wsnorm TOML file).
 //!
-//! [`RuleConfig`] deserializes through an internally tagged raw form (`kind = "timestamp"`
-//! or `kind = "rename"`, unknown keys refused) and is validated while it is deserialized
-//! (name syntax, path syntax, `naive_timezone`, empty `paths` / `map`, rename chains), so a
-//! TOML parser reports the offending `[[rules]]` table; the message names the rule and the
-//! key. [`super::CompiledRules::compile`] repeats the per-rule checks (configs can also be
+//! A table is read as a [`RuleTable`]: every key of every kind, unknown keys refused, each value
+//! checked for its type as it is read, so a TOML parser reports a wrong key or value at its own
+//! line. [`RuleTable::into_rule`] then does the checks that need several keys or a parsed value
+//! (the kind's keys, name and path syntax, `naive_timezone`, empty `paths` / `map`, rename
+//! chains); its error names the key ([`RuleError::key`]), which the config loader finds in the
+//! file. These checks run after the table is read, not inside serde: an error raised there is
+//! placed by toml at the first `[[rules]]` header, whichever rule it is about.
+//! [`RuleConfig`] still deserializes (through the same table) for configs read from other
+//! formats. [`super::CompiledRules::compile`] repeats the per-rule checks (configs can also be
 //! built in code) and adds the cross-rule ones (duplicate names), naming the rule index.
 
 use std::collections::BTreeMap;
@@ -296,7 +300,7 @@ pub struct RenameRuleConfig {
 
 /// One `[[rules]]` entry.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawRuleConfig")]
+#[serde(try_from = "RuleTable")]
 pub enum RuleConfig {
     Timestamp(TimestampRuleConfig),
     Rename(RenameRuleConfig),
@@ -401,40 +405,43 @@ impl fmt::Display for RuleRef {
     }
 }
 
-/// A configuration error. Every message names the rule (index and/or name) and the key.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// A configuration error. Every message names the rule (index and/or name) and the key:
+/// `rules[1] "agent-aliases": key `map`: must contain at least one entry`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuleError {
-    #[error("{rule}: key `name`: invalid rule name: {reason}")]
-    InvalidName { rule: RuleRef, reason: &'static str },
-    #[error("{rule}: key `name`: duplicate rule name (first used by rules[{first}])")]
-    DuplicateName { rule: RuleRef, first: usize },
-    #[error("{rule}: key `paths`: must list at least one path")]
-    EmptyPaths { rule: RuleRef },
-    #[error("{rule}: key `paths`: invalid path {path:?}: {source}")]
+    InvalidName {
+        rule: RuleRef,
+        reason: &'static str,
+    },
+    DuplicateName {
+        rule: RuleRef,
+        first: usize,
+    },
+    EmptyPaths {
+        rule: RuleRef,
+    },
     InvalidPath {
         rule: RuleRef,
         path: String,
         source: PathError,
     },
-    #[error("{rule}: key `naive_timezone`: {source}")]
-    InvalidTimezone { rule: RuleRef, source: OffsetError },
-    #[error("{rule}: key `{key}` does not apply to kind = \"{kind}\"")]
+    InvalidTimezone {
+        rule: RuleRef,
+        source: OffsetError,
+    },
     KeyNotForKind {
         rule: RuleRef,
         key: &'static str,
         kind: &'static str,
     },
-    #[error("{rule}: key `{key}` is required for kind = \"{kind}\"")]
     MissingKey {
         rule: RuleRef,
         key: &'static str,
         kind: &'static str,
     },
-    #[error("{rule}: key `map`: must contain at least one entry")]
-    EmptyMap { rule: RuleRef },
-    #[error(
-        "{rule}: key `map`: {from:?} -> {to:?} but {to:?} is itself renamed; rules apply once, so map {from:?} directly to the final value"
-    )]
+    EmptyMap {
+        rule: RuleRef,
+    },
     RenameChain {
         rule: RuleRef,
         from: String,
@@ -442,10 +449,37 @@ pub enum RuleError {
     },
 }
 
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: key `{}`: {}",
+            self.rule(),
+            self.key(),
+            self.reason()
+        )
+    }
+}
+
+impl std::error::Error for RuleError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RuleError::InvalidPath { source, .. } => Some(source),
+            RuleError::InvalidTimezone { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 impl RuleError {
     /// The position of the offending rule in the list, when known.
     pub fn rule_index(&self) -> Option<usize> {
-        let rule = match self {
+        self.rule().index
+    }
+
+    /// The offending rule.
+    pub fn rule(&self) -> &RuleRef {
+        match self {
             RuleError::InvalidName { rule, .. }
             | RuleError::DuplicateName { rule, .. }
             | RuleError::EmptyPaths { rule }
@@ -455,8 +489,42 @@ impl RuleError {
             | RuleError::MissingKey { rule, .. }
             | RuleError::EmptyMap { rule }
             | RuleError::RenameChain { rule, .. } => rule,
-        };
-        rule.index
+        }
+    }
+
+    /// The key of the rule's table the error is about.
+    pub fn key(&self) -> &'static str {
+        match self {
+            RuleError::InvalidName { .. } | RuleError::DuplicateName { .. } => "name",
+            RuleError::EmptyPaths { .. } | RuleError::InvalidPath { .. } => "paths",
+            RuleError::InvalidTimezone { .. } => "naive_timezone",
+            RuleError::KeyNotForKind { key, .. } | RuleError::MissingKey { key, .. } => key,
+            RuleError::EmptyMap { .. } | RuleError::RenameChain { .. } => "map",
+        }
+    }
+
+    /// What is wrong with [`RuleError::key`], without naming the rule or the key.
+    pub fn reason(&self) -> String {
+        match self {
+            RuleError::InvalidName { reason, .. } => format!("invalid rule name: {reason}"),
+            RuleError::DuplicateName { first, .. } => {
+                format!("duplicate rule name (first used by rules[{first}])")
+            }
+            RuleError::EmptyPaths { .. } => "must list at least one path".into(),
+            RuleError::InvalidPath { path, source, .. } => {
+                format!("invalid path {path:?}: {source}")
+            }
+            RuleError::InvalidTimezone { source, .. } => source.to_string(),
+            RuleError::KeyNotForKind { kind, .. } => {
+                format!("does not apply to kind = \"{kind}\"")
+            }
+            RuleError::MissingKey { kind, .. } => format!("is required for kind = \"{kind}\""),
+            RuleError::EmptyMap { .. } => "must contain at least one entry".into(),
+            RuleError::RenameChain { from, to, .. } => format!(
+                "{from:?} -> {to:?} but {to:?} is itself renamed; rules apply once, so map \
+                 {from:?} directly to the final value"
+            ),
+        }
     }
 }
 
@@ -470,11 +538,12 @@ enum RuleKind {
     Rename,
 }
 
-/// All keys of every kind in one flat table. A tagged enum would make the TOML parser buffer
-/// the table and lose the position of an unknown key; flat, it reports the key's own line.
-#[derive(Deserialize)]
+/// One `[[rules]]` table as written: all keys of every kind in one flat table. A tagged enum
+/// would make the TOML parser buffer the table and lose the position of an unknown key; flat,
+/// it reports the key's own line.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRuleConfig {
+pub struct RuleTable {
     name: String,
     kind: RuleKind,
     #[serde(default = "default_direction")]
@@ -496,31 +565,34 @@ fn default_direction() -> DirectionFilter {
     DirectionFilter::ClientToBackend
 }
 
-fn parse_paths(name: &str, paths: &[String]) -> Result<Vec<FieldPath>, RuleError> {
-    paths
-        .iter()
-        .map(|p| {
-            FieldPath::parse(p).map_err(|source| RuleError::InvalidPath {
-                rule: RuleRef {
-                    index: None,
-                    name: name.to_owned(),
-                },
-                path: p.clone(),
-                source,
-            })
-        })
-        .collect()
-}
-
-impl TryFrom<RawRuleConfig> for RuleConfig {
+impl TryFrom<RuleTable> for RuleConfig {
     type Error = RuleError;
 
-    fn try_from(r: RawRuleConfig) -> Result<Self, Self::Error> {
+    fn try_from(table: RuleTable) -> Result<Self, Self::Error> {
+        table.into_rule(None)
+    }
+}
+
+impl RuleTable {
+    /// The rule this table describes, after the checks that involve several keys. `index` is
+    /// the table's position in the file, when known; errors name it.
+    pub fn into_rule(self, index: Option<usize>) -> Result<RuleConfig, RuleError> {
+        let r = self;
         let rule = || RuleRef {
-            index: None,
+            index,
             name: r.name.clone(),
         };
-        let paths = parse_paths(&r.name, &r.paths)?;
+        let paths = r
+            .paths
+            .iter()
+            .map(|p| {
+                FieldPath::parse(p).map_err(|source| RuleError::InvalidPath {
+                    rule: rule(),
+                    path: p.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let cfg = match r.kind {
             RuleKind::Timestamp => {
                 if r.map.is_some() {
@@ -582,7 +654,7 @@ impl TryFrom<RawRuleConfig> for RuleConfig {
                 })
             }
         };
-        cfg.validate(None)?;
+        cfg.validate(index)?;
         Ok(cfg)
     }
 }

@@ -109,7 +109,7 @@ mod tests;
 pub use config::{
     default_rules, DirectionFilter, EngineSettings, EpochUnit, JsonDialect, LeapSecond,
     NaiveTimezone, OffsetError, OnInvalid, OnOversizedRewrite, OutputFormat, RenameRuleConfig,
-    RuleConfig, RuleError, RuleRef, TimestampRuleConfig, DEFAULT_MAX_JSON_DEPTH,
+    RuleConfig, RuleError, RuleRef, RuleTable, TimestampRuleConfig, DEFAULT_MAX_JSON_DEPTH,
 };
 pub use engine::CompiledRules;
 pub use path::{FieldPath, PathError, Segment};

@@ -1474,23 +1474,23 @@ fn config_errors_name_rule_and_key() {
             json!({"name": "x", "kind": "timestamp", "paths": ["a"], "map": {"a": "b"}}),
             &[
                 "rule \"x\"",
-                "key `map` does not apply to kind = \"timestamp\"",
+                "key `map`: does not apply to kind = \"timestamp\"",
             ],
         ),
         (
             json!({"name": "x", "kind": "rename", "paths": ["a"], "map": {"a": "b"}, "on_invalid": "keep"}),
             &[
                 "rule \"x\"",
-                "key `on_invalid` does not apply to kind = \"rename\"",
+                "key `on_invalid`: does not apply to kind = \"rename\"",
             ],
         ),
         (
             json!({"name": "x", "kind": "rename", "paths": ["a"]}),
-            &["rule \"x\"", "key `map` is required"],
+            &["rule \"x\"", "key `map`: is required"],
         ),
         (
             json!({"name": "x", "kind": "rename", "paths": ["a"], "map": {"a": "b"}, "output": "rfc3339"}),
-            &["key `output` does not apply to kind = \"rename\""],
+            &["key `output`: does not apply to kind = \"rename\""],
         ),
         (
             json!({"name": "x", "kind": "shout", "paths": ["a"]}),
@@ -1510,7 +1510,7 @@ fn config_errors_name_rule_and_key() {
         ),
         (
             json!({"name": "x", "kind": "rename", "paths": ["a"]}),
-            &["key `map` is required for kind = \"rename\""],
+            &["key `map`: is required for kind = \"rename\""],
         ),
         (
             json!({"name": "x", "kind": "timestamp", "paths": ["a"], "output": "iso"}),

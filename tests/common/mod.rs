@@ -108,23 +108,45 @@ impl Wsnorm {
         let dir = TempDir::new();
         let config_path = dir.0.join("wsnorm.toml");
         std::fs::write(&config_path, config).unwrap();
-        Self::spawn(upstream, config_path, dir, rust_log).await
+        Self::spawn(upstream, config_path, dir, rust_log, "127.0.0.1").await
+    }
+
+    /// [`Wsnorm::start`] with both listeners given to wsnorm as `{host}:{port}` (a host name,
+    /// say); they are reached on 127.0.0.1.
+    pub async fn start_on_host(host: &str, upstream: &str, config: &str) -> Wsnorm {
+        let dir = TempDir::new();
+        let config_path = dir.0.join("wsnorm.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::spawn(upstream, config_path, dir, "debug", host).await
     }
 
     /// Starts wsnorm reading the config file at `path` (kept where it is).
     pub async fn start_with_config_file(upstream: &str, path: &std::path::Path) -> Wsnorm {
-        Self::spawn(upstream, path.to_path_buf(), TempDir::new(), "debug").await
+        Self::spawn(
+            upstream,
+            path.to_path_buf(),
+            TempDir::new(),
+            "debug",
+            "127.0.0.1",
+        )
+        .await
     }
 
-    async fn spawn(upstream: &str, config_path: PathBuf, dir: TempDir, rust_log: &str) -> Wsnorm {
+    async fn spawn(
+        upstream: &str,
+        config_path: PathBuf,
+        dir: TempDir,
+        rust_log: &str,
+        host: &str,
+    ) -> Wsnorm {
         let log = dir.0.join("wsnorm.log");
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_wsnorm"))
             .arg("--config")
             .arg(&config_path)
-            .args(["--listen", &listen.to_string()])
-            .args(["--admin", &admin.to_string()])
+            .args(["--listen", &format!("{host}:{}", listen.port())])
+            .args(["--admin", &format!("{host}:{}", admin.port())])
             .args(["--upstream", upstream])
             .args(["--log-format", "json"])
             .env("RUST_LOG", rust_log)
