@@ -58,13 +58,17 @@ fn run(cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = server::check_listeners(&config.server) {
-        tracing::error!(error = %e, "A listener cannot be bound; not starting.");
-        eprintln!("wsnorm: {e}");
-        return ExitCode::FAILURE;
-    }
+    let listeners = match server::Listeners::bind(&config.server) {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            tracing::error!(error = %e, "A listener cannot be bound; not starting.");
+            eprintln!("wsnorm: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     server::run(
         AppState::new(config, metrics),
+        listeners,
         cli.config.clone(),
         cli.overrides(),
     );

@@ -5,11 +5,13 @@
 //! relayed WebSocket is closed on both legs with 1001; once none is left (or the drain timeout
 //! passes) pingora stops its listeners and the process exits 0.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -23,22 +25,74 @@ use crate::proxy::{HeadTimeout, Proxy};
 use crate::reload::ReloadService;
 use crate::state::AppState;
 
-/// Binds (and releases) every listener's address, so a busy or forbidden port stops the start at
-/// once with one clear error: pingora retries a busy port for ~30 s and then panics in its own
-/// thread, which left a process that listened nowhere while its admin port answered ready.
-pub fn check_listeners(server: &ServerConfig) -> Result<(), String> {
-    for (key, addr) in [
-        ("server.listen", server.listen.socket),
-        ("server.admin", server.admin.socket),
-    ] {
-        std::net::TcpListener::bind(addr)
-            .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
+/// The addresses the listeners serve on, found before anything starts.
+pub struct Listeners {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// Port-0 addresses, bound but not listening until the process ends: the port the system
+    /// chose stays ours, and pingora joins it with `SO_REUSEPORT`.
+    reserved: Vec<socket2::Socket>,
+}
+
+impl Listeners {
+    /// Binds every listener's address once, so a busy or forbidden port stops the start at once
+    /// with one clear error: pingora retries a busy port for ~30 s and then panics in its own
+    /// thread, which left a process that listened nowhere while its admin port answered ready.
+    /// A port of 0 is given one by the system, kept reserved, and reported back.
+    pub fn bind(server: &ServerConfig) -> Result<Listeners, String> {
+        let mut reserved = Vec::new();
+        let mut bind = |key: &str, addr: SocketAddr| {
+            let fail = |e: std::io::Error| format!("cannot listen on {addr} ({key}): {e}");
+            if addr.port() != 0 {
+                return std::net::TcpListener::bind(addr)
+                    .map(|_| addr)
+                    .map_err(fail);
+            }
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )
+            .map_err(fail)?;
+            socket.set_reuse_port(true).map_err(fail)?;
+            socket.bind(&addr.into()).map_err(fail)?;
+            let bound = socket
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .ok_or_else(|| format!("cannot read the port given to {key} ({addr})"))?;
+            reserved.push(socket);
+            Ok(bound)
+        };
+        let listen = bind("server.listen", server.listen.socket)?;
+        let admin = bind("server.admin", server.admin.socket)?;
+        Ok(Listeners {
+            listen,
+            admin,
+            reserved,
+        })
     }
-    Ok(())
+
+    /// Socket options for pingora's listener on `addr`: shared with our reservation when the
+    /// port was chosen by the system.
+    fn options(&self, addr: SocketAddr) -> TcpSocketOptions {
+        let shared = self
+            .reserved
+            .iter()
+            .any(|s| s.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr));
+        let mut options = TcpSocketOptions::default();
+        options.so_reuseport = shared.then_some(true);
+        options
+    }
 }
 
 /// Starts every service and blocks until the process has shut down.
-pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overrides) {
+pub fn run(
+    state: Arc<AppState>,
+    listeners: Listeners,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+) {
     let config = state.config_full();
     let conf = ServerConf {
         threads: config.server.threads,
@@ -69,7 +123,8 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
     // WebSocket and cost a copy per read; pingora's HTTP/1 code and tungstenite buffer reads
     // themselves. The small write buffer stays, so a response head and body go out together.
     proxy.add_listener(
-        pingora::listeners::ListenerConfig::tcp(config.server.listen.socket.to_string())
+        pingora::listeners::ListenerConfig::tcp(listeners.listen.to_string())
+            .tcp_socket_options(listeners.options(listeners.listen))
             .l4_buffer(pingora::listeners::L4BufferSettings::default().read(0)),
     );
 
@@ -81,7 +136,10 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
             state: state.clone(),
         },
     );
-    admin.add_tcp(&config.server.admin.socket.to_string());
+    admin.add_tcp_with_settings(
+        &listeners.admin.to_string(),
+        listeners.options(listeners.admin),
+    );
     admin.threads = Some(1);
 
     server.add_service(proxy);
@@ -118,8 +176,8 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
         ));
     }
     tracing::info!(
-        listen = %config.server.listen,
-        admin = %config.server.admin,
+        listen = %listeners.listen,
+        admin = %listeners.admin,
         upstream = %config.upstream.address,
         config = %config.source,
         "wsnorm starting."

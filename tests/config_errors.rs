@@ -202,8 +202,10 @@ async fn wsnorm_runs_with_host_names_for_its_listeners_and_backend() {
     send(&mut ws, r#"{"type":"execute_agent","payload":{}}"#).await;
     assert!(backend_saw(&mut ws).await.contains("start_agent"));
     let logs = wsnorm.logs();
+    // The listeners were given as localhost:0; the start-up line names what was bound.
+    assert_eq!(wsnorm.listen.ip().to_string(), "127.0.0.1");
     assert!(
-        logs.contains(&format!("localhost:{} (127.0.0.1:", wsnorm.listen.port())),
+        logs.contains(&format!("localhost:{} (127.0.0.1:", backend.port())),
         "{logs}"
     );
 }

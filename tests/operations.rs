@@ -297,7 +297,16 @@ fn wsnorm_cmd(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn the_shipped_fixtures_pass_against_the_default_rules() {
-    let out = wsnorm_cmd(&["test-rules", "config/tests/default.toml"]);
+    let mut fixtures: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tests"))
+            .unwrap()
+            .map(|e| format!("config/tests/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 2, "{fixtures:?}");
+    let mut args = vec!["test-rules"];
+    args.extend(fixtures.iter().map(String::as_str));
+    let out = wsnorm_cmd(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -389,18 +398,10 @@ fn check_validates_and_prints_the_effective_rules() {
 async fn a_listener_that_cannot_bind_stops_the_start_at_once() {
     let backend = start_backend().await;
     let first = Wsnorm::start(&backend.to_string(), "").await;
-    let free_admin = format!("127.0.0.1:{}", free_port());
+    let any_port = "127.0.0.1:0".to_string();
     for (listen, admin, key) in [
-        (
-            first.listen.to_string(),
-            free_admin.clone(),
-            "server.listen",
-        ),
-        (
-            format!("127.0.0.1:{}", free_port()),
-            first.admin.to_string(),
-            "server.admin",
-        ),
+        (first.listen.to_string(), any_port.clone(), "server.listen"),
+        (any_port.clone(), first.admin.to_string(), "server.admin"),
     ] {
         let started = Instant::now();
         let out = tokio::task::spawn_blocking(move || {
@@ -439,8 +440,7 @@ async fn text_logs_off_a_terminal_have_no_colour_codes() {
     let dir = TempDir::new();
     let log = dir.0.join("text.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_wsnorm"))
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .args(["--log-format", "text"])
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

@@ -105,128 +105,51 @@ fn incident_message_with_default_rules() {
 }
 
 #[test]
-fn timestamp_input_forms_to_unix_seconds() {
+fn timestamp_input_forms_are_recognised() {
     use TimestampFormat::*;
+    // What each form becomes is in config/tests/timestamp-forms.toml (run by `wsnorm
+    // test-rules`); here, the format each is counted as.
     let rules = ts_rule(&["ts"], json!({}));
-    // (value as written, expected value after the rule or None = unchanged, observed format)
-    let cases: &[(&str, Option<&str>, TimestampFormat)] = &[
-        (
-            r#""2025-09-08T16:50:01.447585""#,
-            Some("1757350201.447585"),
-            IsoNaive,
-        ),
-        (
-            r#""2025-09-08T16:50:01.447585Z""#,
-            Some("1757350201.447585"),
-            IsoZoned,
-        ),
-        (
-            r#""2025-09-08T16:50:01.447585z""#,
-            Some("1757350201.447585"),
-            IsoZoned,
-        ),
-        (
-            r#""2025-09-08T16:50:01.447585+00:00""#,
-            Some("1757350201.447585"),
-            IsoZoned,
-        ),
-        (
-            r#""2025-09-08T09:50:01.447585-07:00""#,
-            Some("1757350201.447585"),
-            IsoZoned,
-        ),
-        (
-            r#""2025-09-08T09:50:01.447585-0700""#,
-            Some("1757350201.447585"),
-            IsoZoned,
-        ),
-        (
-            r#""2025-09-08T09:50:01.447585-07""#,
-            Some("1757350201.447585"),
-            IsoZoned,
-        ),
-        (
-            r#""2025-09-08 16:50:01.447585""#,
-            Some("1757350201.447585"),
-            IsoNaive,
-        ),
-        (r#""2025-09-08T16:50:01""#, Some("1757350201.0"), IsoNaive),
-        (r#""2025-09-08T16:50:01.4""#, Some("1757350201.4"), IsoNaive),
-        (
-            r#""2025-09-08T16:50:01.447""#,
-            Some("1757350201.447"),
-            IsoNaive,
-        ),
-        (
-            r#""2025-09-08T16:50:01.447585""#,
-            Some("1757350201.447585"),
-            IsoNaive,
-        ),
-        (
-            r#""2025-09-08T16:50:01.447585123""#,
-            Some("1757350201.447585123"),
-            IsoNaive,
-        ),
-        (
-            r#""2025-09-08T16:50:01.447585123456""#,
-            Some("1757350201.447585123"),
-            IsoNaive,
-        ),
-        (
-            r#""2025-09-08T16:50:01.447Z""#,
-            Some("1757350201.447"),
-            IsoZoned,
-        ),
-        (
-            r#""2025-09-08T16:50:01\u002e447585""#,
-            Some("1757350201.447585"),
-            IsoNaive,
-        ),
-        (r#""1969-12-31T23:59:59.5Z""#, Some("-0.5"), IsoZoned),
-        (r#""1960-01-01T00:00:00""#, Some("-315619200.0"), IsoNaive),
-        (
-            r#""1757350201.447585""#,
-            Some("1757350201.447585"),
-            NumericString,
-        ),
-        (r#""1757350201447""#, Some("1757350201.447"), NumericString),
-        (r#""1757350201""#, Some("1757350201.0"), NumericString),
-        ("1757350201", None, Seconds),
-        ("1757350201.447585", None, Seconds),
-        ("1757350201.0", None, Seconds),
-        ("1.757350201447585e9", None, Seconds),
-        ("1.757350201447585E+9", None, Seconds),
-        ("-1.5", None, Seconds),
-        ("0", None, Seconds),
-        ("1757350201447", Some("1757350201.447"), Millis),
-        ("1757350201447.5", Some("1757350201.4475"), Millis),
-        ("1.757350201447e12", Some("1757350201.447"), Millis),
-        ("1757350201447585", Some("1757350201.447585"), Micros),
-        ("1757350201447585123", Some("1757350201.447585123"), Nanos),
-        ("-315619200000", Some("-315619200.0"), Millis),
+    let cases: &[(&str, TimestampFormat)] = &[
+        (r#""2025-09-08T16:50:01.447585""#, IsoNaive),
+        (r#""2025-09-08T16:50:01.447585Z""#, IsoZoned),
+        (r#""2025-09-08T16:50:01.447585z""#, IsoZoned),
+        (r#""2025-09-08T16:50:01.447585+00:00""#, IsoZoned),
+        (r#""2025-09-08T09:50:01.447585-07:00""#, IsoZoned),
+        (r#""2025-09-08T09:50:01.447585-0700""#, IsoZoned),
+        (r#""2025-09-08T09:50:01.447585-07""#, IsoZoned),
+        (r#""2025-09-08 16:50:01.447585""#, IsoNaive),
+        (r#""2025-09-08T16:50:01""#, IsoNaive),
+        (r#""2025-09-08T16:50:01.4""#, IsoNaive),
+        (r#""2025-09-08T16:50:01.447""#, IsoNaive),
+        (r#""2025-09-08T16:50:01.447585""#, IsoNaive),
+        (r#""2025-09-08T16:50:01.447585123""#, IsoNaive),
+        (r#""2025-09-08T16:50:01.447585123456""#, IsoNaive),
+        (r#""2025-09-08T16:50:01.447Z""#, IsoZoned),
+        (r#""2025-09-08T16:50:01\u002e447585""#, IsoNaive),
+        (r#""1969-12-31T23:59:59.5Z""#, IsoZoned),
+        (r#""1960-01-01T00:00:00""#, IsoNaive),
+        (r#""1757350201.447585""#, NumericString),
+        (r#""1757350201447""#, NumericString),
+        (r#""1757350201""#, NumericString),
+        ("1757350201", Seconds),
+        ("1757350201.447585", Seconds),
+        ("1757350201.0", Seconds),
+        ("1.757350201447585e9", Seconds),
+        ("1.757350201447585E+9", Seconds),
+        ("-1.5", Seconds),
+        ("0", Seconds),
+        ("1757350201447", Millis),
+        ("1757350201447.5", Millis),
+        ("1.757350201447e12", Millis),
+        ("1757350201447585", Micros),
+        ("1757350201447585123", Nanos),
+        ("-315619200000", Millis),
     ];
-    for (value, want, fmt) in cases {
+    for (value, fmt) in cases {
         let input = format!(r#"{{"ts":{value},"x":1}}"#);
-        let (out, obs) = apply(&rules, C2B, &input);
-        let result = match want {
-            Some(w) => {
-                assert_eq!(
-                    forwarded(&input, &out),
-                    format!(r#"{{"ts":{w},"x":1}}"#),
-                    "{value}"
-                );
-                RuleResult::Rewritten
-            }
-            None => {
-                assert_eq!(out, Outcome::Unchanged, "{value}");
-                RuleResult::Unchanged
-            }
-        };
-        assert_eq!(
-            obs,
-            vec![Obs::Ts(*fmt), Obs::Rule("ts".into(), C2B, result)],
-            "{value}"
-        );
+        let (_, obs) = apply(&rules, C2B, &input);
+        assert_eq!(obs.first(), Some(&Obs::Ts(*fmt)), "{value}");
     }
 }
 

@@ -81,11 +81,9 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "wsnorm-test-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("wsnorm-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -140,13 +138,13 @@ impl Wsnorm {
         host: &str,
     ) -> Wsnorm {
         let log = dir.0.join("wsnorm.log");
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // Port 0: wsnorm reserves what the system gives and logs it, so no port is probed here
+        // and handed over (another process could take it in between).
         let child = Command::new(env!("CARGO_BIN_EXE_wsnorm"))
             .arg("--config")
             .arg(&config_path)
-            .args(["--listen", &format!("{host}:{}", listen.port())])
-            .args(["--admin", &format!("{host}:{}", admin.port())])
+            .args(["--listen", &format!("{host}:0")])
+            .args(["--admin", &format!("{host}:0")])
             .args(["--upstream", upstream])
             .args(["--log-format", "json"])
             .env("RUST_LOG", rust_log)
@@ -154,20 +152,46 @@ impl Wsnorm {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start wsnorm");
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
         let mut wsnorm = Wsnorm {
             child,
-            listen,
-            admin,
+            listen: unknown,
+            admin: unknown,
             log,
             config_path,
             _dir: dir,
         };
+        (wsnorm.listen, wsnorm.admin) = wsnorm.bound_addresses().await;
         wsnorm.wait_listening().await;
         wsnorm
     }
 
     pub fn config_path(&self) -> PathBuf {
         self.config_path.clone()
+    }
+
+    /// The addresses of the start-up line (`wsnorm starting.`), once it is logged.
+    async fn bound_addresses(&mut self) -> (SocketAddr, SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wsnorm exited with {status}; log:\n{}", self.logs());
+            }
+            let logs = self.logs();
+            let started = logs
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["message"] == "wsnorm starting.");
+            if let Some(v) = started {
+                let addr = |key: &str| v[key].as_str().and_then(|a| a.parse().ok());
+                match (addr("listen"), addr("admin")) {
+                    (Some(listen), Some(admin)) => return (listen, admin),
+                    _ => panic!("no listen/admin address in the start-up line: {v}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("wsnorm did not start; log:\n{}", self.logs());
     }
 
     async fn wait_listening(&mut self) {
