@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod fixtures;
 pub mod headers;
 pub mod logging;
 pub mod metrics;
@@ -15,6 +16,5 @@ pub mod proxy;
 pub mod relay;
 pub mod reload;
 pub mod rules;
-pub mod ruletest;
 pub mod server;
 pub mod state;

@@ -10,7 +10,7 @@ use wsnorm::config::Config;
 use wsnorm::metrics::Metrics;
 use wsnorm::rules::UnixTime;
 use wsnorm::state::AppState;
-use wsnorm::{logging, ruletest, server};
+use wsnorm::{fixtures, logging, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -82,14 +82,14 @@ fn test_rules(cli: &Cli, files: &[std::path::PathBuf]) -> ExitCode {
     };
     let (mut passed, mut failed) = (0, 0);
     for file in files {
-        let (cases, now) = match ruletest::load_cases(file) {
+        let (cases, now) = match fixtures::load_cases(file) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("wsnorm: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let result = ruletest::run_cases(&config.rules, &cases, now);
+        let result = fixtures::run_cases(&config.rules, &cases, now);
         println!(
             "{}: {} passed, {} failed",
             file.display(),
@@ -121,7 +121,7 @@ fn rewrite(cli: &Cli, direction: &str) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let dir = match ruletest::parse_direction(direction) {
+    let dir = match fixtures::parse_direction(direction) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("wsnorm: {e}");
@@ -139,7 +139,7 @@ fn rewrite(cli: &Cli, direction: &str) -> ExitCode {
         let outcome = config
             .rules
             .apply(dir, line.as_bytes(), UnixTime::now, &mut ());
-        println!("{}", ruletest::describe(&line, &outcome));
+        println!("{}", fixtures::describe(&line, &outcome));
     }
     ExitCode::SUCCESS
 }
