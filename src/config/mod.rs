@@ -2,8 +2,10 @@
 //! validation. Everything here is checked once at load time; the running proxy only ever sees a
 //! validated [`Config`] and [`CompiledRules`].
 
+mod compression;
 mod route;
 
+pub use compression::CompressionConfig;
 pub use route::{Route, RouteConfig, RouteSet, UpstreamSubprotocols};
 
 use std::net::SocketAddr;
@@ -280,6 +282,7 @@ pub struct WebSocketConfig {
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub unrouted_upgrades: UnroutedUpgrades,
+    pub compression: CompressionConfig,
     pub routes: Vec<Spanned<RouteConfig>>,
 }
 
@@ -300,6 +303,7 @@ impl Default for WebSocketConfig {
             ping_interval_secs: 20,
             idle_timeout_secs: 60,
             unrouted_upgrades: UnroutedUpgrades::Relay,
+            compression: CompressionConfig::default(),
             routes: ["/ws", "/ws/*", "/api/v1/websocket"]
                 .map(|p| Spanned::new(0..0, RouteConfig::drop_unknown(p)))
                 .to_vec(),
@@ -468,6 +472,7 @@ impl Config {
             ws.unrouted_upgrades.as_str(),
             self.server.trusted_proxies,
         );
+        out.push_str(&ws.compression.describe());
         out.push_str(&self.routes.describe());
         out.push_str(&format!("rules ({}):\n", self.rules.len()));
         out.push_str(&self.rules.describe());
@@ -514,6 +519,7 @@ fn validate(server: &ServerConfig, ws: &WebSocketConfig, problems: &mut Vec<Stri
             ));
         }
     }
+    ws.compression.validate(problems);
     for (i, p) in ws.token_subprotocol_prefixes.iter().enumerate() {
         if p.is_empty() {
             problems.push(format!(

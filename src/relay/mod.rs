@@ -24,6 +24,7 @@
 //! helpers.
 
 mod conn;
+pub mod deflate;
 mod frames;
 mod io;
 mod legs;
