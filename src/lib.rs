@@ -18,3 +18,4 @@ pub mod rules;
 pub mod ruletest;
 pub mod server;
 pub mod state;
+pub mod wire_metrics;
