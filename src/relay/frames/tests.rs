@@ -399,3 +399,63 @@ fn each_error_has_its_close_code() {
     assert_eq!(FrameError::TooBig(1).close_code(), 1009);
     assert_eq!(FrameError::Utf8.close_code(), 1007);
 }
+
+#[test]
+fn rsv1_marks_a_compressed_message_only_where_negotiated() {
+    let compressed = |opcode, fin, payload: &[u8]| {
+        let mut out = Vec::new();
+        write_frame_rsv1(&mut out, Role::Client, opcode, fin, true, payload);
+        out
+    };
+    let reserved = Err(FrameError::Protocol("reserved bits set"));
+    // Without permessage-deflate, RSV1 is a protocol error.
+    assert_eq!(
+        parse_one(&mut server_codec(), &compressed(TEXT, true, b"x")),
+        reserved
+    );
+    let mut codec = Codec::new(Role::Server, 1000, true);
+    let event = |payload: &'static [u8], text, first, fin| {
+        Ok(Some(format!(
+            "{:?}",
+            Event::Compressed {
+                payload,
+                text,
+                first,
+                fin
+            }
+        )))
+    };
+    assert_eq!(
+        parse_one(&mut codec, &compressed(TEXT, true, b"ab")),
+        event(b"ab", true, true, true)
+    );
+    // A fragmented one: RSV1 on the first frame only, control frames may come between.
+    assert_eq!(
+        parse_one(&mut codec, &compressed(BINARY, false, b"a")),
+        event(b"a", false, true, false)
+    );
+    assert_eq!(
+        parse_one(&mut codec, &from_client(PING, true, b"p")),
+        Ok(Some(format!("{:?}", Event::Ping(b"p"))))
+    );
+    assert_eq!(
+        parse_one(&mut codec, &from_client(CONTINUE, true, b"b")),
+        event(b"b", false, false, true)
+    );
+    assert_eq!(
+        parse_one(&mut codec, &compressed(PING, true, b"")),
+        reserved
+    );
+    let mut codec = Codec::new(Role::Server, 1000, true);
+    parse_one(&mut codec, &compressed(TEXT, false, b"a")).unwrap();
+    assert_eq!(
+        parse_one(&mut codec, &compressed(CONTINUE, true, b"b")),
+        reserved
+    );
+    // Uncompressed messages still work on a compressed leg.
+    let mut codec = Codec::new(Role::Server, 1000, true);
+    assert_eq!(
+        parse_one(&mut codec, &from_client(TEXT, true, b"hi")),
+        Ok(text_event("hi"))
+    );
+}
