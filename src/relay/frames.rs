@@ -24,7 +24,8 @@ pub enum FrameError {
     TooBig(usize),
     #[error("text is not valid UTF-8")]
     Utf8,
-    /// A compressed message that does not inflate (RFC 7692 §8.2.1 fails the connection).
+    /// A compressed message that does not inflate. RFC 7692 fails the connection without naming a
+    /// code; 1007 says the payload is not what its message claims (python `websockets` uses 1002).
     #[error("compressed message is not valid deflate data")]
     Deflate,
 }

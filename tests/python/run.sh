@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# A python `websockets` client and backend, both compressing, through wsnorm
-# (tests/python/deflate_chat.py). The pinned venv is made once under target/python-websockets.
+# permessage-deflate end to end through wsnorm, with the backend's own stack (python
+# `websockets`, compressing) behind it:
+#   - deflate_chat.py: a python `websockets` client, also compressing;
+#   - browser_chat.py: headless Chromium (Debian's `chromium`, installed here when missing: a
+#     missing browser is installed, never skipped).
+# The pinned venv is made once under target/python-websockets.
 #
 #   tests/python/run.sh        (WSNORM_BIN=/path/to/wsnorm to test another binary; default
 #                               target/release/wsnorm, built by scripts/test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/lib.sh
 WSNORM=${WSNORM_BIN:-$PWD/target/release/wsnorm}
 VENV=$PWD/target/python-websockets
 PINS=(websockets==15.0.1)
@@ -27,4 +32,6 @@ if [ ! -f "$VENV/.installed" ] || [ "$(cat "$VENV/.installed")" != "$PY ${PINS[*
     "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${PINS[@]}"
     echo "$PY ${PINS[*]}" >"$VENV/.installed"
 fi
-exec "$VENV/bin/python" tests/python/deflate_chat.py "$WSNORM"
+install_missing chromium:chromium
+"$VENV/bin/python" tests/python/deflate_chat.py "$WSNORM"
+"$VENV/bin/python" tests/python/browser_chat.py "$WSNORM" "$(command -v chromium)"
