@@ -5,8 +5,10 @@ byte-counting TCP relays in front of wsnorm and of the backend see what crosses 
 
 Checks: permessage-deflate negotiated on both legs; every message arrives rewritten exactly as
 the default rules say (and untouched ones byte-identical); a 240 KB repetitive agent response
-crosses both legs as a small fraction of its size. Prints `N passed, M failed`; exit 1 on a
-failure.
+crosses both legs as a small fraction of its size. Measures the bytes a synthesized agent run
+(agent_chat events, token by token) puts on the client's socket directly from the backend and
+through wsnorm (written to target/deflate-stream-bytes.txt). Prints `N passed, M failed`; exit 1
+on a failure.
 """
 import asyncio
 import json
@@ -69,6 +71,36 @@ class Counter:
         await asyncio.gather(pipe(reader, t_writer, True), pipe(t_reader, writer, False))
 
 
+def agent_run():
+    """The backend's side of one agent run, as agent_chat envelopes."""
+    ts = "2025-09-08T16:50:%02d.%06d"
+    out = [{"type": "agent_started", "data": {"run_id": "r1", "agent_name": "triage"},
+            "timestamp": ts % (2, 100), "critical": True}]
+    words = ("the p99 latency rose after the deploy because the cache hit ratio dropped while "
+             "the new index was built so requests fell through to the database").split()
+    for i in range(400):
+        out.append({"type": "agent_thinking", "data": {"run_id": "r1", "token": words[i % len(words)] + " ",
+                    "seq": i}, "timestamp": 1757350202.0 + i * 0.013})
+    out.append({"type": "tool_executing", "data": {"run_id": "r1", "tool": "query_metrics",
+                "args": {"metric": "http_p99", "window": "1h"}}, "timestamp": ts % (9, 500)})
+    out.append({"type": "tool_completed", "data": {"run_id": "r1", "tool": "query_metrics", "result": [
+        {"t": 1757350200 + 60 * i, "p99_ms": 180 + (i * 37) % 90, "route": "/api/search"} for i in range(120)]},
+        "timestamp": ts % (11, 250)})
+    out.append({"type": "agent_completed", "data": {"run_id": "r1", "status": "ok"}, "timestamp": ts % (12, 0)})
+    return [json.dumps(m, separators=(",", ":")) for m in out]
+
+
+async def stream_bytes(url, counter, n):
+    """Bytes the backend's agent run puts on the socket `counter` watches, client side."""
+    async with connect(url, subprotocols=["agent_chat"], max_size=4 << 20) as ws:
+        before = counter.down
+        await ws.send("send-stream")
+        for _ in range(n):
+            await asyncio.wait_for(ws.recv(), 10)
+        await asyncio.sleep(0.2)
+        return counter.down - before
+
+
 async def main(wsnorm_bin):
     received = asyncio.Queue()
     backend_extensions = []
@@ -80,6 +112,9 @@ async def main(wsnorm_bin):
             await received.put(message)
             if message == "send-big":
                 await ws.send(big)
+            elif message == "send-stream":
+                for event in agent_run():
+                    await ws.send(event)
             else:
                 await ws.send(message)
 
@@ -135,6 +170,18 @@ async def main(wsnorm_bin):
                       % (len(big), on_backend_leg, on_client_leg))
                 check(on_backend_leg * 20 < len(big), "compressed on the backend leg", on_backend_leg)
                 check(on_client_leg * 20 < len(big), "compressed on the client leg", on_client_leg)
+            n = len(agent_run())
+            raw = sum(len(m) for m in agent_run())
+            direct = await stream_bytes("ws://127.0.0.1:%d/ws" % backend_side, backend_counter, n)
+            proxied = await stream_bytes("ws://127.0.0.1:%d/ws" % client_side, client_counter, n)
+            figure = ("agent run (%d messages, %d payload bytes) on the client's socket: directly from "
+                      "the backend %d bytes, through wsnorm %d bytes (%.3f x)"
+                      % (n, raw, direct, proxied, proxied / direct))
+            print(figure)
+            with open(os.path.join(os.path.dirname(__file__), "..", "..", "target",
+                                   "deflate-stream-bytes.txt"), "w") as f:
+                f.write(figure + "\n")
+            check(proxied * 2 < raw, "the agent run is compressed on the client's socket", figure)
         finally:
             proc.terminate()
             proc.wait(10)
