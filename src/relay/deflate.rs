@@ -3,10 +3,11 @@
 //! a message's compressed bytes are the deflate stream up to a sync flush, without the flush's
 //! `00 00 ff ff` tail (RFC 7692 §7.2.1), which the receiver appends back (§7.2.2).
 //!
-//! A direction with context takeover keeps its stream (and its LZ77 window) between messages; a
-//! direction without it needs none between messages, so its stream is dropped at each message's
-//! end and no memory stays allocated for it while the connection idles. Either stream is only
-//! allocated when the first compressed message goes that way.
+//! A direction with context takeover keeps its stream (and its LZ77 window) between messages,
+//! allocated when the first compressed message goes that way. A direction without it needs no
+//! stream of its own between messages: a message in one frame (the norm) borrows a stream from
+//! a per-thread pool and gives it back reset, so such a connection holds no compression memory
+//! at all; a fragmented one gets a stream of its own until its last frame.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
@@ -21,6 +22,44 @@ const INFLATE_STEP: usize = 16 * 1024;
 /// so a 9-bit stream references at most 250 bytes back and an 8-bit inflater reads it (what
 /// zlib itself does when asked for 8; RFC 7692 §7.1.2.1 bounds the distance, not the setting).
 const MIN_ZLIB_WINDOW_BITS: u8 = 9;
+
+/// Streams lent to messages that need no context (no context takeover, one frame each), per
+/// thread and per setting: reset after each message, so one per setting serves every
+/// connection of the thread.
+const POOL_MAX: usize = 8;
+
+thread_local! {
+    static DEFLATERS: std::cell::RefCell<Vec<((u32, u8), Compress)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    static INFLATERS: std::cell::RefCell<Vec<(u8, Decompress)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes a stream for `key` out of `pool`, or makes one.
+fn lend<K: PartialEq, S>(
+    pool: &'static std::thread::LocalKey<std::cell::RefCell<Vec<(K, S)>>>,
+    key: &K,
+    make: impl FnOnce() -> S,
+) -> S {
+    let found = pool.with_borrow_mut(|pool| {
+        let at = pool.iter().position(|(k, _)| k == key)?;
+        Some(pool.swap_remove(at).1)
+    });
+    found.unwrap_or_else(make)
+}
+
+/// Gives a reset stream back to `pool` (dropped when the pool is full).
+fn give_back<K, S>(
+    pool: &'static std::thread::LocalKey<std::cell::RefCell<Vec<(K, S)>>>,
+    key: K,
+    stream: S,
+) {
+    pool.with_borrow_mut(|pool| {
+        if pool.len() < POOL_MAX {
+            pool.push((key, stream));
+        }
+    });
+}
 
 /// How one direction of a leg is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,9 +136,18 @@ impl Inflater {
         limit: usize,
     ) -> Result<(), InflateError> {
         let bits = self.window.zlib_bits();
-        let stream = self
-            .stream
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+        let make = || Decompress::new_with_window_bits(false, bits);
+        if self.window.no_context_takeover && fin && self.stream.is_none() {
+            // A whole message that needs no context: a pooled stream, given back reset.
+            let mut stream = lend(&INFLATERS, &bits, make);
+            if !inflate_into(&mut stream, data, out, limit)? {
+                inflate_into(&mut stream, &TAIL, out, limit)?;
+            }
+            stream.reset(false);
+            give_back(&INFLATERS, bits, stream);
+            return Ok(());
+        }
+        let stream = self.stream.get_or_insert_with(make);
         let mut ended = inflate_into(stream, data, out, limit)?;
         if fin {
             if !ended {
@@ -185,45 +233,64 @@ impl Deflater {
         out: &mut Vec<u8>,
     ) -> Result<(), DeflateError> {
         let (level, bits) = (self.level, self.window.zlib_bits());
-        let stream = self
-            .stream
-            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, bits));
-        let flush = if fin {
-            FlushCompress::Sync
-        } else {
-            FlushCompress::None
-        };
-        let start = out.len();
-        let mut input = data;
-        loop {
-            out.reserve(input.len() / 2 + 64);
-            let before_in = stream.total_in();
-            let before_out = out.len();
-            stream
-                .compress_vec(input, out, flush)
-                .map_err(|e| DeflateError(e.to_string()))?;
-            // Bounded by `input.len()`, which is a usize.
-            input = &input[(stream.total_in() - before_in) as usize..];
-            // A flush is complete once it leaves output room unused.
-            if input.is_empty() && (out.len() < out.capacity() || out.len() == before_out) {
-                break;
-            }
+        let make = || Compress::new_with_window_bits(level, false, bits);
+        if self.window.no_context_takeover && fin && self.stream.is_none() {
+            // A whole message that needs no context: a pooled stream, given back reset.
+            let key = (level.level(), bits);
+            let mut stream = lend(&DEFLATERS, &key, make);
+            compress_into(&mut stream, data, true, out)?;
+            stream.reset();
+            give_back(&DEFLATERS, key, stream);
+            return Ok(());
         }
-        if fin {
-            if out[start..].ends_with(&TAIL) {
-                out.truncate(out.len() - TAIL.len());
-            }
-            if out.len() == start {
-                // Nothing was pending (an empty message): one empty stored block without its
-                // tail, as RFC 7692 §7.2.3.6 writes it.
-                out.push(0x00);
-            }
-            if self.window.no_context_takeover {
-                self.stream = None;
-            }
+        let stream = self.stream.get_or_insert_with(make);
+        compress_into(stream, data, fin, out)?;
+        if fin && self.window.no_context_takeover {
+            self.stream = None;
         }
         Ok(())
     }
+}
+
+/// Compresses `data` into `out`; `fin` flushes and drops the flush's tail (the message's end).
+fn compress_into(
+    stream: &mut Compress,
+    data: &[u8],
+    fin: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), DeflateError> {
+    let flush = if fin {
+        FlushCompress::Sync
+    } else {
+        FlushCompress::None
+    };
+    let start = out.len();
+    let mut input = data;
+    loop {
+        out.reserve(input.len() / 2 + 64);
+        let before_in = stream.total_in();
+        let before_out = out.len();
+        stream
+            .compress_vec(input, out, flush)
+            .map_err(|e| DeflateError(e.to_string()))?;
+        // Bounded by `input.len()`, which is a usize.
+        input = &input[(stream.total_in() - before_in) as usize..];
+        // A flush is complete once it leaves output room unused.
+        if input.is_empty() && (out.len() < out.capacity() || out.len() == before_out) {
+            break;
+        }
+    }
+    if fin {
+        if out[start..].ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        }
+        if out.len() == start {
+            // Nothing was pending (an empty message): one empty stored block without its
+            // tail, as RFC 7692 §7.2.3.6 writes it.
+            out.push(0x00);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

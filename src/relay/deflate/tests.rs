@@ -159,3 +159,28 @@ fn garbage_is_invalid_deflate_data() {
         Err(InflateError::Invalid(_))
     ));
 }
+
+#[test]
+fn messages_without_context_share_the_threads_streams() {
+    // Two legs' worth of deflaters and inflaters without context takeover, interleaved: each
+    // message borrows a pooled stream and returns it reset, and every message still stands alone.
+    let w = window(12, true);
+    let (mut a, mut b) = (Deflater::new(w, 7), Deflater::new(w, 7));
+    let (mut ia, mut ib) = (Inflater::new(w), Inflater::new(w));
+    for i in 0..50 {
+        let text = format!(r#"{{"type":"token","seq":{i},"text":"same words again"}}"#);
+        let ca = deflate_all(&mut a, text.as_bytes());
+        let cb = deflate_all(&mut b, text.as_bytes());
+        assert_eq!(ca, cb, "the same message compresses the same from a reset stream");
+        assert_eq!(inflate_all(&mut ib, &ca), text.as_bytes());
+        assert_eq!(inflate_all(&mut ia, &cb), text.as_bytes());
+        assert!(a.stream.is_none() && ia.stream.is_none(), "no stream kept per leg");
+    }
+    // A fragmented message gets a stream of its own until its end.
+    let mut out = Vec::new();
+    a.compress(b"first half, ", false, &mut out).unwrap();
+    assert!(a.stream.is_some());
+    a.compress(b"second half", true, &mut out).unwrap();
+    assert!(a.stream.is_none());
+    assert_eq!(inflate_all(&mut ia, &out), b"first half, second half");
+}
