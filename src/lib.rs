@@ -18,3 +18,4 @@ pub mod reload;
 pub mod rules;
 pub mod server;
 pub mod state;
+pub mod wire_metrics;

@@ -111,7 +111,7 @@ fn close_code_label(code: u16) -> &'static str {
         .unwrap_or("other")
 }
 
-fn dir_index(dir: Direction) -> usize {
+pub(crate) fn dir_index(dir: Direction) -> usize {
     match dir {
         Direction::ClientToBackend => 0,
         Direction::BackendToClient => 1,
@@ -141,6 +141,8 @@ pub struct Metrics {
     subprotocols: IntCounterVec,
     http_requests: IntCounterVec,
     config_reloads: IntCounterVec,
+    /// Payload and wire bytes per leg: the compression ratio.
+    pub wire: crate::wire_metrics::WireBytes,
 }
 
 impl Metrics {
@@ -282,6 +284,7 @@ impl Metrics {
         subprotocols.with_label_values(&["none"]);
 
         let kinds = ["json", "text", "binary"];
+        let wire = crate::wire_metrics::WireBytes::register(&registry)?;
         Ok(Metrics {
             conversion: Direction::ALL.map(|d| conversion.with_label_values(&[d.as_str()])),
             messages: Direction::ALL
@@ -303,6 +306,7 @@ impl Metrics {
             subprotocols,
             http_requests,
             config_reloads,
+            wire,
         })
     }
 

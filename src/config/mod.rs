@@ -3,11 +3,13 @@
 //! validated [`Config`] and [`CompiledRules`].
 
 mod address;
+mod compression;
 mod locate;
 mod route;
 mod wording;
 
 pub use address::Address;
+pub use compression::CompressionConfig;
 pub use route::{Route, RouteConfig, RouteSet, UpstreamSubprotocols};
 pub(crate) use wording::{friendly, read_toml};
 
@@ -260,6 +262,7 @@ pub struct WebSocketConfig {
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub unrouted_upgrades: UnroutedUpgrades,
+    pub compression: CompressionConfig,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -280,6 +283,7 @@ impl Default for WebSocketConfig {
             ping_interval_secs: 20,
             idle_timeout_secs: 60,
             unrouted_upgrades: UnroutedUpgrades::Relay,
+            compression: CompressionConfig::default(),
             routes: ["/ws", "/ws/*", "/api/v1/websocket"]
                 .map(RouteConfig::drop_unknown)
                 .to_vec(),
@@ -454,6 +458,7 @@ impl Config {
             ws.unrouted_upgrades.as_str(),
             self.server.trusted_proxies,
         );
+        out.push_str(&ws.compression.describe());
         out.push_str(&self.routes.describe());
         out.push_str(&format!("rules ({}):\n", self.rules.len()));
         out.push_str(&self.rules.describe());
@@ -532,6 +537,7 @@ fn validate(
             ));
         }
     }
+    ws.compression.validate(doc, problems);
     for (i, p) in ws.token_subprotocol_prefixes.iter().enumerate() {
         if p.is_empty() {
             problems.push(doc.problem(

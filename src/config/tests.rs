@@ -621,3 +621,26 @@ fn key_paths_are_found_in_the_file() {
         "rules[0].map.\"é\""
     );
 }
+
+#[test]
+fn compression_defaults_and_limits() {
+    let config = load("").unwrap();
+    assert_eq!(config.websocket.compression, CompressionConfig::default());
+    assert!(config.websocket.compression.client && config.websocket.compression.backend);
+    let off =
+        load("[websocket.compression]\nclient = false\nwindow_bits = 9\nlevel = 0\n").unwrap();
+    assert!(!off.websocket.compression.client);
+    assert!(off.websocket.compression.backend);
+    assert_eq!(off.websocket.compression.window_bits, 9);
+    for bad in ["window_bits = 8", "window_bits = 16", "level = 10"] {
+        let err = load(&format!("[websocket.compression]\n{bad}\n")).unwrap_err();
+        let key = bad.split(' ').next().unwrap();
+        assert!(
+            err.to_string()
+                .contains(&format!("websocket.compression.{key}")),
+            "{err}"
+        );
+    }
+    let err = load("[websocket.compression]\nwindow_bit = 9\n").unwrap_err();
+    assert!(err.to_string().contains("window_bit"), "{err}");
+}

@@ -8,6 +8,7 @@
 //! - `upstream_request_filter`: sets `X-Forwarded-For` / `-Proto` / `-Host` ([`forwarded`]);
 //! - `logging`: counts plain HTTP requests by status class.
 
+pub mod extensions;
 pub mod forwarded;
 pub mod path;
 pub mod upgrade;

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
-use crate::config::Address;
+use super::extensions::{self, Agreed};
+use crate::config::{Address, CompressionConfig};
 use crate::headers::{OutgoingHeaders, OwnedHeaders};
 
 /// Largest backend response head accepted.
@@ -75,6 +76,8 @@ pub struct HandshakeRequest<'a> {
     /// headers are added here.
     pub headers: &'a OutgoingHeaders,
     pub subprotocols: &'a [String],
+    /// What permessage-deflate to offer (and so to accept in the answer).
+    pub compression: &'a CompressionConfig,
 }
 
 /// An established backend WebSocket, before any frame was read.
@@ -84,6 +87,8 @@ pub struct Connected {
     /// Bytes the backend sent right after its 101 (already frames).
     pub leftover: Vec<u8>,
     pub protocol: Option<String>,
+    /// permessage-deflate as the backend accepted it.
+    pub deflate: Option<Agreed>,
 }
 
 /// Connects and performs the handshake within `timeout`.
@@ -155,11 +160,12 @@ async fn handshake_inner(
             body,
         }));
     }
-    let protocol = verify_switch(&response, &key, req.subprotocols)?;
+    let (protocol, deflate) = verify_switch(&response, &key, req)?;
     Ok(Connected {
         stream,
         leftover,
         protocol,
+        deflate,
     })
 }
 
@@ -174,6 +180,9 @@ fn request_head(
     headers.push("Sec-WebSocket-Key", key)?;
     if !req.subprotocols.is_empty() {
         headers.push("Sec-WebSocket-Protocol", req.subprotocols.join(", "))?;
+    }
+    if let Some(offer) = extensions::backend_offer(req.compression) {
+        headers.push("Sec-WebSocket-Extensions", offer)?;
     }
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(b"GET ");
@@ -224,13 +233,14 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, UpstreamError
     }
 }
 
-/// Checks a 101 answer against RFC 6455 §4.1 and returns the backend's subprotocol, if any.
-/// A backend that selects none of several offered protocols is accepted: old backends do that.
+/// Checks a 101 answer against RFC 6455 §4.1 (and RFC 7692 for permessage-deflate) and returns
+/// the backend's subprotocol and compression, if any. A backend that selects none of several
+/// offered protocols is accepted: old backends do that.
 fn verify_switch(
     resp: &ResponseHead,
     key: &str,
-    offered: &[String],
-) -> Result<Option<String>, UpstreamError> {
+    req: &HandshakeRequest<'_>,
+) -> Result<(Option<String>, Option<Agreed>), UpstreamError> {
     if !resp.headers.has_token("upgrade", "websocket") {
         return Err(UpstreamError::BadResponse(
             "101 without `Upgrade: websocket`".into(),
@@ -247,25 +257,30 @@ fn verify_switch(
             "wrong or missing Sec-WebSocket-Accept".into(),
         ));
     }
-    if resp.headers.get("sec-websocket-extensions").is_some() {
-        return Err(UpstreamError::BadResponse(
-            "backend enabled an extension that was not offered".into(),
-        ));
-    }
-    match resp.headers.get("sec-websocket-protocol") {
-        None => Ok(None),
+    let answered: Vec<String> = resp
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"))
+        .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        .collect();
+    let deflate =
+        extensions::check_backend_answer(answered.iter().map(String::as_str), req.compression)
+            .map_err(UpstreamError::BadResponse)?;
+    let protocol = match resp.headers.get("sec-websocket-protocol") {
+        None => None,
         Some(p) => {
             let p = String::from_utf8_lossy(p).trim().to_string();
-            if offered.contains(&p) {
-                Ok(Some(p))
+            if req.subprotocols.contains(&p) {
+                Some(p)
             } else {
                 // Do not echo the value: it may carry a token.
-                Err(UpstreamError::BadResponse(
+                return Err(UpstreamError::BadResponse(
                     "backend selected a subprotocol that was not offered".into(),
-                ))
+                ));
             }
         }
-    }
+    };
+    Ok((protocol, deflate))
 }
 
 /// Reads the body of a refusal (Content-Length, chunked, or up to close), bounded in size and
@@ -351,24 +366,47 @@ mod tests {
             parse_head(text.as_bytes()).unwrap().unwrap().1
         };
         let offered = vec!["agent_chat".to_string()];
-        assert_eq!(verify_switch(&head(""), key, &offered).unwrap(), None);
+        let path = http::uri::PathAndQuery::from_static("/ws");
+        let headers = OutgoingHeaders::default();
+        let compression = CompressionConfig::default();
+        let req = HandshakeRequest {
+            path_and_query: &path,
+            headers: &headers,
+            subprotocols: &offered,
+            compression: &compression,
+        };
+        let check = |extra: &str, key: &str| verify_switch(&head(extra), key, &req);
+        assert_eq!(check("", key).unwrap(), (None, None));
         assert_eq!(
-            verify_switch(
-                &head("Sec-WebSocket-Protocol: agent_chat\r\n"),
-                key,
-                &offered
-            )
-            .unwrap(),
+            check("Sec-WebSocket-Protocol: agent_chat\r\n", key)
+                .unwrap()
+                .0,
             Some("agent_chat".into())
         );
-        assert!(verify_switch(&head("Sec-WebSocket-Protocol: other\r\n"), key, &offered).is_err());
+        assert!(check("Sec-WebSocket-Protocol: other\r\n", key).is_err());
+        let deflate = check("Sec-WebSocket-Extensions: permessage-deflate\r\n", key).unwrap();
+        assert!(deflate.1.is_some());
+        assert!(check("Sec-WebSocket-Extensions: x-custom\r\n", key).is_err());
+        assert!(check(
+            "Sec-WebSocket-Extensions: permessage-deflate; mystery\r\n",
+            key
+        )
+        .is_err());
+        let off = CompressionConfig {
+            backend: false,
+            ..compression
+        };
+        let req = HandshakeRequest {
+            compression: &off,
+            ..req
+        };
         assert!(verify_switch(
             &head("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
             key,
-            &offered
+            &req
         )
         .is_err());
-        assert!(verify_switch(&head(""), "AAAAAAAAAAAAAAAAAAAAAA==", &offered).is_err());
+        assert!(check("", "AAAAAAAAAAAAAAAAAAAAAA==").is_err());
     }
 
     #[test]

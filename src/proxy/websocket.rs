@@ -16,6 +16,7 @@ use pingora::proxy::Session;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{info, warn, Instrument};
 
+use super::extensions::{self, Agreed};
 use super::forwarded;
 use super::upgrade::{self, Negotiation, Refusal};
 use super::upstream::{self, Connected, HandshakeRequest, UpstreamError};
@@ -97,10 +98,12 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
     });
 
     // The 101 goes out only now that the backend has accepted.
+    let client_deflate = prepared.client_deflate.as_ref();
     let Some((client, client_leftover)) = switch_protocols(
         session,
         &prepared.key,
         client_protocol.as_deref(),
+        client_deflate.map(|a| a.header.as_str()),
         ws,
         &span,
     )
@@ -127,11 +130,23 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
         },
         max_message_bytes: ws.max_message_bytes,
         log: log.clone(),
+        deflate: relay::Deflate {
+            client: client_deflate.map(|a| a.deflate),
+            backend: backend.deflate.as_ref().map(|a| a.deflate),
+            settings: relay::deflate::DeflateSettings {
+                level: ws.compression.level,
+                min_message_bytes: ws.compression.min_message_bytes,
+            },
+        },
     };
+    let extension =
+        |agreed: Option<&Agreed>| agreed.map_or("none".to_string(), |a| a.header.clone());
     info!(
         parent: &log.span(),
         handshake_ms = elapsed * 1e3,
         upstream_subprotocol = backend.protocol.is_some(),
+        client_extension = %extension(client_deflate),
+        backend_extension = %extension(backend.deflate.as_ref()),
         "WebSocket connected."
     );
     // The relay gets a task of its own, so pingora's session (its futures, request header and
@@ -203,6 +218,8 @@ struct Prepared {
     /// The client's `Sec-WebSocket-Key`.
     key: String,
     negotiation: Negotiation,
+    /// The client's permessage-deflate offer wsnorm accepts, if any.
+    client_deflate: Option<Agreed>,
     backend: BackendRequest,
 }
 
@@ -235,9 +252,16 @@ fn prepare(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let offers = req
+        .headers
+        .get_all("sec-websocket-extensions")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let client_deflate = extensions::accept_client_offer(offers, &config.websocket.compression);
     Ok(Prepared {
         key: client_upgrade.key,
         negotiation,
+        client_deflate,
         backend: BackendRequest {
             path_and_query,
             headers,
@@ -251,6 +275,7 @@ async fn dial(config: &Config, prepared: &Prepared) -> Result<Connected, Upstrea
         path_and_query: &prepared.backend.path_and_query,
         headers: &prepared.backend.headers,
         subprotocols: &prepared.negotiation.upstream_offer,
+        compression: &config.websocket.compression,
     };
     upstream::handshake(
         &config.upstream.address,
@@ -267,10 +292,11 @@ async fn switch_protocols(
     session: &mut Session,
     key: &str,
     protocol: Option<&str>,
+    extension: Option<&str>,
     ws: &WebSocketConfig,
     span: &tracing::Span,
 ) -> Option<(HttpSession, Vec<u8>)> {
-    let resp = match switching_protocols(key, protocol) {
+    let resp = match switching_protocols(key, protocol, extension) {
         Ok(resp) => resp,
         Err(e) => {
             warn!(parent: span, error = %e, "Building the 101 failed.");
@@ -336,13 +362,25 @@ fn plain_socket(client: &pingora::protocols::Stream) -> std::io::Result<tokio::n
     tokio::net::TcpStream::from_std(socket)
 }
 
-fn switching_protocols(key: &str, protocol: Option<&str>) -> pingora::Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(101, Some(4))?;
-    resp.insert_header("Upgrade", "websocket")?;
-    resp.insert_header("Connection", "Upgrade")?;
-    resp.insert_header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()))?;
+/// The 101; every value goes through [`OutgoingHeaders`], the one checked path.
+fn switching_protocols(
+    key: &str,
+    protocol: Option<&str>,
+    extension: Option<&str>,
+) -> Result<ResponseHeader, Box<dyn std::error::Error>> {
+    let mut headers = OutgoingHeaders::default();
+    headers.push("Upgrade", "websocket")?;
+    headers.push("Connection", "Upgrade")?;
+    headers.push("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()))?;
     if let Some(p) = protocol {
-        resp.insert_header("Sec-WebSocket-Protocol", p)?;
+        headers.push("Sec-WebSocket-Protocol", p)?;
+    }
+    if let Some(e) = extension {
+        headers.push("Sec-WebSocket-Extensions", e)?;
+    }
+    let mut resp = ResponseHeader::build(101, Some(5))?;
+    for (name, value) in headers.iter() {
+        resp.append_header(name.clone(), value.clone())?;
     }
     Ok(resp)
 }

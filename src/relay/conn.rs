@@ -54,11 +54,11 @@ where
         leftovers: Leftovers<'_>,
         ctx: &RelayContext,
     ) -> Self {
-        let incoming = |role, leftover: &[u8]| {
+        let incoming = |role, leftover: &[u8], compressed: bool| {
             let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES.max(leftover.len()));
             buf.extend_from_slice(leftover);
             Incoming {
-                codec: Codec::new(role, ctx.max_message_bytes),
+                codec: Codec::new(role, ctx.max_message_bytes, compressed),
                 buf,
                 need: 0,
                 grown: false,
@@ -67,12 +67,16 @@ where
         };
         Conn {
             incoming: [
-                incoming(Role::Server, leftovers.client),
-                incoming(Role::Client, leftovers.upstream),
+                incoming(Role::Server, leftovers.client, ctx.deflate.client.is_some()),
+                incoming(
+                    Role::Client,
+                    leftovers.upstream,
+                    ctx.deflate.backend.is_some(),
+                ),
             ],
             client,
             upstream,
-            legs: Legs::new(ctx.metrics.clone(), ctx.log.clone()),
+            legs: Legs::new(ctx.metrics.clone(), ctx.log.clone(), &ctx.deflate),
             write_timeout: ctx.keepalive.idle_timeout,
         }
     }

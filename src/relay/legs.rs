@@ -9,12 +9,20 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpC
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
 
+use super::deflate::{DeflateError, DeflateSettings, Deflater, InflateError, Inflater, LegDeflate};
 use super::frames::{self, Event, FrameError};
 use super::rewrite::{recycle, transform, Forward};
-use super::{Keepalive, RelayContext, Summary};
+use super::{Deflate, Keepalive, RelayContext, Summary};
 use crate::logging::ConnectionLog;
 use crate::metrics::{Initiator, MessageKind, Metrics};
 use crate::rules::Direction;
+use crate::wire_metrics::WireLeg;
+
+thread_local! {
+    /// Compressed or inflated bytes on their way into a leg's output: copied there at once, so
+    /// one per thread does for every connection.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// Buffers that grew past this for one large message are freed once it is relayed.
 pub(super) const KEEP_BUFFER_BYTES: usize = 64 * 1024;
@@ -58,6 +66,39 @@ impl Leg {
             Leg::Upstream => Initiator::Upstream,
         }
     }
+
+    fn wire(self) -> WireLeg {
+        match self {
+            Leg::Client => WireLeg::Client,
+            Leg::Upstream => WireLeg::Backend,
+        }
+    }
+}
+
+/// permessage-deflate on one leg: the peer's messages inflated, ours deflated.
+struct Compression {
+    inflater: Inflater,
+    deflater: Deflater,
+    min_message_bytes: usize,
+    /// A compressed message from the peer being inflated: its text so far, or how many bytes
+    /// of binary it has inflated to.
+    inflated: Vec<u8>,
+    inflated_binary: usize,
+    /// The message being written to the peer is compressed (its later frames are too).
+    compressing: bool,
+}
+
+impl Compression {
+    fn new(leg: LegDeflate, settings: DeflateSettings) -> Box<Compression> {
+        Box::new(Compression {
+            inflater: Inflater::new(leg.receive),
+            deflater: Deflater::new(leg.send, settings.level),
+            min_message_bytes: settings.min_message_bytes,
+            inflated: Vec::new(),
+            inflated_binary: 0,
+            compressing: false,
+        })
+    }
 }
 
 /// A leg's output and what is known about its closing.
@@ -86,11 +127,18 @@ pub(super) struct LegState {
     pub(super) close_received: bool,
     /// We failed it for breaking the protocol: drain it before closing the socket.
     pub(super) linger: bool,
+    /// permessage-deflate, when negotiated on this leg (boxed: most legs have none).
+    compression: Option<Box<Compression>>,
 }
 
 impl LegState {
-    pub(super) fn new(role: Role) -> LegState {
+    pub(super) fn new(
+        role: Role,
+        deflate: Option<LegDeflate>,
+        settings: DeflateSettings,
+    ) -> LegState {
         LegState {
+            compression: deflate.map(|leg| Compression::new(leg, settings)),
             role,
             out: Vec::new(),
             mid_message: false,
@@ -120,15 +168,56 @@ impl LegState {
         frames::write_frame(&mut self.out, self.role, opcode, fin, payload);
     }
 
-    /// Queues one frame of a message relayed from the other leg; the last one releases the
-    /// replies held meanwhile.
-    pub(super) fn relay(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
-        self.send(opcode, fin, payload);
+    /// Queues one frame of a message relayed from the other leg (compressed when this leg is
+    /// and the message is worth it) and tells its payload's size on the wire; the last frame
+    /// releases the replies held meanwhile.
+    pub(super) fn relay(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: &[u8],
+    ) -> Result<usize, DeflateError> {
+        let wire = self.write_data(opcode, fin, payload)?;
         self.mid_message = !fin;
         if fin && !self.held.is_empty() {
             self.out.append(&mut self.held);
             free_if_large(&mut self.held);
         }
+        Ok(wire)
+    }
+
+    fn write_data(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: &[u8],
+    ) -> Result<usize, DeflateError> {
+        let Some(compression) = self.compression.as_mut() else {
+            self.send(opcode, fin, payload);
+            return Ok(payload.len());
+        };
+        let first = opcode != OpCode::Data(Data::Continue);
+        // A message is compressed or not as a whole; a fragmented one may grow past the minimum.
+        let compress = if first {
+            !fin || payload.len() >= compression.min_message_bytes
+        } else {
+            compression.compressing
+        };
+        if !compress {
+            self.send(opcode, fin, payload);
+            return Ok(payload.len());
+        }
+        compression.compressing = !fin;
+        let mut compressed = SCRATCH.take();
+        compressed.clear();
+        let result = compression.deflater.compress(payload, fin, &mut compressed);
+        if result.is_ok() {
+            frames::write_frame_rsv1(&mut self.out, self.role, opcode, fin, first, &compressed);
+        }
+        let wire = compressed.len();
+        free_if_large(&mut compressed);
+        SCRATCH.set(compressed);
+        result.map(|()| wire)
     }
 
     /// Queues a text message of our own, after any fragmented message being relayed to it.
@@ -153,9 +242,12 @@ pub(super) struct Legs {
 
 impl Legs {
     /// The client leg is served (frames to it unmasked), the backend leg dialled.
-    pub(super) fn new(metrics: Arc<Metrics>, log: Arc<ConnectionLog>) -> Legs {
+    pub(super) fn new(metrics: Arc<Metrics>, log: Arc<ConnectionLog>, deflate: &Deflate) -> Legs {
         Legs {
-            states: [LegState::new(Role::Server), LegState::new(Role::Client)],
+            states: [
+                LegState::new(Role::Server, deflate.client, deflate.settings),
+                LegState::new(Role::Client, deflate.backend, deflate.settings),
+            ],
             summary: Summary::default(),
             metrics,
             log,
@@ -163,53 +255,25 @@ impl Legs {
     }
 
     pub(super) fn on_event(&mut self, from: Leg, event: Event<'_>, ctx: &RelayContext) {
-        let to = from.other();
-        let dir = from.direction();
         match event {
             Event::Text(text) => {
-                self.summary.messages[from as usize] += 1;
-                if !self.states[to as usize].writable() {
-                    debug!(parent: &self.log.span(), direction = dir.as_str(), "Message dropped: its receiver is closing.");
-                    return;
-                }
-                let text_frame = OpCode::Data(Data::Text);
-                match transform(text, dir, ctx) {
-                    Forward::Original => {
-                        self.states[to as usize].relay(text_frame, true, text.as_bytes())
-                    }
-                    Forward::Rewritten(bytes) => {
-                        self.states[to as usize].relay(text_frame, true, &bytes);
-                        recycle(bytes);
-                    }
-                    Forward::Back(reply) => {
-                        let sender = &mut self.states[from as usize];
-                        if sender.writable() {
-                            sender.reply(&reply);
-                        }
-                    }
-                    Forward::Close => {
-                        self.close_leg(from, 1009, "message too big");
-                        self.close_other(from);
-                    }
-                }
+                self.count_received(from, text.len(), text.len());
+                self.on_text(from, text, ctx);
             }
             Event::Binary {
                 payload,
                 first,
                 fin,
             } => {
-                if first {
-                    self.summary.messages[from as usize] += 1;
-                    ctx.metrics.message(dir, MessageKind::Binary, payload.len());
-                } else {
-                    ctx.metrics.fragment(dir, payload.len());
-                }
-                let opcode = OpCode::Data(if first { Data::Binary } else { Data::Continue });
-                let state = &mut self.states[to as usize];
-                if state.writable() {
-                    state.relay(opcode, fin, payload);
-                }
+                self.count_received(from, payload.len(), payload.len());
+                self.on_binary(from, payload, first, fin, ctx);
             }
+            Event::Compressed {
+                payload,
+                text,
+                first,
+                fin,
+            } => self.on_compressed(from, payload, text, first, fin, ctx),
             Event::Ping(payload) => {
                 let state = &mut self.states[from as usize];
                 if state.writable() {
@@ -219,6 +283,152 @@ impl Legs {
             Event::Pong => {}
             Event::Close(close) => self.on_close(from, close),
         }
+    }
+
+    fn on_text(&mut self, from: Leg, text: &str, ctx: &RelayContext) {
+        let to = from.other();
+        let dir = from.direction();
+        self.summary.messages[from as usize] += 1;
+        if !self.states[to as usize].writable() {
+            debug!(parent: &self.log.span(), direction = dir.as_str(), "Message dropped: its receiver is closing.");
+            return;
+        }
+        let text_frame = OpCode::Data(Data::Text);
+        match transform(text, dir, ctx) {
+            Forward::Original => self.forward(to, text_frame, true, text.as_bytes()),
+            Forward::Rewritten(bytes) => {
+                self.forward(to, text_frame, true, &bytes);
+                recycle(bytes);
+            }
+            Forward::Back(reply) => {
+                let sender = &mut self.states[from as usize];
+                if sender.writable() {
+                    sender.reply(&reply);
+                }
+            }
+            Forward::Close => {
+                self.close_leg(from, 1009, "message too big");
+                self.close_other(from);
+            }
+        }
+    }
+
+    fn on_binary(&mut self, from: Leg, payload: &[u8], first: bool, fin: bool, ctx: &RelayContext) {
+        let dir = from.direction();
+        if first {
+            self.summary.messages[from as usize] += 1;
+            ctx.metrics.message(dir, MessageKind::Binary, payload.len());
+        } else {
+            ctx.metrics.fragment(dir, payload.len());
+        }
+        let opcode = OpCode::Data(if first { Data::Binary } else { Data::Continue });
+        let to = from.other();
+        if self.states[to as usize].writable() {
+            self.forward(to, opcode, fin, payload);
+        }
+    }
+
+    /// A frame of a compressed message: text is inflated whole before the rules see it; binary
+    /// is inflated frame by frame and forwarded as it comes, as uncompressed binary is.
+    fn on_compressed(
+        &mut self,
+        from: Leg,
+        payload: &[u8],
+        text: bool,
+        first: bool,
+        fin: bool,
+        ctx: &RelayContext,
+    ) {
+        let limit = ctx.max_message_bytes;
+        let Some(compression) = self.states[from as usize].compression.as_mut() else {
+            // The codec lets RSV1 through only on a compressed leg.
+            return self.on_frame_error(from, &FrameError::Protocol("reserved bits set"));
+        };
+        if text {
+            let mut inflated = std::mem::take(&mut compression.inflated);
+            let result = compression
+                .inflater
+                .inflate(payload, fin, &mut inflated, limit);
+            let whole = result.is_ok() && fin;
+            if !whole {
+                compression.inflated = inflated;
+                inflated = Vec::new();
+            }
+            // Each frame's wire bytes now, the message's payload once it is whole.
+            self.count_received(from, 0, payload.len());
+            match result {
+                Err(e) => self.on_inflate_error(from, &e),
+                Ok(()) if whole => self.on_inflated_text(from, &inflated, ctx),
+                Ok(()) => {}
+            }
+            if whole {
+                inflated.clear();
+                free_if_large(&mut inflated);
+                if let Some(compression) = self.states[from as usize].compression.as_mut() {
+                    compression.inflated = inflated;
+                }
+            }
+            return;
+        }
+        if first {
+            compression.inflated_binary = 0;
+        }
+        let mut inflated = SCRATCH.take();
+        inflated.clear();
+        let left = limit.saturating_sub(compression.inflated_binary);
+        match compression
+            .inflater
+            .inflate(payload, fin, &mut inflated, left)
+        {
+            Ok(()) => {
+                compression.inflated_binary += inflated.len();
+                self.count_received(from, inflated.len(), payload.len());
+                self.on_binary(from, &inflated, first, fin, ctx);
+            }
+            Err(InflateError::TooBig(_)) => {
+                self.on_inflate_error(from, &InflateError::TooBig(limit))
+            }
+            Err(e) => self.on_inflate_error(from, &e),
+        }
+        free_if_large(&mut inflated);
+        SCRATCH.set(inflated);
+    }
+
+    fn on_inflated_text(&mut self, from: Leg, inflated: &[u8], ctx: &RelayContext) {
+        match frames::utf8(inflated) {
+            Ok(message) => {
+                self.count_received(from, message.len(), 0);
+                self.on_text(from, message, ctx);
+            }
+            Err(e) => self.on_frame_error(from, &e),
+        }
+    }
+
+    fn on_inflate_error(&mut self, from: Leg, error: &InflateError) {
+        let error = match error {
+            InflateError::TooBig(limit) => FrameError::TooBig(*limit),
+            InflateError::Invalid(_) => FrameError::Deflate,
+        };
+        self.on_frame_error(from, &error);
+    }
+
+    /// Queues a frame of a message from the other leg on `to`; counted as it goes on the wire.
+    fn forward(&mut self, to: Leg, opcode: OpCode, fin: bool, payload: &[u8]) {
+        let dir = to.other().direction();
+        match self.states[to as usize].relay(opcode, fin, payload) {
+            Ok(wire) => self.metrics.wire.count(to.wire(), dir, payload.len(), wire),
+            Err(e) => {
+                warn!(parent: &self.log.span(), leg = to.as_str(), error = %e, "Compressing a message failed; closing.");
+                self.close_leg(to, 1011, "internal error");
+                self.close_leg(to.other(), 1011, "internal error");
+            }
+        }
+    }
+
+    fn count_received(&self, from: Leg, payload: usize, wire: usize) {
+        self.metrics
+            .wire
+            .count(from.wire(), from.direction(), payload, wire);
     }
 
     pub(super) fn on_close(&mut self, from: Leg, close: Option<(u16, &str)>) {

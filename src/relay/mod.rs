@@ -24,6 +24,7 @@
 //! helpers.
 
 mod conn;
+pub mod deflate;
 mod frames;
 mod io;
 mod legs;
@@ -58,6 +59,16 @@ pub struct RelayContext {
     /// Names the connection in the relay's log events (the relay future is not instrumented:
     /// entering a span on every poll costs more than the rules).
     pub log: Arc<ConnectionLog>,
+    /// permessage-deflate as negotiated on each leg.
+    pub deflate: Deflate,
+}
+
+/// permessage-deflate on both legs: `None` where it was not negotiated.
+#[derive(Clone, Copy, Debug)]
+pub struct Deflate {
+    pub client: Option<deflate::LegDeflate>,
+    pub backend: Option<deflate::LegDeflate>,
+    pub settings: deflate::DeflateSettings,
 }
 
 /// Liveness of the legs.

@@ -65,6 +65,14 @@ pub(super) fn context(toml: &str) -> RelayContext {
             idle_timeout: Duration::from_secs(7200),
         },
         log: Default::default(),
+        deflate: Deflate {
+            client: None,
+            backend: None,
+            settings: deflate::DeflateSettings {
+                level: 6,
+                min_message_bytes: 0,
+            },
+        },
     }
 }
 

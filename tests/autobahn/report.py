@@ -4,7 +4,9 @@
 
 Each RUN is LABEL=OUTDIR:AGENT[:subject[:BASELINE_LABEL]]. OUTDIR holds the suite's index.json
 and per-case reports. For every run this prints counts of `behavior` and `behaviorClose`; for
-subject runs it also lists every FAILED case (description, expectation, what Autobahn saw) and
+subject runs it also lists every FAILED case (description, expectation, what Autobahn saw; a
+permessage-deflate case, 12.* or 13.*, that came out UNIMPLEMENTED counts as FAILED: wsnorm must
+negotiate compression) and
 the cases whose outcome (behaviour, or the peer's close code) differs from the baseline run. The last line is `N passed, M failed`,
 counted over the subject runs' cases; the exit status is 1 if any of them FAILED.
 
@@ -36,6 +38,11 @@ def case_key(case_id):
 
 def failed(result):
     return result.get("behavior") == "FAILED" or result.get("behaviorClose") == "FAILED"
+
+
+def not_negotiated(case_id, result):
+    """A permessage-deflate case in which compression was not negotiated."""
+    return case_id.startswith(("12.", "13.")) and result.get("behavior") == "UNIMPLEMENTED"
 
 
 def shorten(value, limit=300):
@@ -160,7 +167,8 @@ def main(argv):
         print("== %s (agent %s, %d cases, %s)" % (run.label, run.agent, len(run.cases), run.outdir))
         print("  behavior:      %s" % counts(run, "behavior"))
         print("  behaviorClose: %s" % counts(run, "behaviorClose"))
-        bad = [c for c in run.cases if failed(run.results[c])]
+        bad = [c for c in run.cases if failed(run.results[c])
+               or (run.subject and not_negotiated(c, run.results[c]))]
         if bad:
             print("  %d FAILED case(s):" % len(bad))
             for case_id in bad:

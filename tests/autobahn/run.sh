@@ -5,13 +5,18 @@
 #
 # fuzzingclient (wsnorm's client leg): wstest plays each case against
 #   (a) examples/autobahn_echo alone (the baseline), and
-#   (b) wsnorm in front of the same echo server (agent URL ws://127.0.0.1:P/ws).
+#   (b) wsnorm in front of the same echo server (agent URL ws://127.0.0.1:P/ws): the client
+#       leg compressed (permessage-deflate, which the echo server does not negotiate), and
+#   (e) with cases 12.* and 13.* only (permessage-deflate), wsnorm in front of a python
+#       `websockets` echo server (deflate_echo.py, venv in target/autobahn-py3): both legs
+#       compressed.
 # fuzzingserver (wsnorm's backend leg): wstest is the backend, examples/autobahn_client echoes
 #   each case's messages
 #   (c) directly (the baseline), and
 #   (d) through wsnorm (--upstream pointed at the fuzzing server; /runCase, /getCaseCount and
 #       /updateReports as routes; the fuzzing server told wsnorm's port, see wstest.py).
-# Cases 12.* and 13.* (permessage-deflate, which wsnorm does not negotiate) are excluded.
+# All cases run, 12.* and 13.* (permessage-deflate) included: wsnorm negotiates it on each leg.
+# A wsnorm run where a 12.*/13.* case came out UNIMPLEMENTED (compression not negotiated) fails.
 #
 # Prints the counts of each behaviour, every FAILED case with its description and what the
 # suite saw, the differences from the baseline, and ends with `N passed, M failed` (the wsnorm
@@ -19,7 +24,8 @@
 # install failed, a process did not start).
 #
 # Needs: Python 2.7 (autobahntestsuite 25.10.1 runs on nothing newer; found via $AUTOBAHN_PYTHON,
-# pyenv, or PATH), PyPI for the first install (cached in target/autobahn-venv), cargo.
+# pyenv, or PATH), Python 3.9+ for the deflate echo server, PyPI for the first installs (cached in
+# target/autobahn-venv and target/autobahn-py3), cargo.
 # Results: target/autobahn/<run>/index.json and index.html.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,7 +42,7 @@ while [ $# -gt 0 ]; do
         --cases) CASES=$2; shift ;;
         --cases=*) CASES=${1#--cases=} ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -96,6 +102,31 @@ wstest() {
     "$PY" "$HERE/wstest.py" "$VENV/site" "$@"
 }
 wstest --autobahnversion 2>&1 | sed 's/^/autobahn: /' | head -3 || true
+
+# --- python websockets, for the echo server that compresses (target/autobahn-py3) --------------
+PY3_PINS=(websockets==15.0.1)
+find_python3() {
+    local c
+    for c in "${AUTOBAHN_PYTHON3:-}" "$(command -v python3 2>/dev/null || true)" \
+             "$( (pyenv root 2>/dev/null || echo "$HOME/.pyenv") )"/versions/3.1[1-3]*/bin/python3; do
+        [ -n "$c" ] && [ -x "$c" ] || continue
+        if "$c" -c 'import sys, venv; sys.exit(0 if sys.version_info >= (3, 9) else 1)' 2>/dev/null; then
+            echo "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+PY3VENV=$ROOT/target/autobahn-py3
+PY3=$(find_python3) || die "no Python 3.9+ with venv for the deflate echo server"
+if [ ! -f "$PY3VENV/.installed" ] || [ "$(cat "$PY3VENV/.installed")" != "$PY3 ${PY3_PINS[*]}" ]; then
+    echo "autobahn: installing ${PY3_PINS[*]} into $PY3VENV (once)"
+    rm -rf "$PY3VENV"
+    "$PY3" -m venv "$PY3VENV" || die "$PY3 -m venv failed"
+    "$PY3VENV/bin/python" -m pip install --disable-pip-version-check -q "${PY3_PINS[@]}" \
+        >"$OUT/py3-pip.log" 2>&1 || { tail -20 "$OUT/py3-pip.log" >&2; die "pip install ${PY3_PINS[*]} failed"; }
+    echo "$PY3 ${PY3_PINS[*]}" >"$PY3VENV/.installed"
+fi
 
 # --- binaries -----------------------------------------------------------------------------------
 if [ "$BUILD" = 1 ]; then
@@ -165,6 +196,13 @@ wait_port() {
     die "$name did not listen on 127.0.0.1:$port within 20 s (log: $OUT/$name.log)"
 }
 
+start_deflate_echo() { # -> DEFLATE_ECHO_PORT
+    free_port DEFLATE_ECHO_PORT
+    "$PY3VENV/bin/python" "$HERE/deflate_echo.py" "$DEFLATE_ECHO_PORT" >"$OUT/deflate-echo.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$DEFLATE_ECHO_PORT" "$!" deflate-echo
+}
+
 start_echo() { # -> ECHO_PORT
     free_port ECHO_PORT
     "$ECHO" "127.0.0.1:$ECHO_PORT" >"$OUT/echo.log" 2>&1 &
@@ -191,6 +229,19 @@ start_wsnorm() {
 
 cases_json() {
     "$PY" -c 'import json, sys; print(json.dumps([c.strip() for c in sys.argv[1].split(",") if c.strip()]))' "$CASES"
+}
+
+# The cases of $CASES that are about permessage-deflate (12.* and 13.*), or none.
+deflate_cases() {
+    "$PY" - "$CASES" <<'PYEOF'
+import fnmatch, sys
+wanted = [c.strip() for c in sys.argv[1].split(",") if c.strip()]
+picked = [c for c in wanted if c.startswith(("12", "13")) or c == "*"]
+out = []
+for c in picked:
+    out += ["12.*", "13.*"] if c == "*" else [c]
+print(",".join(out))
+PYEOF
 }
 
 # Same settings for both wsnorm runs: the default routes and rules, messages up to 64 MiB.
@@ -237,7 +288,7 @@ fuzzingclient() {
   "outdir": "$dir",
   "servers": [{"agent": "$label", "url": "$url"}],
   "cases": $(cases_json),
-  "exclude-cases": ["12.*", "13.*"],
+  "exclude-cases": [],
   "exclude-agent-cases": {}
 }
 EOF
@@ -266,7 +317,7 @@ fuzzingserver() {
   "url": "ws://127.0.0.1:$port",
   "outdir": "$dir",
   "cases": $(cases_json),
-  "exclude-cases": ["12.*", "13.*"],
+  "exclude-cases": [],
   "exclude-agent-cases": {}
 }
 EOF
@@ -297,6 +348,18 @@ if [ "$MODE" != server ]; then
     save_metrics "$OUT/wsnorm/wsnorm-metrics.txt"
     cleanup
     RUNS+=("echo=$OUT/echo:echo" "wsnorm=$OUT/wsnorm:wsnorm:subject:echo")
+    DEFLATE_CASES=$(deflate_cases)
+    if [ -n "$DEFLATE_CASES" ]; then
+        ALL_CASES=$CASES
+        CASES=$DEFLATE_CASES
+        start_deflate_echo
+        start_wsnorm wsnorm-deflate "$DEFLATE_ECHO_PORT" "$CLIENT_CONFIG"
+        fuzzingclient wsnorm-deflate "ws://127.0.0.1:$WSNORM_PORT/ws"
+        save_metrics "$OUT/wsnorm-deflate/wsnorm-metrics.txt"
+        cleanup
+        CASES=$ALL_CASES
+        RUNS+=("wsnorm-deflate=$OUT/wsnorm-deflate:wsnorm-deflate:subject")
+    fi
 fi
 if [ "$MODE" != client ]; then
     fuzzingserver client-direct direct

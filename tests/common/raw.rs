@@ -47,6 +47,9 @@ pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 #[derive(Debug)]
 pub struct RawFrame {
+    pub fin: bool,
+    /// The three RSV bits (RSV1 = 4: a compressed message's first frame).
+    pub rsv: u8,
     pub opcode: u8,
     pub masked: bool,
     pub payload: Vec<u8>,
@@ -84,6 +87,8 @@ pub fn parse_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
             .for_each(|(i, b)| *b ^= k[i % 4]);
     }
     let frame = RawFrame {
+        fin: buf[0] & 0x80 != 0,
+        rsv: (buf[0] >> 4) & 7,
         opcode: buf[0] & 0x0f,
         masked,
         payload,

@@ -410,8 +410,8 @@ def lint_dashboard(dash):
 
     panels = list(walk_panels(dash.get("panels", [])))
     rows = [p.get("title") for p in panels if p.get("type") == "row"]
-    check(rows == ["Traffic", "Errors", "Latency", "Rules", "Config"],
-          "rows Traffic, Errors, Latency, Rules, Config", f"rows {rows}")
+    check(rows == ["Traffic", "Errors", "Latency", "Rules", "Config", "Compression"],
+          "rows Traffic, Errors, Latency, Rules, Config, Compression", f"rows {rows}")
     ids = [p.get("id") for p in panels]
     check(len(ids) == len(set(ids)), "panel ids unique")
 

@@ -14,7 +14,7 @@ fn from_client(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
 }
 
 fn server_codec() -> Codec {
-    Codec::new(Role::Server, 1000)
+    Codec::new(Role::Server, 1000, false)
 }
 
 /// Parses one whole frame and returns its event, owned.
@@ -62,7 +62,7 @@ fn a_masked_frame_round_trips_and_is_unmasked_in_place() {
     write_frame(&mut out, Role::Server, TEXT, true, b"hi");
     assert_eq!(out, [0x81, 2, b'h', b'i']);
     assert_eq!(
-        parse_one(&mut Codec::new(Role::Client, 10), &out),
+        parse_one(&mut Codec::new(Role::Client, 10, false), &out),
         Ok(text_event("hi"))
     );
 }
@@ -76,7 +76,7 @@ fn masking_is_required_from_clients_and_refused_from_servers() {
     );
     let masked = from_client(TEXT, true, b"hi");
     assert_eq!(
-        parse_one(&mut Codec::new(Role::Client, 10), &masked),
+        parse_one(&mut Codec::new(Role::Client, 10, false), &masked),
         Err(FrameError::Protocol("masked server frame"))
     );
 }
@@ -248,7 +248,7 @@ fn control_frames_must_be_short_and_whole() {
 
 #[test]
 fn the_size_limit_holds_for_frames_and_for_fragmented_messages() {
-    let mut codec = Codec::new(Role::Server, 10);
+    let mut codec = Codec::new(Role::Server, 10, false);
     assert!(parse_one(&mut codec, &from_client(TEXT, true, &[b'a'; 10])).is_ok());
     // Refused from the header alone, before the payload arrives.
     let big = from_client(BINARY, true, &[0; 11]);
@@ -257,7 +257,7 @@ fn the_size_limit_holds_for_frames_and_for_fragmented_messages() {
         Err(FrameError::TooBig(10))
     );
     for first in [TEXT, BINARY] {
-        let mut codec = Codec::new(Role::Server, 10);
+        let mut codec = Codec::new(Role::Server, 10, false);
         assert!(parse_one(&mut codec, &from_client(first, false, &[b'a'; 6])).is_ok());
         // The continuation's header alone tells it goes over.
         let next = from_client(CONTINUE, true, &[b'a'; 5]);
@@ -278,7 +278,7 @@ fn header_with_64_bit_length(len: u64) -> Vec<u8> {
 
 #[test]
 fn the_three_length_forms_parse_and_absurd_lengths_are_refused() {
-    let mut codec = Codec::new(Role::Server, 100_000);
+    let mut codec = Codec::new(Role::Server, 100_000, false);
     for len in [125, 126, 65_535, 65_536, 70_000] {
         let frame = from_client(BINARY, true, &vec![1; len]);
         let header = frame.len() - len;
@@ -398,4 +398,64 @@ fn each_error_has_its_close_code() {
     assert_eq!(FrameError::Protocol("x").close_code(), 1002);
     assert_eq!(FrameError::TooBig(1).close_code(), 1009);
     assert_eq!(FrameError::Utf8.close_code(), 1007);
+}
+
+#[test]
+fn rsv1_marks_a_compressed_message_only_where_negotiated() {
+    let compressed = |opcode, fin, payload: &[u8]| {
+        let mut out = Vec::new();
+        write_frame_rsv1(&mut out, Role::Client, opcode, fin, true, payload);
+        out
+    };
+    let reserved = Err(FrameError::Protocol("reserved bits set"));
+    // Without permessage-deflate, RSV1 is a protocol error.
+    assert_eq!(
+        parse_one(&mut server_codec(), &compressed(TEXT, true, b"x")),
+        reserved
+    );
+    let mut codec = Codec::new(Role::Server, 1000, true);
+    let event = |payload: &'static [u8], text, first, fin| {
+        Ok(Some(format!(
+            "{:?}",
+            Event::Compressed {
+                payload,
+                text,
+                first,
+                fin
+            }
+        )))
+    };
+    assert_eq!(
+        parse_one(&mut codec, &compressed(TEXT, true, b"ab")),
+        event(b"ab", true, true, true)
+    );
+    // A fragmented one: RSV1 on the first frame only, control frames may come between.
+    assert_eq!(
+        parse_one(&mut codec, &compressed(BINARY, false, b"a")),
+        event(b"a", false, true, false)
+    );
+    assert_eq!(
+        parse_one(&mut codec, &from_client(PING, true, b"p")),
+        Ok(Some(format!("{:?}", Event::Ping(b"p"))))
+    );
+    assert_eq!(
+        parse_one(&mut codec, &from_client(CONTINUE, true, b"b")),
+        event(b"b", false, false, true)
+    );
+    assert_eq!(
+        parse_one(&mut codec, &compressed(PING, true, b"")),
+        reserved
+    );
+    let mut codec = Codec::new(Role::Server, 1000, true);
+    parse_one(&mut codec, &compressed(TEXT, false, b"a")).unwrap();
+    assert_eq!(
+        parse_one(&mut codec, &compressed(CONTINUE, true, b"b")),
+        reserved
+    );
+    // Uncompressed messages still work on a compressed leg.
+    let mut codec = Codec::new(Role::Server, 1000, true);
+    assert_eq!(
+        parse_one(&mut codec, &from_client(TEXT, true, b"hi")),
+        Ok(text_event("hi"))
+    );
 }

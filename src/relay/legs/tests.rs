@@ -19,7 +19,10 @@ enum Got {
 
 fn legs() -> (Legs, RelayContext) {
     let ctx = context("");
-    (Legs::new(ctx.metrics.clone(), ctx.log.clone()), ctx)
+    (
+        Legs::new(ctx.metrics.clone(), ctx.log.clone(), &ctx.deflate),
+        ctx,
+    )
 }
 
 /// Takes what is queued for `leg` and decodes it as that leg's peer would.
@@ -31,7 +34,7 @@ fn sent(legs: &mut Legs, leg: Leg) -> Vec<Got> {
         Role::Server => Role::Client,
         Role::Client => Role::Server,
     };
-    let mut codec = Codec::new(peer, 1 << 20);
+    let mut codec = Codec::new(peer, 1 << 20, false);
     let mut got = Vec::new();
     let mut at = 0;
     while at < out.len() {
@@ -45,6 +48,7 @@ fn sent(legs: &mut Legs, leg: Leg) -> Vec<Got> {
                     payload: payload.to_vec(),
                     fin,
                 },
+                Event::Compressed { .. } => panic!("compressed on an uncompressed leg"),
                 Event::Ping(_) => Got::Ping,
                 Event::Pong => Got::Pong,
                 Event::Close(close) => Got::Close(close.map(|(c, r)| (c, r.to_string()))),

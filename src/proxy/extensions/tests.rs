@@ -1,0 +1,198 @@
+use super::*;
+
+fn config() -> CompressionConfig {
+    CompressionConfig::default()
+}
+
+fn window(bits: u8, no_context_takeover: bool) -> Window {
+    Window {
+        bits,
+        no_context_takeover,
+    }
+}
+
+fn accept(offer: &str) -> Option<Agreed> {
+    accept_client_offer([offer], &config())
+}
+
+#[test]
+fn what_browsers_and_python_offer_is_accepted() {
+    // Chrome and Firefox.
+    let chrome = accept("permessage-deflate; client_max_window_bits").unwrap();
+    assert_eq!(chrome.header, "permessage-deflate");
+    assert_eq!(
+        chrome.deflate,
+        LegDeflate {
+            send: window(15, false),
+            receive: window(15, false)
+        }
+    );
+    // python websockets' client.
+    let python =
+        accept("permessage-deflate; server_max_window_bits=12; client_max_window_bits=12").unwrap();
+    assert_eq!(
+        python.header,
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+    );
+    assert_eq!(python.deflate.send, window(12, false));
+    assert_eq!(python.deflate.receive, window(12, false));
+    // Plain, as curl-style clients and Safari send it.
+    assert_eq!(
+        accept("permessage-deflate").unwrap().header,
+        "permessage-deflate"
+    );
+}
+
+#[test]
+fn the_first_offer_that_can_be_honoured_is_taken() {
+    let agreed = accept(
+        "x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=16, \
+         permessage-deflate; foo, permessage-deflate; client_max_window_bits; client_max_window_bits, \
+         permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+    )
+    .unwrap();
+    assert_eq!(
+        agreed.header,
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
+    assert_eq!(agreed.deflate.send, window(15, true));
+    assert_eq!(agreed.deflate.receive, window(15, true));
+    // Offers spread over two header lines count as one list.
+    let two = accept_client_offer(
+        ["foo", "permessage-deflate; server_max_window_bits=10"],
+        &config(),
+    )
+    .unwrap();
+    assert_eq!(two.deflate.send, window(10, false));
+}
+
+#[test]
+fn invalid_offers_are_declined() {
+    for offer in [
+        "permessage-deflate; server_max_window_bits",
+        "permessage-deflate; server_max_window_bits=7",
+        "permessage-deflate; server_max_window_bits=08",
+        "permessage-deflate; client_max_window_bits=16",
+        "permessage-deflate; client_max_window_bits=1x",
+        "permessage-deflate; server_no_context_takeover=1",
+        "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "permessage-deflate; mystery",
+        "permessage-deflate; client_max_window_bits=\"1 5\"",
+        "permessage-deflate; =",
+        "permessage-deflate foo",
+        "x-webkit-deflate-frame",
+        "",
+    ] {
+        assert_eq!(accept(offer), None, "{offer}");
+    }
+    // A quoted value is the value.
+    assert_eq!(
+        accept("permessage-deflate; client_max_window_bits=\"10\"")
+            .unwrap()
+            .deflate
+            .receive,
+        window(10, false)
+    );
+}
+
+#[test]
+fn the_config_bounds_the_answer() {
+    let small = CompressionConfig {
+        window_bits: 11,
+        context_takeover: false,
+        ..config()
+    };
+    let agreed =
+        accept_client_offer(["permessage-deflate; client_max_window_bits"], &small).unwrap();
+    assert_eq!(
+        agreed.header,
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+         server_max_window_bits=11; client_max_window_bits=11"
+    );
+    // Without client_max_window_bits in the offer, the client's window cannot be bounded.
+    let agreed = accept_client_offer(["permessage-deflate"], &small).unwrap();
+    assert_eq!(agreed.deflate.receive, window(15, true));
+    assert!(!agreed.header.contains("client_max_window_bits"));
+    // server_max_window_bits=8 is honoured (compressed with a 9-bit window, see deflate.rs).
+    let eight = accept("permessage-deflate; server_max_window_bits=8").unwrap();
+    assert_eq!(eight.deflate.send, window(8, false));
+    let off = CompressionConfig {
+        client: false,
+        ..config()
+    };
+    assert_eq!(accept_client_offer(["permessage-deflate"], &off), None);
+}
+
+#[test]
+fn the_backend_offer_follows_the_config() {
+    assert_eq!(
+        backend_offer(&config()).unwrap(),
+        "permessage-deflate; client_max_window_bits"
+    );
+    let small = CompressionConfig {
+        window_bits: 10,
+        context_takeover: false,
+        ..config()
+    };
+    assert_eq!(
+        backend_offer(&small).unwrap(),
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+         server_max_window_bits=10; client_max_window_bits"
+    );
+    let off = CompressionConfig {
+        backend: false,
+        ..config()
+    };
+    assert_eq!(backend_offer(&off), None);
+}
+
+#[test]
+fn the_backend_answer_must_keep_to_the_offer() {
+    let check = |answer: &str| check_backend_answer([answer], &config());
+    assert_eq!(check_backend_answer([], &config()), Ok(None));
+    let python = check("permessage-deflate; server_max_window_bits=12; client_max_window_bits=12")
+        .unwrap()
+        .unwrap();
+    assert_eq!(python.deflate.send, window(12, false));
+    assert_eq!(python.deflate.receive, window(12, false));
+    let plain = check("permessage-deflate").unwrap().unwrap();
+    assert_eq!(plain.deflate.send, window(15, false));
+    let no_context =
+        check("permessage-deflate; client_no_context_takeover; server_no_context_takeover")
+            .unwrap()
+            .unwrap();
+    assert_eq!(no_context.deflate.send, window(15, true));
+    assert_eq!(no_context.deflate.receive, window(15, true));
+    for bad in [
+        "x-custom",
+        "permessage-deflate, permessage-deflate",
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; server_max_window_bits=7",
+        "permessage-deflate; mystery=1",
+        "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "permessage-deflate; =",
+    ] {
+        assert!(check(bad).is_err(), "{bad}");
+    }
+    // What was asked for must be in the answer.
+    let small = CompressionConfig {
+        window_bits: 10,
+        context_takeover: false,
+        ..config()
+    };
+    let both = "permessage-deflate; server_no_context_takeover; server_max_window_bits=10";
+    assert!(check_backend_answer([both], &small).unwrap().is_some());
+    for bad in [
+        "permessage-deflate; server_max_window_bits=10",
+        "permessage-deflate; server_no_context_takeover",
+        "permessage-deflate; server_no_context_takeover; server_max_window_bits=11",
+    ] {
+        assert!(check_backend_answer([bad], &small).is_err(), "{bad}");
+    }
+    // Nothing offered: any extension fails.
+    let off = CompressionConfig {
+        backend: false,
+        ..config()
+    };
+    assert!(check_backend_answer(["permessage-deflate"], &off).is_err());
+}
