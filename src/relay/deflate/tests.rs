@@ -171,10 +171,16 @@ fn messages_without_context_share_the_threads_streams() {
         let text = format!(r#"{{"type":"token","seq":{i},"text":"same words again"}}"#);
         let ca = deflate_all(&mut a, text.as_bytes());
         let cb = deflate_all(&mut b, text.as_bytes());
-        assert_eq!(ca, cb, "the same message compresses the same from a reset stream");
+        assert_eq!(
+            ca, cb,
+            "the same message compresses the same from a reset stream"
+        );
         assert_eq!(inflate_all(&mut ib, &ca), text.as_bytes());
         assert_eq!(inflate_all(&mut ia, &cb), text.as_bytes());
-        assert!(a.stream.is_none() && ia.stream.is_none(), "no stream kept per leg");
+        assert!(
+            a.stream.is_none() && ia.stream.is_none(),
+            "no stream kept per leg"
+        );
     }
     // A fragmented message gets a stream of its own until its end.
     let mut out = Vec::new();
