@@ -241,7 +241,7 @@ wanted = [c.strip() for c in sys.argv[1].split(",") if c.strip()]
 picked = [c for c in wanted if c.startswith(("12", "13")) or c == "*"]
 out = []
 for c in picked:
-    out += ["12.*.[1-6]", "13.*.[1-6]"] if c == "*" else [c]
+    out += ["12.*.[1-6]$", "13.*.[1-6]$"] if c == "*" else [c]
 print(",".join(out))
 PYEOF
 }
