@@ -14,14 +14,13 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 
 from websockets.asyncio.server import serve
 
-from deflate_chat import RESULTS, Counter, check, free_port
+from deflate_chat import RESULTS, Counter, check, free_port, wait_listening
 
 INCIDENT = '{"type":"execute_agent","agent_id":"a1","timestamp":"2025-09-08T16:50:01.447585","message_id":"m1"}'
 REWRITTEN = '{"type":"start_agent","agent_id":"a1","timestamp":1757350201.447585,"message_id":"m1"}'
@@ -84,12 +83,7 @@ async def main(wsnorm_bin, chromium):
              "--upstream", "127.0.0.1:%d" % backend_port], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         try:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", listen), 1).close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.1)
+            await wait_listening(listen)
             counter = Counter(listen)
             port = await counter.start()
             page = PAGE % {"port": port, "incident": json.dumps(INCIDENT), "big": json.dumps(BIG)}

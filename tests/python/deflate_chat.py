@@ -39,6 +39,16 @@ def free_port():
     return port
 
 
+async def wait_listening(port):
+    """Waits (up to 10 s) until something accepts on 127.0.0.1:port."""
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+
+
 class Counter:
     """A TCP relay to 127.0.0.1:target counting bytes each way."""
 
@@ -129,12 +139,7 @@ async def main(wsnorm_bin):
              "--upstream", "127.0.0.1:%d" % backend_side, "--log-format", "json"],
             stdout=subprocess.DEVNULL, stderr=log)
         try:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", listen), 1).close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.1)
+            await wait_listening(listen)
             client_counter = Counter(listen)
             client_side = await client_counter.start()
             async with connect("ws://127.0.0.1:%d/ws" % client_side, subprotocols=["agent_chat"],
