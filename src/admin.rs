@@ -96,7 +96,11 @@ impl BackendProbe {
             Ok(Err(e)) => Err(format!("cannot connect to {}: {e}", upstream.authority())),
             Err(_) => Err(format!("connect to {} timed out", upstream.authority())),
         };
-        self.state.metrics.backend_up.set(i64::from(result.is_ok()));
+        self.state
+            .metrics
+            .proxy
+            .backend_up
+            .set(i64::from(result.is_ok()));
         *cached = Some((Instant::now(), result.clone()));
         result
     }

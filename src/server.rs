@@ -52,12 +52,8 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let pingora_proxy = pingora::proxy::http_proxy(
-        &server.configuration,
-        Proxy {
-            state: state.clone(),
-        },
-    );
+    let pingora_proxy =
+        pingora::proxy::http_proxy(&server.configuration, Proxy::new(state.clone()));
     let mut proxy = Service::new(
         "wsnorm proxy".to_string(),
         HeadTimeout {

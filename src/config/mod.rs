@@ -4,7 +4,7 @@
 
 mod route;
 
-pub use route::{Route, RouteConfig, RouteSet, UpstreamSubprotocols};
+pub use route::{Route, RouteConfig, RouteSet, UpstreamSubprotocols, UNROUTED};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -64,6 +64,28 @@ struct FileConfig {
     websocket: WebSocketConfig,
     #[serde(default)]
     rules: Option<Vec<Spanned<RuleConfig>>>,
+    #[serde(default)]
+    log: LogConfig,
+}
+
+/// `[log]`: what is logged besides events. Applies on reload.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// One line per plain HTTP request (README "Logs"). On by default: ops teams expect one,
+    /// as from Envoy or nginx.
+    pub access_log: bool,
+    /// Log one plain HTTP request in this many (1: every one), for busy endpoints.
+    pub access_log_sample_one_in: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            access_log: true,
+            access_log_sample_one_in: 1,
+        }
+    }
 }
 
 /// `[server]`: listeners and process-wide limits. These cannot change without a restart.
@@ -357,6 +379,7 @@ pub struct Config {
     pub routes: RouteSet,
     /// Shared with the relays, which read it on every message.
     pub rules: Arc<CompiledRules>,
+    pub log: LogConfig,
 }
 
 impl Config {
@@ -395,6 +418,9 @@ impl Config {
         let line_of = |span: std::ops::Range<usize>| line_number(text, span.start);
         let mut problems = Vec::new();
         validate(&server, &parsed.websocket, &mut problems);
+        if parsed.log.access_log_sample_one_in == 0 {
+            problems.push("log.access_log_sample_one_in: must be at least 1".into());
+        }
         let routes = RouteSet::build(&parsed.websocket.routes, &line_of, &mut problems);
         let settings = parsed.websocket.engine_settings();
         let rules = match parsed.rules {
@@ -427,6 +453,7 @@ impl Config {
                 websocket: parsed.websocket,
                 routes,
                 rules: Arc::new(rules),
+                log: parsed.log,
             }),
             _ => Err(ConfigError::Invalid {
                 file: file.to_string(),
@@ -468,6 +495,10 @@ impl Config {
             ws.unrouted_upgrades.as_str(),
             self.server.trusted_proxies,
         );
+        out.push_str(&format!(
+            "access_log: {}\naccess_log_sample_one_in: {}\n",
+            self.log.access_log, self.log.access_log_sample_one_in
+        ));
         out.push_str(&self.routes.describe());
         out.push_str(&format!("rules ({}):\n", self.rules.len()));
         out.push_str(&self.rules.describe());

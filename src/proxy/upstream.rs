@@ -84,6 +84,8 @@ pub struct Connected {
     /// Bytes the backend sent right after its 101 (already frames).
     pub leftover: Vec<u8>,
     pub protocol: Option<String>,
+    /// How long the TCP connect took, apart from the handshake.
+    pub connect_time: Duration,
 }
 
 /// Connects and performs the handshake within `timeout`.
@@ -102,12 +104,14 @@ async fn handshake_inner(
     req: &HandshakeRequest<'_>,
 ) -> Result<Connected, UpstreamError> {
     let addr = upstream.authority();
+    let connecting = std::time::Instant::now();
     let mut stream = TcpStream::connect((upstream.host.as_str(), upstream.port))
         .await
         .map_err(|source| UpstreamError::Connect {
             addr: addr.clone(),
             source,
         })?;
+    let connect_time = connecting.elapsed();
     // Small messages are the norm; do not let Nagle hold them back.
     let _ = stream.set_nodelay(true);
     let key = generate_key();
@@ -159,6 +163,7 @@ async fn handshake_inner(
         stream,
         leftover,
         protocol,
+        connect_time,
     })
 }
 

@@ -72,7 +72,7 @@ where
             ],
             client,
             upstream,
-            legs: Legs::new(ctx.metrics.clone(), ctx.log.clone()),
+            legs: Legs::new(ctx),
             write_timeout: ctx.keepalive.idle_timeout,
         }
     }

@@ -10,10 +10,10 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
 
 use super::frames::{self, Event, FrameError};
+use super::metrics::{Initiator, MessageKind, RouteMetrics};
 use super::rewrite::{recycle, transform, Forward};
 use super::{Keepalive, RelayContext, Summary};
 use crate::logging::ConnectionLog;
-use crate::metrics::{Initiator, MessageKind, Metrics};
 use crate::rules::Direction;
 
 /// Buffers that grew past this for one large message are freed once it is relayed.
@@ -86,6 +86,8 @@ pub(super) struct LegState {
     pub(super) close_received: bool,
     /// We failed it for breaking the protocol: drain it before closing the socket.
     pub(super) linger: bool,
+    /// Payload bytes so far of the binary message being received from its peer.
+    pub(super) binary_bytes: usize,
 }
 
 impl LegState {
@@ -103,6 +105,7 @@ impl LegState {
             close_sent: false,
             close_received: false,
             linger: false,
+            binary_bytes: 0,
         }
     }
 
@@ -147,18 +150,18 @@ impl LegState {
 pub(super) struct Legs {
     pub(super) states: [LegState; 2],
     pub(super) summary: Summary,
-    metrics: Arc<Metrics>,
+    metrics: RouteMetrics,
     pub(super) log: Arc<ConnectionLog>,
 }
 
 impl Legs {
     /// The client leg is served (frames to it unmasked), the backend leg dialled.
-    pub(super) fn new(metrics: Arc<Metrics>, log: Arc<ConnectionLog>) -> Legs {
+    pub(super) fn new(ctx: &RelayContext) -> Legs {
         Legs {
             states: [LegState::new(Role::Server), LegState::new(Role::Client)],
             summary: Summary::default(),
-            metrics,
-            log,
+            metrics: ctx.route_metrics.clone(),
+            log: ctx.log.clone(),
         }
     }
 
@@ -168,6 +171,8 @@ impl Legs {
         match event {
             Event::Text(text) => {
                 self.summary.messages[from as usize] += 1;
+                self.summary.bytes[from as usize] += text.len() as u64;
+                self.metrics.message_size(dir, text.len());
                 if !self.states[to as usize].writable() {
                     debug!(parent: &self.log.span(), direction = dir.as_str(), "Message dropped: its receiver is closing.");
                     return;
@@ -175,9 +180,11 @@ impl Legs {
                 let text_frame = OpCode::Data(Data::Text);
                 match transform(text, dir, ctx) {
                     Forward::Original => {
+                        self.metrics.sent(dir, text.len());
                         self.states[to as usize].relay(text_frame, true, text.as_bytes())
                     }
                     Forward::Rewritten(bytes) => {
+                        self.metrics.sent(dir, bytes.len());
                         self.states[to as usize].relay(text_frame, true, &bytes);
                         recycle(bytes);
                     }
@@ -198,15 +205,24 @@ impl Legs {
                 first,
                 fin,
             } => {
+                let sender = &mut self.states[from as usize];
                 if first {
                     self.summary.messages[from as usize] += 1;
-                    ctx.metrics.message(dir, MessageKind::Binary, payload.len());
+                    self.metrics
+                        .message(dir, MessageKind::Binary, payload.len());
+                    sender.binary_bytes = 0;
                 } else {
-                    ctx.metrics.fragment(dir, payload.len());
+                    self.metrics.fragment(dir, payload.len());
+                }
+                self.summary.bytes[from as usize] += payload.len() as u64;
+                sender.binary_bytes += payload.len();
+                if fin {
+                    self.metrics.message_size(dir, sender.binary_bytes);
                 }
                 let opcode = OpCode::Data(if first { Data::Binary } else { Data::Continue });
                 let state = &mut self.states[to as usize];
                 if state.writable() {
+                    self.metrics.sent(dir, payload.len());
                     state.relay(opcode, fin, payload);
                 }
             }
