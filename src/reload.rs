@@ -15,10 +15,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use prometheus::{Gauge, IntCounterVec, IntGaugeVec, Registry};
+use prometheus::{Gauge, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 use crate::config::{Config, ConfigError, Overrides};
-use crate::metrics::{counter_vec, float_gauge, gauge_vec};
+use crate::metrics::{counter_vec, float_gauge, gauge, gauge_vec};
 use crate::state::{AppState, ReloadStatus};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -78,6 +78,7 @@ pub fn config_hash(config: &Config) -> String {
 /// Config state: reloads, which config is live and since when.
 pub struct ConfigMetrics {
     reloads: IntCounterVec,
+    last_successful: IntGauge,
     info: IntGaugeVec,
     last_success: Gauge,
 }
@@ -90,6 +91,11 @@ impl ConfigMetrics {
                 "wsnorm_config_reloads_total",
                 "Configuration reloads by result (ok, error).",
                 &["result"],
+            )?,
+            last_successful: gauge(
+                reg,
+                "wsnorm_config_last_reload_successful",
+                "1 if the last reload applied (or the config loaded at start), 0 if it failed.",
             )?,
             info: gauge_vec(
                 reg,
@@ -113,10 +119,12 @@ impl ConfigMetrics {
         self.reloads
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
+        self.last_successful.set(i64::from(ok));
     }
 
     /// `config` is live from now on: one `wsnorm_config_info` series, with its hash.
     pub fn loaded(&self, config: &Config) {
+        self.last_successful.set(1);
         self.info.reset();
         self.info.with_label_values(&[&config_hash(config)]).set(1);
         let now = SystemTime::now()

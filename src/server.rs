@@ -19,6 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::{Admin, BackendProbe, BACKEND_CHECK_INTERVAL};
 use crate::config::{Overrides, ServerConfig};
+use crate::logging::LogFilter;
 use crate::proxy::{HeadTimeout, Proxy};
 use crate::reload::ReloadService;
 use crate::state::AppState;
@@ -38,7 +39,12 @@ pub fn check_listeners(server: &ServerConfig) -> Result<(), String> {
 }
 
 /// Starts every service and blocks until the process has shut down.
-pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overrides) {
+pub fn run(
+    state: Arc<AppState>,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+    log_filter: Option<LogFilter>,
+) {
     let config = state.config_full();
     let conf = ServerConf {
         threads: config.server.threads,
@@ -73,7 +79,7 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
     let mut admin = Service::new(
         "wsnorm admin".to_string(),
         HeadTimeout {
-            inner: Arc::new(Admin::new(state.clone(), backend.clone())),
+            inner: Arc::new(Admin::new(state.clone(), backend.clone(), log_filter)),
             state: state.clone(),
         },
     );
@@ -88,10 +94,9 @@ pub fn run(state: Arc<AppState>, config_path: Option<PathBuf>, overrides: Overri
             interval: BACKEND_CHECK_INTERVAL,
             job: move || {
                 let backend = backend.clone();
+                // The probe logs the backend's state when it changes.
                 async move {
-                    if let Err(e) = backend.check().await {
-                        tracing::warn!(error = %e, "Backend is not reachable.");
-                    }
+                    let _ = backend.check().await;
                 }
             },
         },

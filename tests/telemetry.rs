@@ -290,6 +290,7 @@ async fn process_and_config_state_are_in_the_metrics() {
         "process_start_time_seconds",
         "process_max_fds",
         "wsnorm_config_last_reload_success_timestamp_seconds",
+        "wsnorm_config_last_reload_successful",
     ] {
         assert!(metric(&metrics, name) > 0.0, "{name}:\n{metrics}");
     }
@@ -324,4 +325,130 @@ async fn process_and_config_state_are_in_the_metrics() {
         .collect();
     assert_eq!(info.len(), 1, "{metrics}");
     assert!(!info[0].contains(hash), "{metrics}");
+
+    // A broken file: the last reload failed, the live config (and its hash) stays.
+    std::fs::write(wsnorm.config_path(), "[websocket]\nno_such_key = 1\n").unwrap();
+    let series = r#"wsnorm_config_reloads_total{result="error"}"#;
+    assert_eq!(metric_reaches(&wsnorm, series, 1.0).await, 1.0);
+    let after = wsnorm.metrics().await;
+    assert_eq!(metric(&after, "wsnorm_config_last_reload_successful"), 0.0);
+    assert!(after.contains(info[0]), "{after}");
+}
+
+async fn admin_json(wsnorm: &Wsnorm, request_line: &str) -> (String, serde_json::Value) {
+    let resp = http_request(
+        wsnorm.admin,
+        &format!(
+            "{request_line} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().to_string();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {resp}")),
+    )
+}
+
+#[tokio::test]
+async fn admin_config_shows_the_effective_config_and_the_hash_of_the_metrics() {
+    let backend = start_backend().await;
+    let wsnorm = Wsnorm::start(
+        &backend.to_string(),
+        "[log]\naccess_log_sample_one_in = 7\n",
+    )
+    .await;
+    let (status, config) = admin_json(&wsnorm, "GET /config").await;
+    assert_eq!(status, "200");
+    let effective = config["effective"].as_str().unwrap();
+    assert!(
+        effective.contains("access_log_sample_one_in: 7\n"),
+        "{effective}"
+    );
+    assert!(
+        effective.contains(&format!("upstream: {backend}\n")),
+        "{effective}"
+    );
+    let hash = config["hash"].as_str().unwrap();
+    let series = format!(r#"wsnorm_config_info{{hash="{hash}"}}"#);
+    assert_eq!(metric(&wsnorm.metrics().await, &series), 1.0);
+}
+
+#[tokio::test]
+async fn admin_logging_reads_and_changes_the_filter_at_run_time() {
+    let backend = start_backend().await;
+    let wsnorm = Wsnorm::start_with_rust_log(&backend.to_string(), "", "info").await;
+    let (status, filter) = admin_json(&wsnorm, "GET /logging").await;
+    assert_eq!(status, "200");
+    assert!(
+        filter["filter"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .any(|d| d == "info"),
+        "{filter}"
+    );
+
+    let not_json = "hello, not JSON";
+    let debug_line = "Message is not JSON the rules can read";
+    let mut ws = connected(&wsnorm).await;
+    send(&mut ws, not_json).await;
+    let series = r#"wsnorm_messages_total{direction="client_to_backend",kind="text"}"#;
+    assert_eq!(metric_reaches(&wsnorm, series, 1.0).await, 1.0);
+    assert!(!wsnorm.logs().contains(debug_line));
+
+    let (status, changed) = admin_json(&wsnorm, "POST /logging?filter=info,wsnorm%3Ddebug").await;
+    assert_eq!(status, "200", "{changed}");
+    assert!(
+        changed["filter"].as_str().unwrap().contains("wsnorm=debug"),
+        "{changed}"
+    );
+    // Dependencies that dump requests stay capped whatever is asked.
+    assert!(
+        changed["filter"]
+            .as_str()
+            .unwrap()
+            .contains("tungstenite=info"),
+        "{changed}"
+    );
+    send(&mut ws, not_json).await;
+    wsnorm.wait_for_log(debug_line).await;
+    wsnorm.wait_for_log("Log filter changed.").await;
+
+    let (status, refused) = admin_json(&wsnorm, "POST /logging?filter=%3D%3D%3D").await;
+    assert_eq!(status, "400", "{refused}");
+    let (status, _) = admin_json(&wsnorm, "POST /metrics").await;
+    assert_eq!(status, "405");
+}
+
+/// A backend that is down is logged when it goes down and when it comes back, not per check.
+#[tokio::test]
+async fn the_backend_state_is_logged_when_it_changes() {
+    let port = free_port();
+    let wsnorm = Wsnorm::start(&format!("127.0.0.1:{port}"), "").await;
+    // Each /readyz past the probe's 1 s cache checks the backend again.
+    for _ in 0..3 {
+        let (status, _) = admin_json(&wsnorm, "GET /readyz").await;
+        assert_eq!(status, "503");
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    let _backend = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (status, _) = admin_json(&wsnorm, "GET /readyz").await;
+    assert_eq!(status, "200");
+    let logs = wsnorm.wait_for_log("Backend is reachable.").await;
+    assert_eq!(
+        logs.matches("Backend is not reachable.").count(),
+        1,
+        "{logs}"
+    );
+    assert_eq!(logs.matches("Backend is reachable.").count(), 1, "{logs}");
+    // pingora's own start-up lines, bridged, carry no build-machine paths.
+    assert!(logs.contains(r#""message":"Server starting""#), "{logs}");
+    assert!(
+        !logs.contains("log.file") && !logs.contains(".cargo/registry"),
+        "{logs}"
+    );
 }
