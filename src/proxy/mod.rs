@@ -199,10 +199,7 @@ impl ProxyHttp for Proxy {
         if raw.starts_with(b"http://") || raw.starts_with(b"https://") {
             upstream_request.set_uri(upstream_request.uri.clone());
         }
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let client_ip = peer_addr(session).map(|a| a.ip());
         let trusted = client_ip.is_some_and(|ip| self.state.config().server.trusts(ip));
         if !trusted {
             for name in forwarded::CLAIMS {

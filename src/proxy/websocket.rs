@@ -24,6 +24,7 @@ use super::{peer_addr, RequestCtx};
 use crate::config::{Config, Route, WebSocketConfig};
 use crate::headers::{InvalidHeader, OutgoingHeaders};
 use crate::logging::{self, millis, ConnectionLog};
+use crate::relay::metrics::OpenConnection;
 use crate::relay::{self, RelayContext};
 use crate::state::{AppState, ConnectionSlot};
 
@@ -63,10 +64,7 @@ pub async fn serve(
         Ok(slot) => slot,
         Err(refusal) => return refuse(session, &refusal).await,
     };
-    let client_ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
+    let client_ip = peer_addr(session).map(|a| a.ip());
     let prepared = match prepare(session.req_header(), config, route, client_ip) {
         Ok(prepared) => prepared,
         Err(refusal) => return refuse(session, &refusal).await,
@@ -110,6 +108,9 @@ pub async fn serve(
         }
     });
 
+    // Active from before the 101, so a client that has its 101 finds itself counted.
+    let route_metrics = state.metrics.relay.route(&route.pattern);
+    let open = route_metrics.open();
     // The 101 goes out only now that the backend has accepted.
     let Some((client, client_leftover)) = switch_protocols(
         session,
@@ -139,7 +140,7 @@ pub async fn serve(
     let ctx = RelayContext {
         rules: (!route.transparent).then(|| state.rules.clone()),
         metrics: state.metrics.clone(),
-        route_metrics: state.metrics.relay.route(&route.pattern),
+        route_metrics,
         shutdown: state.shutdown.subscribe(),
         keepalive: relay::Keepalive {
             ping_interval: ws.ping_interval(),
@@ -158,7 +159,20 @@ pub async fn serve(
     // The relay gets a task of its own, so pingora's session (its futures, request header and
     // buffers, ~20 KiB) is freed now instead of living as long as the WebSocket.
     session.set_keepalive(None);
-    tokio::spawn(relay(client, client_leftover, backend, ctx, slot, timings));
+    let open_for = Accounting {
+        slot,
+        open,
+        timings,
+    };
+    tokio::spawn(relay(client, client_leftover, backend, ctx, open_for));
+}
+
+/// What a relayed connection holds until it ends: its place under `max_connections`, its count
+/// in `wsnorm_connections_active`, and its handshake times for the close line.
+struct Accounting {
+    slot: ConnectionSlot,
+    open: OpenConnection,
+    timings: Timings,
 }
 
 /// How long a connection's handshake took, for its close line.
@@ -177,11 +191,14 @@ async fn relay(
     client_leftover: Vec<u8>,
     backend: Connected,
     ctx: RelayContext,
-    slot: ConnectionSlot,
-    timings: Timings,
+    accounting: Accounting,
 ) {
+    let Accounting {
+        slot,
+        open,
+        timings,
+    } = accounting;
     let log = ctx.log.clone();
-    let open = ctx.route_metrics.open();
     let client = client.into_inner();
     let leftovers = relay::Leftovers {
         client: &client_leftover,
