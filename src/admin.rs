@@ -1,5 +1,7 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz` (GET and HEAD only). Separate from the
-//! proxy port and bound to loopback by default, with the proxy port's limits on request heads.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/config` (the effective config and its
+//! hash) and `/logging` (the log filter; `POST /logging?filter=<RUST_LOG syntax>` changes it, as
+//! Envoy's `/logging` does); GET and HEAD, and that one POST. Separate from the proxy port and
+//! bound to loopback by default, with the proxy port's limits on request heads.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +16,9 @@ use pingora::ErrorType;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use crate::logging::LogFilter;
 use crate::proxy::header_bytes;
+use crate::reload::config_hash;
 use crate::state::AppState;
 
 /// How long a backend reachability check is reused, so probes stay cheap.
@@ -28,11 +32,64 @@ pub const BACKEND_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Admin {
     state: Arc<AppState>,
     backend: Arc<BackendProbe>,
+    /// None when logging was set up by someone else (nothing to change then).
+    log_filter: Option<LogFilter>,
 }
 
 impl Admin {
-    pub fn new(state: Arc<AppState>, backend: Arc<BackendProbe>) -> Admin {
-        Admin { state, backend }
+    pub fn new(
+        state: Arc<AppState>,
+        backend: Arc<BackendProbe>,
+        log_filter: Option<LogFilter>,
+    ) -> Admin {
+        Admin {
+            state,
+            backend,
+            log_filter,
+        }
+    }
+
+    /// The effective config as `wsnorm check` prints it (the file holds no credentials: tokens
+    /// come with requests), and the hash `wsnorm_config_info` carries.
+    fn effective_config(&self) -> serde_json::Value {
+        let config = self.state.config();
+        serde_json::json!({
+            "hash": config_hash(&config),
+            "source": config.source,
+            "effective": config.describe(),
+        })
+    }
+
+    /// `POST /logging?filter=...`: replaces the log filter (dependency caps kept).
+    fn set_log_filter(&self, req: &RequestHeader) -> Reply {
+        let Some(log_filter) = &self.log_filter else {
+            return Reply::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                br#"{"error":"the log filter cannot be changed in this process"}"#,
+            );
+        };
+        let wanted = req.uri.query().unwrap_or("").split('&').find_map(|pair| {
+            pair.strip_prefix("filter=")
+                .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+        });
+        let Some(wanted) = wanted else {
+            return Reply::json(
+                StatusCode::BAD_REQUEST,
+                br#"{"error":"give the filter as ?filter=<RUST_LOG syntax>, e.g. ?filter=debug"}"#,
+            );
+        };
+        let before = log_filter.current();
+        match log_filter.set(&wanted) {
+            Ok(()) => {
+                let now = log_filter.current();
+                tracing::info!(before = %before, now = %now, "Log filter changed.");
+                Reply::value(StatusCode::OK, &serde_json::json!({ "filter": now }))
+            }
+            Err(e) => Reply::value(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": format!("not a valid filter: {e}") }),
+            ),
+        }
     }
 
     async fn readiness(&self) -> (StatusCode, serde_json::Value) {
@@ -96,7 +153,20 @@ impl BackendProbe {
             Ok(Err(e)) => Err(format!("cannot connect to {upstream}: {e}")),
             Err(_) => Err(format!("connect to {upstream} timed out")),
         };
-        self.state.metrics.backend_up.set(i64::from(result.is_ok()));
+        self.state
+            .metrics
+            .proxy
+            .backend_up
+            .set(i64::from(result.is_ok()));
+        // Logged when it changes, not at every check: a backend down for an hour is two lines.
+        let was_up = cached.as_ref().map(|(_, previous)| previous.is_ok());
+        match (&result, was_up) {
+            (Err(e), None | Some(true)) => tracing::warn!(error = %e, "Backend is not reachable."),
+            (Ok(()), None | Some(false)) => {
+                tracing::info!(backend = %upstream.authority(), "Backend is reachable.")
+            }
+            _ => {}
+        }
         *cached = Some((Instant::now(), result.clone()));
         result
     }
@@ -115,6 +185,14 @@ impl Reply {
             status,
             content_type: "application/json",
             body: body.to_vec(),
+        }
+    }
+
+    fn value(status: StatusCode, body: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: body.to_string().into_bytes(),
         }
     }
 
@@ -153,6 +231,9 @@ impl Admin {
         if header_bytes(req) > limit {
             return Reply::head_too_large();
         }
+        if req.uri.path() == "/logging" && req.method == Method::POST {
+            return self.set_log_filter(req);
+        }
         if req.method != Method::GET && req.method != Method::HEAD {
             return Reply::json(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -168,15 +249,19 @@ impl Admin {
             "/healthz" => Reply::json(StatusCode::OK, br#"{"status":"ok"}"#),
             "/readyz" => {
                 let (status, body) = self.readiness().await;
-                Reply {
-                    status,
-                    content_type: "application/json",
-                    body: body.to_string().into_bytes(),
-                }
+                Reply::value(status, &body)
             }
+            "/config" => Reply::value(StatusCode::OK, &self.effective_config()),
+            "/logging" => match &self.log_filter {
+                Some(f) => Reply::value(
+                    StatusCode::OK,
+                    &serde_json::json!({ "filter": f.current() }),
+                ),
+                None => Reply::value(StatusCode::OK, &serde_json::json!({ "filter": null })),
+            },
             _ => Reply::json(
                 StatusCode::NOT_FOUND,
-                br#"{"error":"not found; try /metrics, /healthz or /readyz"}"#,
+                br#"{"error":"not found; try /metrics, /healthz, /readyz, /config or /logging"}"#,
             ),
         }
     }

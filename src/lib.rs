@@ -18,4 +18,3 @@ pub mod reload;
 pub mod rules;
 pub mod server;
 pub mod state;
-pub mod wire_metrics;

@@ -10,9 +10,13 @@
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::cli::LogFormat;
 
@@ -24,36 +28,117 @@ const CAPPED_TARGETS: [&str; 4] = [
     "tokio_tungstenite",
 ];
 
-pub fn init(format: Option<LogFormat>) {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    for target in CAPPED_TARGETS {
-        match format!("{target}=info").parse() {
-            Ok(directive) => filter = filter.add_directive(directive),
-            Err(e) => eprintln!("wsnorm: bad log directive for {target}: {e}"),
-        }
-    }
+/// Installs the subscriber; the returned handle changes its filter at run time (`/logging`).
+/// `None` when logging was set up already (then there is nothing to change).
+pub fn init(format: Option<LogFormat>) -> Option<LogFilter> {
+    let spec = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
+    let filter = capped_filter(&spec).unwrap_or_else(|e| {
+        eprintln!("wsnorm: RUST_LOG={spec:?} is not valid ({e}); logging at info");
+        capped_filter("info").unwrap_or_default()
+    });
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Text
     } else {
         LogFormat::Json
     });
+    let (filter, handle) = reload::Layer::new(filter);
     // Colour codes only for a person at a terminal: a file or a log pipeline gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(RedactedStderr { format });
-    let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+    let ansi = std::io::stderr().is_terminal();
+    let writer = RedactedStderr { format };
+    let (json, text) = match format {
+        LogFormat::Json => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(writer)
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            ),
+            None,
+        ),
+        LogFormat::Text => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(writer),
+            ),
+        ),
     };
-    if let Err(e) = result {
-        eprintln!("wsnorm: logging already initialised: {e}");
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text)
+        .try_init();
+    match result {
+        Ok(()) => {
+            std::panic::set_hook(Box::new(log_panic));
+            Some(LogFilter { handle })
+        }
+        Err(e) => {
+            eprintln!("wsnorm: logging already initialised: {e}");
+            None
+        }
     }
+}
+
+/// `spec` (`RUST_LOG` syntax, empty for `info`) with the [`CAPPED_TARGETS`] held at info
+/// whatever it asks.
+fn capped_filter(spec: &str) -> Result<EnvFilter, String> {
+    let spec = if spec.trim().is_empty() { "info" } else { spec };
+    let mut filter = EnvFilter::builder()
+        .parse(spec)
+        .map_err(|e| e.to_string())?;
+    for target in CAPPED_TARGETS {
+        let directive = format!("{target}=info")
+            .parse()
+            .map_err(|e| format!("capping {target}: {e}"))?;
+        filter = filter.add_directive(directive);
+    }
+    Ok(filter)
+}
+
+/// The live log filter.
+pub struct LogFilter {
+    handle: reload::Handle<EnvFilter, Registry>,
+}
+
+impl LogFilter {
+    /// The filter in `RUST_LOG` syntax.
+    pub fn current(&self) -> String {
+        self.handle
+            .with_current(|f| f.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the filter with `spec` (`RUST_LOG` syntax), dependency caps kept.
+    pub fn set(&self, spec: &str) -> Result<(), String> {
+        let filter = capped_filter(spec)?;
+        self.handle.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
+/// A panic as one event (one JSON line), not the default hook's lines on stderr.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)");
+    let backtrace = std::backtrace::Backtrace::capture();
+    let stacktrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+        .then(|| backtrace.to_string());
+    tracing::error!(
+        exception.message = message,
+        code.filepath = info.location().map(|l| l.file()),
+        code.lineno = info.location().map(|l| l.line()),
+        exception.stacktrace = stacktrace,
+        thread.name = std::thread::current().name(),
+        "Panic."
+    );
 }
 
 /// Header names whose values are credentials, matched anywhere (after `\n` in a dump too),
@@ -101,11 +186,46 @@ impl Write for RedactedLine {
 impl Drop for RedactedLine {
     fn drop(&mut self) {
         let line = String::from_utf8_lossy(&self.buf);
+        let line = redact_line(&line, self.format);
+        let line = match self.format {
+            LogFormat::Json => without_fields(&line, &LOG_LOCATION_FIELDS),
+            LogFormat::Text => Cow::Borrowed(&*line),
+        };
         // A failed write to stderr has nowhere to be reported.
-        let _ = std::io::stderr()
-            .lock()
-            .write_all(redact_line(&line, self.format).as_bytes());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
+}
+
+/// Where in a dependency's source a bridged `log` record was written: the build machine's
+/// paths (`/root/.cargo/registry/...`), of no use to whoever reads the logs. `log.target` is
+/// `target` again.
+const LOG_LOCATION_FIELDS: [&str; 4] = ["log.file", "log.line", "log.module_path", "log.target"];
+
+/// A JSON line (as tracing-subscriber writes it: one flat object, no spaces) without the
+/// top-level fields named `names`. Their key pattern `,"name":` cannot occur inside a string,
+/// where quotes are escaped.
+fn without_fields<'a>(line: &'a str, names: &[&str]) -> Cow<'a, str> {
+    let mut out = Cow::Borrowed(line);
+    for name in names {
+        let key = format!(",\"{name}\":");
+        let Some(at) = out.find(&key) else {
+            continue;
+        };
+        let bytes = out.as_bytes();
+        let value = at + key.len();
+        let end = if bytes.get(value) == Some(&b'"') {
+            string_end(bytes, value).map(|close| close + 1)
+        } else {
+            bytes[value..]
+                .iter()
+                .position(|&c| c == b',' || c == b'}')
+                .map(|p| value + p)
+        };
+        if let Some(end) = end {
+            out = Cow::Owned(format!("{}{}", &out[..at], &out[end..]));
+        }
+    }
+    out
 }
 
 /// `line` without query strings or credential header values. A JSON line has each of its
@@ -314,25 +434,65 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
 /// pinned ~12 MiB of heap pages after a burst of 5,000 connections had closed (RSS after close
 /// 10.6 MiB without the span, 22.6 MiB with it). A span made for each event (a connection
 /// logs a handful) is released at once. Events take it as `parent: &log.span()`; the macro
-/// only makes the span when the event is enabled.
+/// only makes the span when the event is enabled. Field names: README "Logs".
 #[derive(Debug, Default)]
 pub struct ConnectionLog {
     pub id: u64,
+    /// The configured route pattern.
     pub route: String,
+    /// The request path as received, without its query string.
+    pub path: String,
     pub subprotocol: Option<String>,
-    pub peer: String,
+    pub peer: Option<SocketAddr>,
+    /// The client's W3C `traceparent`, when it had a valid one.
+    pub traceparent: Option<String>,
 }
 
 impl ConnectionLog {
     pub fn span(&self) -> tracing::Span {
         tracing::info_span!(
             "connection",
-            id = self.id,
-            route = %self.route,
-            subprotocol = self.subprotocol.as_deref().unwrap_or(""),
-            peer = %self.peer,
+            wsnorm.connection.id = self.id,
+            http.route = %self.route,
+            url.path = %self.path,
+            wsnorm.subprotocol = self.subprotocol.as_deref().unwrap_or(""),
+            network.peer.address = self.peer.map(|p| tracing::field::display(p.ip())),
+            network.peer.port = self.peer.map(|p| p.port()),
+            http.request.header.traceparent = self.traceparent.as_deref(),
         )
     }
+}
+
+/// A duration in milliseconds, rounded to the microsecond: `0.742`, not `0.7423949999999999`.
+pub fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// A `traceparent` header's value if it has the W3C form (`00-<32 hex>-<16 hex>-<2 hex>`), so
+/// whatever a client puts there cannot reach a log unchecked.
+pub fn traceparent(value: Option<&[u8]>) -> Option<String> {
+    let value = value?;
+    let fields: Vec<&[u8]> = value.split(|&b| b == b'-').collect();
+    let widths = [2, 32, 16, 2];
+    let well_formed = fields.len() == widths.len()
+        && fields.iter().zip(widths).all(|(field, width)| {
+            field.len() == width
+                && field
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        });
+    well_formed.then(|| String::from_utf8_lossy(value).into_owned())
+}
+
+/// What a client claimed in `X-Forwarded-For`, for the access log: its value as received when
+/// it is printable ASCII and no longer than a head may make it useful, else nothing.
+pub fn forwarded_for(value: Option<&[u8]>) -> Option<String> {
+    const MAX: usize = 512;
+    let value = value.filter(|v| v.len() <= MAX)?;
+    value
+        .iter()
+        .all(|b| (0x20..0x7f).contains(b))
+        .then(|| String::from_utf8_lossy(value).into_owned())
 }
 
 #[cfg(test)]
@@ -448,6 +608,51 @@ mod tests {
         assert_eq!(v["span"]["route"], "/ws");
         assert_eq!(v["count"], 3);
         assert_eq!(v["log.target"], "pingora_proxy");
+    }
+
+    #[test]
+    fn durations_are_rounded_to_the_microsecond() {
+        assert_eq!(millis(Duration::from_nanos(742_394)), 0.742);
+        assert_eq!(millis(Duration::from_nanos(742_500)).to_string(), "0.743");
+        assert_eq!(millis(Duration::from_secs(3)), 3000.0);
+    }
+
+    #[test]
+    fn only_well_formed_traceparents_and_printable_forwarded_for_are_kept() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(traceparent(Some(good.as_bytes())).as_deref(), Some(good));
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nx",
+            "",
+        ] {
+            assert_eq!(traceparent(Some(bad.as_bytes())), None, "{bad}");
+        }
+        assert_eq!(traceparent(None), None);
+        assert_eq!(
+            forwarded_for(Some(b"203.0.113.7, 10.0.0.1")).as_deref(),
+            Some("203.0.113.7, 10.0.0.1")
+        );
+        assert_eq!(forwarded_for(Some(b"1.2.3.4\x1b[31m")), None);
+        assert_eq!(forwarded_for(Some(&[b'1'; 513])), None);
+    }
+
+    #[test]
+    fn bridged_log_records_lose_their_source_location() {
+        let line = r#"{"timestamp":"t","level":"INFO","message":"Server starting, \"log.file\":x","log.target":"pingora_core::server","log.module_path":"pingora_core::server","log.file":"/root/.cargo/registry/src/pingora-core/src/server/mod.rs","log.line":643,"target":"pingora_core::server"}"#;
+        let out = without_fields(line, &LOG_LOCATION_FIELDS);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            out,
+            r#"{"timestamp":"t","level":"INFO","message":"Server starting, \"log.file\":x","target":"pingora_core::server"}"#
+        );
+        assert_eq!(v["target"], "pingora_core::server");
+        let own = r#"{"level":"INFO","message":"m","target":"wsnorm"}"#;
+        assert!(matches!(
+            without_fields(own, &LOG_LOCATION_FIELDS),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

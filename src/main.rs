@@ -42,7 +42,7 @@ fn check(cli: &Cli) -> ExitCode {
 }
 
 fn run(cli: &Cli) -> ExitCode {
-    logging::init(cli.log_format);
+    let log_filter = logging::init(cli.log_format);
     let config = match Config::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(config) => config,
         Err(e) => {
@@ -71,6 +71,7 @@ fn run(cli: &Cli) -> ExitCode {
         listeners,
         cli.config.clone(),
         cli.overrides(),
+        log_filter,
     );
     ExitCode::SUCCESS
 }

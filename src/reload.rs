@@ -15,7 +15,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
+use prometheus::{Gauge, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+
 use crate::config::{Config, ConfigError, Overrides};
+use crate::metrics::{counter_vec, float_gauge, gauge, gauge_vec};
 use crate::state::{AppState, ReloadStatus};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,16 +43,13 @@ pub fn reload(
                 ));
                 new.server = running.server.clone();
             }
-            state.metrics.register_rules(new.rules.rule_names());
-            state
-                .metrics
-                .register_subprotocols(&new.websocket.subprotocols);
+            state.metrics.config_loaded(&new);
             state.swap_config(new);
             Ok(needs_restart)
         }
         Err(e) => Err(e),
     };
-    state.metrics.config_reload(outcome.is_ok());
+    state.metrics.config.reload(outcome.is_ok());
     state.set_reload_status(ReloadStatus {
         at: SystemTime::now(),
         ok: outcome.is_ok(),
@@ -60,6 +60,80 @@ pub fn reload(
         },
     });
     outcome
+}
+
+/// The effective config's identity: a hash of what `wsnorm check` prints (the settings after
+/// defaults and overrides, the routes and the compiled rules), the same on every pod that runs
+/// the same config.
+pub fn config_hash(config: &Config) -> String {
+    // FNV-1a: stable across builds and Rust versions, unlike std's hasher.
+    let hash = config
+        .describe()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{hash:016x}")
+}
+
+/// Config state: reloads, which config is live and since when.
+pub struct ConfigMetrics {
+    reloads: IntCounterVec,
+    last_successful: IntGauge,
+    info: IntGaugeVec,
+    last_success: Gauge,
+}
+
+impl ConfigMetrics {
+    pub fn register(reg: &mut Registry) -> Result<ConfigMetrics, prometheus::Error> {
+        let m = ConfigMetrics {
+            reloads: counter_vec(
+                reg,
+                "wsnorm_config_reloads_total",
+                "Configuration reloads by result (ok, error).",
+                &["result"],
+            )?,
+            last_successful: gauge(
+                reg,
+                "wsnorm_config_last_reload_successful",
+                "1 if the last reload applied (or the config loaded at start), 0 if it failed.",
+            )?,
+            info: gauge_vec(
+                reg,
+                "wsnorm_config_info",
+                "Always 1; the live config's hash (as /config shows it) is a label.",
+                &["hash"],
+            )?,
+            last_success: float_gauge(
+                reg,
+                "wsnorm_config_last_reload_success_timestamp_seconds",
+                "Unix time the live config was loaded (at start or by the last successful reload).",
+            )?,
+        };
+        for result in ["ok", "error"] {
+            m.reloads.with_label_values(&[result]);
+        }
+        Ok(m)
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+        self.last_successful.set(i64::from(ok));
+    }
+
+    /// `config` is live from now on: one `wsnorm_config_info` series, with its hash.
+    pub fn loaded(&self, config: &Config) {
+        self.last_successful.set(1);
+        self.info.reset();
+        self.info.with_label_values(&[&config_hash(config)]).set(1);
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.last_success.set(now);
+    }
 }
 
 /// Identity of the file behind `path` (through symlinks): changes on edit and on symlink swap.

@@ -21,6 +21,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::{Admin, BackendProbe, BACKEND_CHECK_INTERVAL};
 use crate::config::{Overrides, ServerConfig};
+use crate::logging::LogFilter;
 use crate::proxy::{HeadTimeout, Proxy};
 use crate::reload::ReloadService;
 use crate::state::AppState;
@@ -92,6 +93,7 @@ pub fn run(
     listeners: Listeners,
     config_path: Option<PathBuf>,
     overrides: Overrides,
+    log_filter: Option<LogFilter>,
 ) {
     let config = state.config_full();
     let conf = ServerConf {
@@ -106,12 +108,8 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let pingora_proxy = pingora::proxy::http_proxy(
-        &server.configuration,
-        Proxy {
-            state: state.clone(),
-        },
-    );
+    let pingora_proxy =
+        pingora::proxy::http_proxy(&server.configuration, Proxy::new(state.clone()));
     let mut proxy = Service::new(
         "wsnorm proxy".to_string(),
         HeadTimeout {
@@ -132,7 +130,7 @@ pub fn run(
     let mut admin = Service::new(
         "wsnorm admin".to_string(),
         HeadTimeout {
-            inner: Arc::new(Admin::new(state.clone(), backend.clone())),
+            inner: Arc::new(Admin::new(state.clone(), backend.clone(), log_filter)),
             state: state.clone(),
         },
     );
@@ -150,10 +148,9 @@ pub fn run(
             interval: BACKEND_CHECK_INTERVAL,
             job: move || {
                 let backend = backend.clone();
+                // The probe logs the backend's state when it changes.
                 async move {
-                    if let Err(e) = backend.check().await {
-                        tracing::warn!(error = %e, "Backend is not reachable.");
-                    }
+                    let _ = backend.check().await;
                 }
             },
         },

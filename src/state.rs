@@ -35,8 +35,7 @@ pub struct ReloadStatus {
 
 impl AppState {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Arc<AppState> {
-        metrics.register_rules(config.rules.rule_names());
-        metrics.register_subprotocols(&config.websocket.subprotocols);
+        metrics.config_loaded(&config);
         Arc::new(AppState {
             rules: Arc::new(ArcSwap::new(config.rules.clone())),
             config: ArcSwap::from_pointee(config),
@@ -72,7 +71,6 @@ impl AppState {
             self.open_connections.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        self.metrics.connections_active.inc();
         Some(ConnectionSlot {
             state: self.clone(),
             id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
@@ -117,6 +115,5 @@ impl ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.state.open_connections.fetch_sub(1, Ordering::AcqRel);
-        self.state.metrics.connections_active.dec();
     }
 }

@@ -409,8 +409,8 @@ async fn compression_is_counted_and_logged_per_leg() {
     }
     let logs = wsnorm.logs();
     assert!(
-        logs.contains(r#""client_extension":"permessage-deflate""#)
-            && logs.contains(r#""backend_extension":"permessage-deflate; server_max_window_bits=15; client_max_window_bits=15""#),
+        logs.contains(r#""wsnorm.client.extension":"permessage-deflate""#)
+            && logs.contains(r#""wsnorm.backend.extension":"permessage-deflate; server_max_window_bits=15; client_max_window_bits=15""#),
         "{logs}"
     );
 }

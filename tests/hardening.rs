@@ -501,7 +501,7 @@ async fn a_token_protocol_the_backend_chooses_on_an_unrouted_path_is_echoed_but_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let logs = wsnorm.logs();
-    assert!(logs.contains(r#""subprotocol":"(token)""#), "{logs}");
+    assert!(logs.contains(r#""wsnorm.subprotocol":"(token)""#), "{logs}");
     assert!(!logs.contains("c2VjcmV0LXRva2Vu"), "{logs}");
     assert_eq!(
         metric(

@@ -72,18 +72,6 @@ fn request_with_credentials(method: &str, path: &str, name: &str, extra: &str) -
     )
 }
 
-/// Waits until the log contains `needle`.
-async fn wait_for_log(wsnorm: &Wsnorm, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if wsnorm.logs().contains(needle) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no `{needle}` in the log:\n{}", wsnorm.logs());
-}
-
 /// Drives one failing plain request through a wsnorm in front of a `fault` backend, at trace
 /// level, and returns the whole log. The request's error line must be there, without the query.
 async fn log_of_a_failed_request(fault: Fault) -> String {
@@ -110,7 +98,7 @@ async fn log_of_a_failed_request(fault: Fault) -> String {
         );
     }
     // Not vacuous: the line that used to carry the query is written, naming the path.
-    wait_for_log(&wsnorm, &format!("GET {path}?<redacted>")).await;
+    wsnorm.wait_for_log(&format!("GET {path}?<redacted>")).await;
 
     // A WebSocket upgrade on a route, carrying a token subprotocol too, fails the same way.
     let upgrade = request_with_credentials(

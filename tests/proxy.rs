@@ -455,8 +455,8 @@ async fn tokens_are_never_logged() {
     assert!(!logs.contains(&TOKEN[..20]), "{logs}");
 }
 
-/// Every event of a connection names it (id, route, subprotocol, peer), from the handshake to
-/// the close line, though the open connection holds no span.
+/// Every event of a connection names it (id, route, path, subprotocol, peer), from the
+/// handshake to the close line, though the open connection holds no span.
 #[tokio::test]
 async fn a_connections_log_events_name_it() {
     let backend = start_backend().await;
@@ -465,46 +465,23 @@ async fn a_connections_log_events_name_it() {
     send(&mut ws, INCIDENT).await;
     backend_saw(&mut ws).await;
     ws.close(None).await.unwrap();
-    let logs = wait_for_log(&wsnorm, "WebSocket closed.").await;
-    let events: Vec<serde_json::Value> = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let event = |message: &str| {
-        events
-            .iter()
-            .find(|e| e["message"] == message)
-            .unwrap_or_else(|| panic!("no {message:?} event: {logs}"))
-            .clone()
-    };
-    let connected = event("WebSocket connected.");
-    let closed = event("WebSocket closed.");
+    let closed = wsnorm.events("WebSocket closed.").await.remove(0);
+    let connected = wsnorm.events("WebSocket connected.").await.remove(0);
     for e in [&connected, &closed] {
         let span = &e["span"];
         assert_eq!(span["name"], "connection", "{e}");
-        assert_eq!(span["route"], "/ws", "{e}");
-        assert_eq!(span["subprotocol"], "agent_chat", "{e}");
-        assert!(
-            span["peer"]
-                .as_str()
-                .is_some_and(|p| p.starts_with("127.0.0.1:")),
-            "{e}"
-        );
+        assert_eq!(span["http.route"], "/ws", "{e}");
+        assert_eq!(span["url.path"], "/ws", "{e}");
+        assert_eq!(span["wsnorm.subprotocol"], "agent_chat", "{e}");
+        assert_eq!(span["network.peer.address"], "127.0.0.1", "{e}");
+        assert!(span["network.peer.port"].as_u64().is_some(), "{e}");
     }
-    assert_eq!(connected["span"]["id"], closed["span"]["id"]);
-    assert_eq!(closed["initiator"], "client", "{closed}");
-    assert_eq!(closed["messages_from_client"], 1, "{closed}");
-}
-
-async fn wait_for_log(wsnorm: &Wsnorm, needle: &str) -> String {
-    for _ in 0..100 {
-        let logs = wsnorm.logs();
-        if logs.contains(needle) {
-            return logs;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{needle:?} never logged: {}", wsnorm.logs());
+    assert_eq!(
+        connected["span"]["wsnorm.connection.id"],
+        closed["span"]["wsnorm.connection.id"]
+    );
+    assert_eq!(closed["wsnorm.close.initiator"], "client", "{closed}");
+    assert_eq!(closed["wsnorm.messages.from_client"], 1, "{closed}");
 }
 
 /// A backend that sends its first frame in the same write as its 101 (FastAPI apps that greet

@@ -31,7 +31,7 @@ report() { # label
   printf '%-34s rss=%6s KiB  rss_peak=%6s KiB  cpu_total=%5s ms  threads=%s  active=%s\n' "$1" \
     "$(rss_kib "$wpid")" "$(hwm_kib "$wpid")" \
     "$(cpu_ms "$wpid")" "$(awk '/^Threads/ {print $2}' "/proc/$wpid/status")" \
-    "$(curl -s http://127.0.0.1:29090/metrics | awk '/^wsnorm_connections_active/ {print $2}')"
+    "$(curl -s http://127.0.0.1:29090/metrics | awk '/^wsnorm_connections_active/ {s += $2} END {print s}')"
 }
 
 "$(dirname "$bin")/wsnorm-demo" backend --bind 127.0.0.1:28000 --quiet >/dev/null &

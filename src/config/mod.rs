@@ -10,7 +10,7 @@ mod wording;
 
 pub use address::Address;
 pub use compression::CompressionConfig;
-pub use route::{Route, RouteConfig, RouteSet, UpstreamSubprotocols};
+pub use route::{Route, RouteConfig, RouteSet, UpstreamSubprotocols, UNROUTED};
 pub(crate) use wording::{friendly, read_toml};
 
 use std::net::SocketAddr;
@@ -76,6 +76,28 @@ struct FileConfig {
     /// line (see [`crate::rules::RuleTable`]).
     #[serde(default)]
     rules: Option<Vec<RuleTable>>,
+    #[serde(default)]
+    log: LogConfig,
+}
+
+/// `[log]`: what is logged besides events. Applies on reload.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// One line per plain HTTP request (README "Logs"). On by default: ops teams expect one,
+    /// as from Envoy or nginx.
+    pub access_log: bool,
+    /// Log one plain HTTP request in this many (1: every one), for busy endpoints.
+    pub access_log_sample_one_in: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            access_log: true,
+            access_log_sample_one_in: 1,
+        }
+    }
 }
 
 /// `[server]`: listeners and process-wide limits. These cannot change without a restart.
@@ -341,6 +363,7 @@ pub struct Config {
     pub routes: RouteSet,
     /// Shared with the relays, which read it on every message.
     pub rules: Arc<CompiledRules>,
+    pub log: LogConfig,
 }
 
 impl Config {
@@ -380,6 +403,9 @@ impl Config {
         let mut problems = Vec::new();
         validate(&server, &parsed.websocket, &doc, &mut problems);
         check_clashes(&server, &upstream, overrides, &doc, &mut problems);
+        if parsed.log.access_log_sample_one_in == 0 {
+            problems.push(doc.problem(&KeyPath::of("log.access_log_sample_one_in"), "at least 1"));
+        }
         let routes = RouteSet::build(&parsed.websocket.routes, &doc, &mut problems);
         let settings = parsed.websocket.engine_settings();
         let rules = match parsed.rules {
@@ -416,6 +442,7 @@ impl Config {
                 websocket: parsed.websocket,
                 routes,
                 rules: Arc::new(rules),
+                log: parsed.log,
             }),
             _ => Err(ConfigError::Invalid {
                 file: file.to_string(),
@@ -459,6 +486,10 @@ impl Config {
             self.server.trusted_proxies,
         );
         out.push_str(&ws.compression.describe());
+        out.push_str(&format!(
+            "access_log: {}\naccess_log_sample_one_in: {}\n",
+            self.log.access_log, self.log.access_log_sample_one_in
+        ));
         out.push_str(&self.routes.describe());
         out.push_str(&format!("rules ({}):\n", self.rules.len()));
         out.push_str(&self.rules.describe());

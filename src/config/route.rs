@@ -60,6 +60,9 @@ impl RouteConfig {
     }
 }
 
+/// The route name of an upgrade on no configured route (in logs and the `route` label).
+pub const UNROUTED: &str = "(unrouted)";
+
 /// A validated route.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -86,7 +89,7 @@ impl Route {
     /// The route of `unrouted_upgrades = "relay"`.
     pub fn unrouted() -> Route {
         Route {
-            pattern: "(unrouted)".into(),
+            pattern: UNROUTED.into(),
             matcher: Matcher::Exact(String::new()),
             policy: UpstreamSubprotocols::Forward,
             backend_subprotocols: Vec::new(),
@@ -227,6 +230,12 @@ impl RouteSet {
     /// The first route whose pattern matches `path` (normalised, see [`crate::proxy::path`]).
     pub fn find(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(path))
+    }
+
+    /// Every value a `route` label can take: the configured patterns and [`UNROUTED`].
+    pub fn patterns(&self) -> Vec<&str> {
+        let configured = self.routes.iter().map(|r| r.pattern.as_str());
+        configured.chain([UNROUTED]).collect()
     }
 
     pub(super) fn describe(&self) -> String {

@@ -286,7 +286,7 @@ fn check_prints_every_setting_in_the_files_spelling() {
     let config = load("").unwrap();
     let text = config.describe();
     let file: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
-    for section in ["server", "websocket"] {
+    for section in ["server", "websocket", "log"] {
         for key in file[section].as_table().unwrap().keys() {
             if key == "routes" {
                 continue;

@@ -4,9 +4,9 @@
 use base64::Engine;
 use pingora::http::RequestHeader;
 
+use super::metrics::HandshakeResult;
 use super::path;
 use crate::config::{Config, NoCommonSubprotocol, Route, UnroutedUpgrades, WebSocketConfig};
-use crate::metrics::HandshakeResult;
 
 /// A refused handshake: the status and the plain-text reason the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]

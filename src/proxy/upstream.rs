@@ -89,6 +89,8 @@ pub struct Connected {
     pub protocol: Option<String>,
     /// permessage-deflate as the backend accepted it.
     pub deflate: Option<Agreed>,
+    /// How long the TCP connect took, apart from the handshake.
+    pub connect_time: Duration,
 }
 
 /// Connects and performs the handshake within `timeout`.
@@ -107,6 +109,7 @@ async fn handshake_inner(
     req: &HandshakeRequest<'_>,
 ) -> Result<Connected, UpstreamError> {
     let addr = upstream.to_string();
+    let connecting = std::time::Instant::now();
     // The address resolved when the config was read: no name lookup per connection.
     let mut stream = TcpStream::connect(upstream.socket)
         .await
@@ -114,6 +117,7 @@ async fn handshake_inner(
             addr: addr.clone(),
             source,
         })?;
+    let connect_time = connecting.elapsed();
     // Small messages are the norm; do not let Nagle hold them back.
     let _ = stream.set_nodelay(true);
     let key = generate_key();
@@ -166,6 +170,7 @@ async fn handshake_inner(
         leftover,
         protocol,
         deflate,
+        connect_time,
     })
 }
 

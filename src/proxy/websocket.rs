@@ -5,7 +5,7 @@
 use std::io::Cursor;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -18,12 +18,14 @@ use tracing::{info, warn, Instrument};
 
 use super::extensions::{self, Agreed};
 use super::forwarded;
+use super::metrics::HandshakeResult;
 use super::upgrade::{self, Negotiation, Refusal};
 use super::upstream::{self, Connected, HandshakeRequest, UpstreamError};
+use super::{peer_addr, RequestCtx};
 use crate::config::{Config, Route, WebSocketConfig};
 use crate::headers::{InvalidHeader, OutgoingHeaders};
-use crate::logging::ConnectionLog;
-use crate::metrics::HandshakeResult;
+use crate::logging::{self, millis, ConnectionLog};
+use crate::relay::metrics::OpenConnection;
 use crate::relay::{self, RelayContext};
 use crate::state::{AppState, ConnectionSlot};
 
@@ -50,39 +52,49 @@ const NOT_FORWARDED: &[&str] = &[
 
 /// Serves one upgrade request to its end (refusal or closed relay): admit it, check it and
 /// negotiate, dial the backend, answer 101 and take the socket, start the relay.
-pub async fn serve(session: &mut Session, config: &Config, route: &Route, state: &Arc<AppState>) {
-    let started = Instant::now();
+pub async fn serve(
+    session: &mut Session,
+    config: &Config,
+    route: &Route,
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+) {
+    let started = ctx.started;
+    let refuse = |session, refusal| refuse(session, state, &route.pattern, started, refusal);
     let slot = match admit(config, state) {
         Ok(slot) => slot,
-        Err(refusal) => return refuse(session, state, started, &refusal).await,
+        Err(refusal) => return refuse(session, &refusal).await,
     };
-    let client_ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
+    let client_ip = peer_addr(session).map(|a| a.ip());
     let prepared = match prepare(session.req_header(), config, route, client_ip) {
         Ok(prepared) => prepared,
-        Err(refusal) => return refuse(session, state, started, &refusal).await,
+        Err(refusal) => return refuse(session, &refusal).await,
     };
+    let req = session.req_header();
     let mut log = ConnectionLog {
         id: slot.id,
         route: route.pattern.clone(),
+        path: req.uri.path().to_string(),
         subprotocol: prepared.negotiation.client_protocol.clone(),
-        peer: session
-            .client_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        peer: peer_addr(session),
+        traceparent: logging::traceparent(req.headers.get("traceparent").map(|v| v.as_bytes())),
     };
     // For the handshake only: the open connection keeps `log`, not a span.
     let span = log.span();
     let ws = &config.websocket;
+    let dialing = Instant::now();
     let backend = match dial(config, &prepared).instrument(span.clone()).await {
         Ok(backend) => backend,
         Err(error) => {
             let _enter = span.enter();
-            return refuse_upstream(session, state, started, error).await;
+            return refuse_upstream(session, state, &route.pattern, started, error).await;
         }
     };
+    let backend_handshake = dialing.elapsed();
+    state
+        .metrics
+        .proxy
+        .backend_connect(backend.connect_time.as_secs_f64());
     let client_protocol = if route.transparent {
         backend.protocol.clone()
     } else {
@@ -97,6 +109,9 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
         }
     });
 
+    // Active from before the 101, so a client that has its 101 finds itself counted.
+    let route_metrics = state.metrics.relay.route(&route.pattern);
+    let open = route_metrics.open();
     // The 101 goes out only now that the backend has accepted.
     let client_deflate = prepared.client_deflate.as_ref();
     let Some((client, client_leftover)) = switch_protocols(
@@ -111,17 +126,24 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
     else {
         return;
     };
-    let elapsed = started.elapsed().as_secs_f64();
-    state.metrics.handshake(HandshakeResult::Ok, elapsed);
-    state
-        .metrics
-        .subprotocol(subprotocol_label(client_protocol.as_deref(), ws));
+    let timings = Timings {
+        handshake: started.elapsed(),
+        backend_handshake,
+    };
+    let proxy_metrics = &state.metrics.proxy;
+    proxy_metrics.handshake(
+        &route.pattern,
+        HandshakeResult::Ok,
+        timings.handshake.as_secs_f64(),
+    );
+    proxy_metrics.subprotocol(subprotocol_label(client_protocol.as_deref(), ws));
     drop(span);
 
     let log = Arc::new(log);
     let ctx = RelayContext {
         rules: (!route.transparent).then(|| state.rules.clone()),
         metrics: state.metrics.clone(),
+        route_metrics,
         shutdown: state.shutdown.subscribe(),
         drain_delay: slot.drain_delay(config.server.drain_spread()),
         keepalive: relay::Keepalive {
@@ -143,16 +165,39 @@ pub async fn serve(session: &mut Session, config: &Config, route: &Route, state:
         |agreed: Option<&Agreed>| agreed.map_or("none".to_string(), |a| a.header.clone());
     info!(
         parent: &log.span(),
-        handshake_ms = elapsed * 1e3,
-        upstream_subprotocol = backend.protocol.is_some(),
-        client_extension = %extension(client_deflate),
-        backend_extension = %extension(backend.deflate.as_ref()),
+        wsnorm.handshake_ms = millis(timings.handshake),
+        wsnorm.backend.handshake_ms = millis(timings.backend_handshake),
+        wsnorm.backend.subprotocol = backend.protocol.is_some(),
+        wsnorm.client.extension = %extension(client_deflate),
+        wsnorm.backend.extension = %extension(backend.deflate.as_ref()),
         "WebSocket connected."
     );
     // The relay gets a task of its own, so pingora's session (its futures, request header and
     // buffers, ~20 KiB) is freed now instead of living as long as the WebSocket.
     session.set_keepalive(None);
-    tokio::spawn(relay(client, client_leftover, backend, ctx, slot));
+    let open_for = Accounting {
+        slot,
+        open,
+        timings,
+    };
+    tokio::spawn(relay(client, client_leftover, backend, ctx, open_for));
+}
+
+/// What a relayed connection holds until it ends: its place under `max_connections`, its count
+/// in `wsnorm_connections_active`, and its handshake times for the close line.
+struct Accounting {
+    slot: ConnectionSlot,
+    open: OpenConnection,
+    timings: Timings,
+}
+
+/// How long a connection's handshake took, for its close line.
+#[derive(Clone, Copy)]
+struct Timings {
+    /// The client's upgrade request to the 101.
+    handshake: Duration,
+    /// Connecting to the backend and its handshake.
+    backend_handshake: Duration,
 }
 
 /// Relays an upgraded connection to its end and logs how it ended; the connection's slot is
@@ -162,8 +207,13 @@ async fn relay(
     client_leftover: Vec<u8>,
     backend: Connected,
     ctx: RelayContext,
-    slot: ConnectionSlot,
+    accounting: Accounting,
 ) {
+    let Accounting {
+        slot,
+        open,
+        timings,
+    } = accounting;
     let log = ctx.log.clone();
     let client = client.into_inner();
     let leftovers = relay::Leftovers {
@@ -182,13 +232,19 @@ async fn relay(
     };
     info!(
         parent: &log.span(),
-        close_code = summary.close_code,
-        close_reason = %summary.close_reason,
-        initiator = summary.initiator.unwrap_or("none"),
-        messages_from_client = summary.messages[0],
-        messages_from_upstream = summary.messages[1],
+        wsnorm.duration_ms = millis(open.elapsed()),
+        wsnorm.handshake_ms = millis(timings.handshake),
+        wsnorm.backend.handshake_ms = millis(timings.backend_handshake),
+        wsnorm.close.code = summary.close_code,
+        wsnorm.close.reason = %summary.close_reason,
+        wsnorm.close.initiator = summary.initiator.unwrap_or("none"),
+        wsnorm.messages.from_client = summary.messages[0],
+        wsnorm.messages.from_backend = summary.messages[1],
+        wsnorm.bytes.from_client = summary.bytes[0],
+        wsnorm.bytes.from_backend = summary.bytes[1],
         "WebSocket closed."
     );
+    drop(open);
     drop(slot);
 }
 
@@ -419,19 +475,26 @@ fn handshake_headers(
 pub(super) async fn refuse(
     session: &mut Session,
     state: &AppState,
+    route: &str,
     started: Instant,
     refusal: &Refusal,
 ) {
+    let peer = peer_addr(session);
     info!(
-        status = refusal.status,
-        result = refusal.result.as_str(),
-        reason = %refusal.reason,
+        network.peer.address = peer.map(|p| tracing::field::display(p.ip())),
+        network.peer.port = peer.map(|p| p.port()),
+        url.path = session.req_header().uri.path(),
+        http.route = route,
+        http.response.status_code = refusal.status,
+        wsnorm.handshake.result = refusal.result.as_str(),
+        wsnorm.reason = %refusal.reason,
         "WebSocket handshake refused."
     );
     // Counted before answering, so a client that saw the answer also sees the count.
     state
         .metrics
-        .handshake(refusal.result, started.elapsed().as_secs_f64());
+        .proxy
+        .handshake(route, refusal.result, started.elapsed().as_secs_f64());
     let mut headers = OutgoingHeaders::default();
     if refusal.status == 426 {
         let _ = headers.push("Sec-WebSocket-Version", "13");
@@ -442,6 +505,7 @@ pub(super) async fn refuse(
 async fn refuse_upstream(
     session: &mut Session,
     state: &AppState,
+    route: &str,
     started: Instant,
     error: UpstreamError,
 ) {
@@ -452,10 +516,17 @@ async fn refuse_upstream(
         UpstreamError::Connect { .. } => (502, HandshakeResult::ConnectError),
         UpstreamError::BadResponse(_) => (502, HandshakeResult::UpstreamInvalid),
     };
-    warn!(error = %error, status, result = result.as_str(), "Backend handshake failed.");
+    // A backend that refuses (an expired token's 401 or 403) is routine, not a fault of the
+    // proxy or the backend: no WARN per connection.
+    if result == HandshakeResult::Upstream4xx {
+        info!(error = %error, http.response.status_code = status, wsnorm.handshake.result = result.as_str(), "Backend refused the handshake.");
+    } else {
+        warn!(error = %error, http.response.status_code = status, wsnorm.handshake.result = result.as_str(), "Backend handshake failed.");
+    }
     state
         .metrics
-        .handshake(result, started.elapsed().as_secs_f64());
+        .proxy
+        .handshake(route, result, started.elapsed().as_secs_f64());
     match error {
         UpstreamError::Refused(r) => respond(session, r.status, r.headers, r.body).await,
         other => {

@@ -76,7 +76,7 @@ where
             ],
             client,
             upstream,
-            legs: Legs::new(ctx.metrics.clone(), ctx.log.clone(), &ctx.deflate),
+            legs: Legs::new(ctx),
             write_timeout: ctx.keepalive.idle_timeout,
         }
     }

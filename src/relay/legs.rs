@@ -11,12 +11,12 @@ use tracing::{debug, info, warn};
 
 use super::deflate::{DeflateError, DeflateSettings, Deflater, InflateError, Inflater, LegDeflate};
 use super::frames::{self, Event, FrameError};
+use super::metrics::{Initiator, MessageKind, RouteMetrics};
 use super::rewrite::{recycle, transform, Forward};
-use super::{Deflate, Keepalive, RelayContext, Summary};
+use super::wire_metrics::WireLeg;
+use super::{Keepalive, RelayContext, Summary};
 use crate::logging::ConnectionLog;
-use crate::metrics::{Initiator, MessageKind, Metrics};
 use crate::rules::Direction;
-use crate::wire_metrics::WireLeg;
 
 thread_local! {
     /// Compressed or inflated bytes on their way into a leg's output: copied there at once, so
@@ -80,10 +80,8 @@ struct Compression {
     inflater: Inflater,
     deflater: Deflater,
     min_message_bytes: usize,
-    /// A compressed message from the peer being inflated: its text so far, or how many bytes
-    /// of binary it has inflated to.
+    /// A compressed text message from the peer being inflated: its text so far.
     inflated: Vec<u8>,
-    inflated_binary: usize,
     /// The message being written to the peer is compressed (its later frames are too).
     compressing: bool,
 }
@@ -95,7 +93,6 @@ impl Compression {
             deflater: Deflater::new(leg.send, settings.level),
             min_message_bytes: settings.min_message_bytes,
             inflated: Vec::new(),
-            inflated_binary: 0,
             compressing: false,
         })
     }
@@ -129,6 +126,9 @@ pub(super) struct LegState {
     pub(super) linger: bool,
     /// permessage-deflate, when negotiated on this leg (boxed: most legs have none).
     compression: Option<Box<Compression>>,
+    /// Payload bytes so far (inflated, if compressed) of the binary message being received
+    /// from its peer.
+    pub(super) binary_bytes: usize,
 }
 
 impl LegState {
@@ -151,6 +151,7 @@ impl LegState {
             close_sent: false,
             close_received: false,
             linger: false,
+            binary_bytes: 0,
         }
     }
 
@@ -236,21 +237,22 @@ impl LegState {
 pub(super) struct Legs {
     pub(super) states: [LegState; 2],
     pub(super) summary: Summary,
-    metrics: Arc<Metrics>,
+    metrics: RouteMetrics,
     pub(super) log: Arc<ConnectionLog>,
 }
 
 impl Legs {
     /// The client leg is served (frames to it unmasked), the backend leg dialled.
-    pub(super) fn new(metrics: Arc<Metrics>, log: Arc<ConnectionLog>, deflate: &Deflate) -> Legs {
+    pub(super) fn new(ctx: &RelayContext) -> Legs {
+        let deflate = &ctx.deflate;
         Legs {
             states: [
                 LegState::new(Role::Server, deflate.client, deflate.settings),
                 LegState::new(Role::Client, deflate.backend, deflate.settings),
             ],
             summary: Summary::default(),
-            metrics,
-            log,
+            metrics: ctx.route_metrics.clone(),
+            log: ctx.log.clone(),
         }
     }
 
@@ -266,7 +268,7 @@ impl Legs {
                 fin,
             } => {
                 self.count_received(from, payload.len(), payload.len());
-                self.on_binary(from, payload, first, fin, ctx);
+                self.on_binary(from, payload, first, fin);
             }
             Event::Compressed {
                 payload,
@@ -289,6 +291,7 @@ impl Legs {
         let to = from.other();
         let dir = from.direction();
         self.summary.messages[from as usize] += 1;
+        self.metrics.message_size(dir, text.len());
         if !self.states[to as usize].writable() {
             debug!(parent: &self.log.span(), direction = dir.as_str(), "Message dropped: its receiver is closing.");
             return;
@@ -313,13 +316,20 @@ impl Legs {
         }
     }
 
-    fn on_binary(&mut self, from: Leg, payload: &[u8], first: bool, fin: bool, ctx: &RelayContext) {
+    fn on_binary(&mut self, from: Leg, payload: &[u8], first: bool, fin: bool) {
         let dir = from.direction();
+        let sender = &mut self.states[from as usize];
         if first {
             self.summary.messages[from as usize] += 1;
-            ctx.metrics.message(dir, MessageKind::Binary, payload.len());
+            self.metrics
+                .message(dir, MessageKind::Binary, payload.len());
+            sender.binary_bytes = 0;
         } else {
-            ctx.metrics.fragment(dir, payload.len());
+            self.metrics.fragment(dir, payload.len());
+        }
+        sender.binary_bytes += payload.len();
+        if fin {
+            self.metrics.message_size(dir, sender.binary_bytes);
         }
         let opcode = OpCode::Data(if first { Data::Binary } else { Data::Continue });
         let to = from.other();
@@ -340,7 +350,10 @@ impl Legs {
         ctx: &RelayContext,
     ) {
         let limit = ctx.max_message_bytes;
-        let Some(compression) = self.states[from as usize].compression.as_mut() else {
+        let state = &mut self.states[from as usize];
+        // Binary is limited by what its earlier frames inflated to.
+        let so_far = if first { 0 } else { state.binary_bytes };
+        let Some(compression) = state.compression.as_mut() else {
             // The codec lets RSV1 through only on a compressed leg.
             return self.on_frame_error(from, &FrameError::Protocol("reserved bits set"));
         };
@@ -370,20 +383,16 @@ impl Legs {
             }
             return;
         }
-        if first {
-            compression.inflated_binary = 0;
-        }
         let mut inflated = SCRATCH.take();
         inflated.clear();
-        let left = limit.saturating_sub(compression.inflated_binary);
+        let left = limit.saturating_sub(so_far);
         match compression
             .inflater
             .inflate(payload, fin, &mut inflated, left)
         {
             Ok(()) => {
-                compression.inflated_binary += inflated.len();
                 self.count_received(from, inflated.len(), payload.len());
-                self.on_binary(from, &inflated, first, fin, ctx);
+                self.on_binary(from, &inflated, first, fin);
             }
             Err(InflateError::TooBig(_)) => {
                 self.on_inflate_error(from, &InflateError::TooBig(limit))
@@ -416,7 +425,10 @@ impl Legs {
     fn forward(&mut self, to: Leg, opcode: OpCode, fin: bool, payload: &[u8]) {
         let dir = to.other().direction();
         match self.states[to as usize].relay(opcode, fin, payload) {
-            Ok(wire) => self.metrics.wire.count(to.wire(), dir, payload.len(), wire),
+            Ok(wire) => {
+                self.metrics.sent(dir, payload.len());
+                self.metrics.wire(to.wire(), dir, payload.len(), wire);
+            }
             Err(e) => {
                 warn!(parent: &self.log.span(), leg = to.as_str(), error = %e, "Compressing a message failed; closing.");
                 self.close_leg(to, 1011, "internal error");
@@ -425,10 +437,10 @@ impl Legs {
         }
     }
 
-    fn count_received(&self, from: Leg, payload: usize, wire: usize) {
+    fn count_received(&mut self, from: Leg, payload: usize, wire: usize) {
+        self.summary.bytes[from as usize] += payload as u64;
         self.metrics
-            .wire
-            .count(from.wire(), from.direction(), payload, wire);
+            .wire(from.wire(), from.direction(), payload, wire);
     }
 
     pub(super) fn on_close(&mut self, from: Leg, close: Option<(u16, &str)>) {

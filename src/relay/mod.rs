@@ -28,7 +28,10 @@ pub mod deflate;
 mod frames;
 mod io;
 mod legs;
+pub mod metrics;
 mod rewrite;
+pub mod rule_metrics;
+pub mod wire_metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +45,7 @@ use crate::logging::ConnectionLog;
 use crate::metrics::Metrics;
 use crate::rules::CompiledRules;
 use conn::Conn;
+use metrics::RouteMetrics;
 
 /// What the relay needs from the rest of the process.
 pub struct RelayContext {
@@ -49,6 +53,8 @@ pub struct RelayContext {
     /// so a reload applies to open connections' next messages.
     pub rules: Option<Arc<ArcSwap<CompiledRules>>>,
     pub metrics: Arc<Metrics>,
+    /// The connection's route's series, resolved once for it.
+    pub route_metrics: RouteMetrics,
     /// Becomes true when the process shuts down: both legs are then closed with 1001, after
     /// `drain_delay` (the connection's place in the staged drain; it keeps relaying meanwhile).
     pub shutdown: watch::Receiver<bool>,
@@ -81,13 +87,19 @@ pub struct Keepalive {
     pub idle_timeout: Duration,
 }
 
-/// How a connection ended, for the close log line.
+/// How a connection ended, for the close log line. Counts are indexed by [`Direction`]:
+/// from the client, then from the backend.
+///
+/// [`Direction`]: crate::rules::Direction
 #[derive(Debug, Default)]
 pub struct Summary {
     pub close_code: Option<u16>,
     pub close_reason: String,
     pub initiator: Option<&'static str>,
+    /// Data messages received.
     pub messages: [u64; 2],
+    /// Payload bytes of data messages received.
+    pub bytes: [u64; 2],
 }
 
 /// Bytes each peer sent right behind its handshake, read before the relay started: the start

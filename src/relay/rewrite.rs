@@ -6,8 +6,8 @@ use tracing::debug;
 
 use super::frames;
 use super::legs::free_if_large;
+use super::metrics::MessageKind;
 use super::RelayContext;
-use crate::metrics::{MessageKind, RuleMetrics};
 use crate::rules::{Direction, OnOversizedRewrite, Outcome, UnixTime};
 
 thread_local! {
@@ -41,7 +41,8 @@ pub(super) fn transform(text: &str, dir: Direction, ctx: &RelayContext) -> Forwa
     let rules = ctx.rules.as_ref().map(|rules| rules.load());
     let Some(rules) = rules.filter(|rules| rules.applies_to(dir)) else {
         // No rule for this direction: not parsed, so not known to be JSON.
-        ctx.metrics.message(dir, MessageKind::Text, text.len());
+        ctx.route_metrics
+            .message(dir, MessageKind::Text, text.len());
         return Forward::Original;
     };
     let started = Instant::now();
@@ -49,17 +50,19 @@ pub(super) fn transform(text: &str, dir: Direction, ctx: &RelayContext) -> Forwa
         dir,
         text,
         UnixTime::now,
-        &mut RuleMetrics::new(&ctx.metrics),
+        &mut ctx.metrics.rules.observer(),
         REWRITE_BUFFER.take(),
     );
     let kind = if matches!(outcome, Outcome::NotJson) {
         debug!(parent: &ctx.log.span(), direction = dir.as_str(), bytes = text.len(), "Message is not JSON the rules can read; forwarded unchanged.");
         MessageKind::Text
     } else {
-        ctx.metrics.conversion(dir, started.elapsed().as_secs_f64());
+        ctx.metrics
+            .rules
+            .conversion(dir, started.elapsed().as_secs_f64());
         MessageKind::Json
     };
-    ctx.metrics.message(dir, kind, text.len());
+    ctx.route_metrics.message(dir, kind, text.len());
     match outcome {
         Outcome::Unchanged | Outcome::NotJson => Forward::Original,
         // The engine splices UTF-8 into UTF-8; should that ever break, send the original.

@@ -53,10 +53,12 @@ type Ws = WebSocketStream<DuplexStream>;
 /// A context as production builds it, from a config file's text ("" is the embedded default).
 pub(super) fn context(toml: &str) -> RelayContext {
     let config = Config::from_toml("test.toml", toml, &Overrides::default()).unwrap();
+    let metrics = Arc::new(Metrics::new().unwrap());
     RelayContext {
         max_message_bytes: config.websocket.max_message_bytes,
         rules: Some(Arc::new(arc_swap::ArcSwap::new(config.rules.clone()))),
-        metrics: Arc::new(Metrics::new().unwrap()),
+        route_metrics: metrics.relay.route("/ws"),
+        metrics,
         // Its sender is dropped at once: no shutdown ever comes.
         shutdown: watch::channel(false).1,
         drain_delay: Duration::ZERO,

@@ -71,13 +71,6 @@ struct RenameAction {
     map: BTreeMap<String, String>,
 }
 
-fn dir_index(dir: Direction) -> usize {
-    match dir {
-        Direction::ClientToBackend => 0,
-        Direction::BackendToClient => 1,
-    }
-}
-
 impl CompiledRules {
     /// [`compile_with`](Self::compile_with) the default [`EngineSettings`].
     pub fn compile(rules: &[RuleConfig]) -> Result<CompiledRules, RuleError> {
@@ -109,7 +102,7 @@ impl CompiledRules {
                 .filter(|d| cfg.direction().matches(*d))
             {
                 for path in cfg.paths() {
-                    reach_for[dir_index(dir)].add(path.segments());
+                    reach_for[dir.index()].add(path.segments());
                 }
             }
             let action = match cfg {
@@ -176,7 +169,7 @@ impl CompiledRules {
 
     /// Whether any rule looks at messages of `dir`; if none does, `apply` does not parse them.
     pub fn applies_to(&self, dir: Direction) -> bool {
-        !self.reach_for[dir_index(dir)].is_empty()
+        !self.reach_for[dir.index()].is_empty()
     }
 
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
@@ -310,7 +303,7 @@ impl CompiledRules {
             dialect: self.settings.json_dialect,
             max_depth: self.settings.max_json_depth,
         };
-        let why = match json::parse(src, &self.reach_for[dir_index(dir)], &mut outline, syntax) {
+        let why = match json::parse(src, &self.reach_for[dir.index()], &mut outline, syntax) {
             Parsed::Object { start } => {
                 let now = MessageNow {
                     clock: &now,
@@ -340,9 +333,10 @@ impl CompiledRules {
         let mut edits = Edits::default();
         // Observed once the message's fate is known: a rewrite that is not forwarded because it
         // grew too large is no `rewritten`.
-        let mut results: SmallVec<[(&str, RuleResult); 4]> = SmallVec::new();
-        let report = |obs: &mut dyn Observer, results: &[(&str, RuleResult)]| {
-            for (rule, result) in results {
+        // With whether the rule changed the message.
+        let mut results: SmallVec<[(&str, RuleResult, bool); 4]> = SmallVec::new();
+        let report = |obs: &mut dyn Observer, results: &[(&str, RuleResult, bool)]| {
+            for (rule, result, _) in results {
                 obs.rule_result(rule, dir, *result);
             }
         };
@@ -383,7 +377,7 @@ impl CompiledRules {
                 ..
             } = run;
             if let Some(rej) = reject {
-                results.push((&rule.name, RuleResult::Rejected));
+                results.push((&rule.name, RuleResult::Rejected, changed));
                 report(obs, &results);
                 let error = ErrorKind::InvalidTimestamp {
                     rule: &rule.name,
@@ -396,14 +390,16 @@ impl CompiledRules {
                 };
             }
             if matched {
-                let result = if changed {
-                    RuleResult::Rewritten
-                } else if invalid {
+                // An invalid value counts as `invalid` also when `on_invalid` replaced it: the
+                // count is of bad inputs, whatever the policy made of them.
+                let result = if invalid {
                     RuleResult::Invalid
+                } else if changed {
+                    RuleResult::Rewritten
                 } else {
                     RuleResult::Unchanged
                 };
-                results.push((&rule.name, result));
+                results.push((&rule.name, result, changed));
             }
         }
         if edits.is_empty() {
@@ -413,8 +409,8 @@ impl CompiledRules {
         let out = splice(src, outline, &edits, spare);
         let limit = self.settings.max_output_bytes;
         if out.len() > limit {
-            for (_, result) in results.iter_mut() {
-                if *result == RuleResult::Rewritten {
+            for (_, result, changed) in results.iter_mut() {
+                if *changed {
                     *result = RuleResult::TooLarge;
                 }
             }

@@ -91,9 +91,9 @@
 //!
 //! For each rule that found at least one of its paths present in a message it applied
 //! to, [`Observer::rule_result`] is called once: `rejected` if it rejected the message,
-//! else `rewritten` if it changed anything (including `now`/`remove` replacing invalid
-//! values) — `too_large` instead when the rewritten message was over `max_output_bytes` —,
-//! else `invalid` if it saw an invalid value (kept), else `unchanged`.
+//! else `invalid` if it saw an invalid value (kept, or replaced by `now`/`remove`), else
+//! `rewritten` if it changed anything, else `unchanged`; a rule that changed the message gets
+//! `too_large` instead when the rewritten message was over `max_output_bytes`.
 //! [`Observer::timestamp_input`] is called once per timestamp value examined (not for
 //! `null`), with the detected format or `invalid`.
 
@@ -131,6 +131,11 @@ impl Direction {
             Direction::ClientToBackend => "client_to_backend",
             Direction::BackendToClient => "backend_to_client",
         }
+    }
+
+    /// Its place in [`Direction::ALL`], for arrays kept per direction.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 

@@ -214,6 +214,28 @@ impl Wsnorm {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (10 s at most) until the log contains `needle`, and returns the whole log.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no `{needle}` in the log:\n{}", self.logs());
+    }
+
+    /// Every JSON log event whose message is `message`, once at least one was written.
+    pub async fn events(&self, message: &str) -> Vec<serde_json::Value> {
+        let logs = self.wait_for_log(message).await;
+        logs.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["message"] == message)
+            .collect()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.listen, path)
     }
@@ -317,12 +339,33 @@ pub async fn metric_reaches(wsnorm: &Wsnorm, series: &str, want: f64) -> f64 {
     }
 }
 
-/// One sample value from a Prometheus text exposition, or 0 when absent.
+/// The sum of the samples of a Prometheus text exposition that `series` selects, or 0 when
+/// none: `name{a="x"}` selects every sample of `name` with at least that label (any `route`,
+/// for instance), as a PromQL selector does.
 pub fn metric(text: &str, series: &str) -> f64 {
+    let (name, wanted) = split_series(series);
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (sample, value) = l.rsplit_once(' ')?;
+            let (n, labels) = split_series(sample);
+            (n == name && wanted.iter().all(|w| labels.contains(w)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
         })
-        .unwrap_or(0.0)
+        .sum()
+}
+
+/// A series' name and its `label="value"` pairs (values here hold no commas).
+fn split_series(series: &str) -> (&str, Vec<&str>) {
+    match series.split_once('{') {
+        Some((name, rest)) => (
+            name,
+            rest.trim_end_matches('}')
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .collect(),
+        ),
+        None => (series, Vec::new()),
+    }
 }

@@ -8,6 +8,9 @@
 #
 # Everything listens on free loopback ports; every process started here is stopped on exit.
 # Usage: tests/prometheus/run.sh        (WSNORM_BIN=/path/to/wsnorm to test another binary)
+# WSNORM_RENDER=1 then kills the backend under an open WebSocket (1011s, backend down) and draws
+# the dashboard from this Prometheus to target/dashboard/wsnorm.png (render.py, matplotlib in a
+# pinned venv under target/), checking that every panel shows data and the 1011 spike is there.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -142,8 +145,10 @@ ADMIN=127.0.0.1:$ADMIN_PORT
 PROM=http://127.0.0.1:$PROM_PORT
 log "ports: backend $BACKEND_PORT, wsnorm $PROXY_PORT (admin $ADMIN_PORT), prometheus $PROM_PORT"
 
+RUN_START=$(date +%s)
 "$DEMO" backend --bind "127.0.0.1:$BACKEND_PORT" --quiet >"$TMP/backend.log" 2>&1 &
-PIDS+=($!)
+BACKEND_PID=$!
+PIDS+=("$BACKEND_PID")
 
 cp "$ROOT/config/wsnorm.toml" "$TMP/wsnorm.toml"
 "$WSNORM" --config "$TMP/wsnorm.toml" --listen "$PROXY" --admin "$ADMIN" \
@@ -166,6 +171,11 @@ rule_files:
   - $ALERTS
 scrape_configs:
   - job_name: wsnorm
+    static_configs:
+      - targets: ["$ADMIN"]
+  # The job name deploy/kubernetes's annotation-based scrape produces: the alerts must not
+  # depend on a job called wsnorm.
+  - job_name: kubernetes-pods
     static_configs:
       - targets: ["$ADMIN"]
 EOF
@@ -259,5 +269,31 @@ sleep 3
 # ------------------------------------------------------------------------------------------------
 log "evaluating dashboard and alert expressions"
 helper check "$PROM" "$DASHBOARD" "$ALERTS" || true
+
+# ------------------------------------------------------------------------------------------------
+# The dashboard drawn, after a backend kill (WSNORM_RENDER=1)
+# ------------------------------------------------------------------------------------------------
+MATPLOTLIB_VERSION=3.10.9
+if [[ ${WSNORM_RENDER:-} == 1 ]]; then
+    VENV=$ROOT/target/render-venv
+    if ! "$VENV/bin/python" -c "import matplotlib; assert matplotlib.__version__ == '$MATPLOTLIB_VERSION'" 2>/dev/null; then
+        log "installing matplotlib $MATPLOTLIB_VERSION in $VENV"
+        "$PYTHON" -m venv "$VENV"
+        "$VENV/bin/pip" install -q "matplotlib==$MATPLOTLIB_VERSION" || die "pip install matplotlib failed"
+    fi
+    log "killing the backend under the open WebSocket (1011 to the client, backend down)"
+    kill "$BACKEND_PID"
+    if "$PYTHON" "$HELPER" wait-prom "$PROM" 30 \
+        'wsnorm_closes_total{job="wsnorm",code="1011",initiator="proxy"}' \
+        'wsnorm_backend_up{job="wsnorm"} == bool 0'; then
+        ok "prometheus saw the backend kill (1011 by the proxy, wsnorm_backend_up 0)"
+    else
+        fail "prometheus did not see the backend kill in time"
+    fi
+    sleep 3
+    mkdir -p "$ROOT/target/dashboard"
+    "$VENV/bin/python" "$ROOT/tests/prometheus/render.py" "$PROM" "$DASHBOARD" \
+        "$ROOT/target/dashboard/wsnorm.png" "$RUN_START" "$(date +%s)" | tee -a "$RESULTS" || true
+fi
 
 summary_and_exit

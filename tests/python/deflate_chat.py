@@ -192,8 +192,8 @@ async def main(wsnorm_bin):
             proc.wait(10)
         logs = open(log.name).read()
         connected = [l for l in logs.splitlines() if "WebSocket connected." in l]
-        check(connected and '"client_extension":"permessage-deflate' in connected[0]
-              and '"backend_extension":"permessage-deflate' in connected[0],
+        check(connected and '"wsnorm.client.extension":"permessage-deflate' in connected[0]
+              and '"wsnorm.backend.extension":"permessage-deflate' in connected[0],
               "the connection log names both legs' extension", connected[:1])
         os.unlink(log.name)
 

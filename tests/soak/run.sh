@@ -57,15 +57,14 @@ pids+=($!)
 wsnorm_pid=$!
 pids+=("$wsnorm_pid")
 
-metric() { # the value of one series from /metrics
+metric() { # the sum of the series a selector's first labels pick (every route) from /metrics
   python3 - "$admin" "$1" <<'EOF'
 import sys, urllib.request
 body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
-for line in body.splitlines():
-    if line.startswith(sys.argv[2] + " ") or line.startswith(sys.argv[2] + "{"):
-        print(line.rsplit(" ", 1)[1]); break
-else:
-    print(0)
+want = sys.argv[2].removesuffix("}")
+starts = (want + ",", want + "}") if "{" in want else (want + " ", want + "{")
+values = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(starts)]
+print(f"{sum(values):g}")
 EOF
 }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$wsnorm_pid/status"; }

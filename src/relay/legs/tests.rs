@@ -19,10 +19,7 @@ enum Got {
 
 fn legs() -> (Legs, RelayContext) {
     let ctx = context("");
-    (
-        Legs::new(ctx.metrics.clone(), ctx.log.clone(), &ctx.deflate),
-        ctx,
-    )
+    (Legs::new(&ctx), ctx)
 }
 
 /// Takes what is queued for `leg` and decodes it as that leg's peer would.

@@ -1,10 +1,11 @@
 //! Bytes of data messages on each leg, as payload (inflated) and as on the wire (compressed
 //! where permessage-deflate is on), so the compression ratio can be graphed per leg and
-//! direction. Self-contained: [`WireBytes::register`] adds its two counters to a registry.
+//! direction. Not by route: the ratio is a property of the traffic, and the label would double
+//! the series for no question an operator asks.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Registry};
 
-use crate::metrics::dir_index;
+use crate::metrics::counter_vec;
 use crate::rules::Direction;
 
 /// A leg of a proxied connection, as the `leg` label names it.
@@ -22,40 +23,34 @@ pub struct WireBytes {
 }
 
 impl WireBytes {
-    pub fn register(registry: &Registry) -> Result<WireBytes, prometheus::Error> {
-        let family = |name: &str, help: &str| -> Result<[[IntCounter; 2]; 2], prometheus::Error> {
-            let vec = IntCounterVec::new(Opts::new(name, help), &["leg", "direction"])?;
-            registry.register(Box::new(vec.clone()))?;
-            let child = |leg: &str, dir: Direction| vec.with_label_values(&[leg, dir.as_str()]);
-            Ok([
-                [
-                    child("client", Direction::ClientToBackend),
-                    child("client", Direction::BackendToClient),
-                ],
-                [
-                    child("backend", Direction::ClientToBackend),
-                    child("backend", Direction::BackendToClient),
-                ],
-            ])
+    pub fn register(registry: &mut Registry) -> Result<WireBytes, prometheus::Error> {
+        let by_leg = |vec: IntCounterVec| {
+            ["client", "backend"]
+                .map(|leg| Direction::ALL.map(|d| vec.with_label_values(&[leg, d.as_str()])))
         };
+        let labels = &["leg", "direction"];
         Ok(WireBytes {
-            payload: family(
+            payload: by_leg(counter_vec(
+                registry,
                 "wsnorm_payload_bytes_total",
                 "Payload bytes of data messages on each leg (read from it or written to it), \
                  uncompressed, by leg and direction.",
-            )?,
-            wire: family(
+                labels,
+            )?),
+            wire: by_leg(counter_vec(
+                registry,
                 "wsnorm_wire_bytes_total",
                 "The same data messages' payload bytes as they crossed the leg's socket \
                  (compressed where permessage-deflate is on; frame headers not counted), by \
                  leg and direction.",
-            )?,
+                labels,
+            )?),
         })
     }
 
     /// Counts one frame's worth of a message on `leg`: `payload` bytes, `wire` on the socket.
     pub fn count(&self, leg: WireLeg, dir: Direction, payload: usize, wire: usize) {
-        let (l, d) = (leg as usize, dir_index(dir));
+        let (l, d) = (leg as usize, dir.index());
         self.payload[l][d].inc_by(payload as u64);
         self.wire[l][d].inc_by(wire as u64);
     }
