@@ -509,6 +509,48 @@ mod tests {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
     }
 
+    /// The hook, installed as `init` installs it, turns a panic into one JSON event with its
+    /// message and place (wsnorm has no panic a real run can reach, so it is driven here).
+    #[test]
+    fn a_panic_is_one_json_event() {
+        use std::sync::{Arc, Mutex};
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || SharedBuffer(sink.clone()))
+            .finish();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(log_panic));
+        let caught = tracing::subscriber::with_default(subscriber, || {
+            std::panic::catch_unwind(|| panic!("bad state: {}", 7))
+        });
+        std::panic::set_hook(previous);
+        assert!(caught.is_err());
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let event: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(event["level"], "ERROR");
+        assert_eq!(event["message"], "Panic.");
+        assert_eq!(event["exception.message"], "bad state: 7");
+        assert_eq!(event["code.filepath"], file!());
+        assert!(event["code.lineno"].as_u64().is_some(), "{event}");
+    }
+
+    struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedBuffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn pingora_request_summaries_lose_their_query() {
         let line = "Fail to proxy: Upstream ConnectRefused, status: 502, tries: 1, retry: false, \

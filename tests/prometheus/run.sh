@@ -264,6 +264,18 @@ fi
 # A few more scrapes and rule evaluations past the last change.
 sleep 3
 
+# Naming, units and help of every family, as exposed after traffic created the labelled series.
+log "promtool check metrics (the live /metrics)"
+if "$PYTHON" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+    "http://$ADMIN/metrics" >"$TMP/metrics.txt" \
+    && promtool check metrics <"$TMP/metrics.txt" >"$TMP/promtool-metrics.log" 2>&1 \
+    && [[ ! -s $TMP/promtool-metrics.log ]]; then
+    ok "promtool check metrics: $(grep -c '^# TYPE' "$TMP/metrics.txt") families, no findings"
+else
+    cat "$TMP/promtool-metrics.log"
+    fail "promtool check metrics on the live /metrics"
+fi
+
 # ------------------------------------------------------------------------------------------------
 # Every dashboard and alert expression, against the live data
 # ------------------------------------------------------------------------------------------------
