@@ -1,6 +1,6 @@
 # wsnorm container image: build with Rust on Debian bookworm, run on distroless (glibc, no shell).
 #   docker build -t wsnorm .
-#   docker run --rm -p 8080:8080 -p 9090:9090 -e WSNORM_UPSTREAM=host.docker.internal:8000 wsnorm
+#   docker run --rm -p 8080:8080 -p 9090:9090 -e WSNORM_BACKEND=host.docker.internal:8000 wsnorm
 # See deploy/README.md for Kubernetes and for how this file was checked.
 
 # ---- builder -------------------------------------------------------------------------------

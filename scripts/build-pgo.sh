@@ -75,9 +75,9 @@ wait_port "$demo_port"
 # wsnorm with the embedded default config: in front of the echo backend for WebSockets, and a
 # second process in front of the demo backend for plain HTTP.
 trained=()
-start_trained() { # port admin-port upstream-port
+start_trained() { # port admin-port backend-port
   LLVM_PROFILE_FILE="$data/wsnorm-%p.profraw" "$gen/wsnorm" --listen "127.0.0.1:$1" \
-    --admin "127.0.0.1:$2" --upstream "127.0.0.1:$3" --log-format json 2>>"$scratch/wsnorm.log" &
+    --admin "127.0.0.1:$2" --backend "127.0.0.1:$3" --log-format json 2>>"$scratch/wsnorm.log" &
   trained+=("$!"); pids+=("$!")
   wait_port "$1"
 }

@@ -146,12 +146,12 @@ impl BackendProbe {
                 return result.clone();
             }
         }
-        let upstream = self.state.config().upstream.address.clone();
-        let connect = TcpStream::connect(upstream.socket);
+        let backend = self.state.config().backend.address.clone();
+        let connect = TcpStream::connect(backend.socket);
         let result = match tokio::time::timeout(BACKEND_CHECK_TIMEOUT, connect).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("cannot connect to {upstream}: {e}")),
-            Err(_) => Err(format!("connect to {upstream} timed out")),
+            Ok(Err(e)) => Err(format!("cannot connect to {backend}: {e}")),
+            Err(_) => Err(format!("connect to {backend} timed out")),
         };
         self.state
             .metrics
@@ -163,7 +163,7 @@ impl BackendProbe {
         match (&result, was_up) {
             (Err(e), None | Some(true)) => tracing::warn!(error = %e, "Backend is not reachable."),
             (Ok(()), None | Some(false)) => {
-                tracing::info!(backend = %upstream.authority(), "Backend is reachable.")
+                tracing::info!(backend = %backend.authority(), "Backend is reachable.")
             }
             _ => {}
         }

@@ -21,9 +21,13 @@ pub struct Cli {
     /// Proxy listen address (host:port; a name is resolved at start), overriding `server.listen`.
     #[arg(long, global = true, env = "WSNORM_LISTEN", value_parser = Address::resolve)]
     pub listen: Option<Address>,
-    /// Backend address (host:port or http:// / ws:// URL), overriding `upstream.address`.
-    #[arg(long, global = true, env = "WSNORM_UPSTREAM", value_parser = Address::resolve_upstream)]
-    pub upstream: Option<Address>,
+    /// Backend address (host:port or http:// / ws:// URL), overriding `backend.address`.
+    /// `--upstream` is its old name.
+    #[arg(long, global = true, alias = "upstream", env = "WSNORM_BACKEND", value_parser = Address::resolve_backend)]
+    pub backend: Option<Address>,
+    /// `WSNORM_BACKEND`'s old name, still read so deployments written for it keep working.
+    #[arg(long = "backend-env-compat", hide = true, global = true, env = "WSNORM_UPSTREAM", value_parser = Address::resolve_backend)]
+    backend_old_env: Option<Address>,
     /// Admin listen address (host:port), overriding `server.admin`.
     #[arg(long, global = true, env = "WSNORM_ADMIN", value_parser = Address::resolve)]
     pub admin: Option<Address>,
@@ -69,7 +73,10 @@ impl Cli {
         Overrides {
             listen: self.listen.clone(),
             admin: self.admin.clone(),
-            upstream: self.upstream.clone(),
+            backend: self
+                .backend
+                .clone()
+                .or_else(|| self.backend_old_env.clone()),
         }
     }
 }

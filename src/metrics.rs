@@ -158,7 +158,7 @@ mod tests {
         let config = Config::from_toml("t.toml", "", &Overrides::default()).unwrap();
         m.config_loaded(&config);
         let text = m.encode();
-        assert!(text.contains(r#"wsnorm_handshakes_total{result="upstream_5xx",route="/ws"} 0"#));
+        assert!(text.contains(r#"wsnorm_handshakes_total{result="backend_5xx",route="/ws"} 0"#));
         assert!(text.contains(r#"wsnorm_config_reloads_total{result="error"} 0"#));
         assert!(text.contains(r#"wsnorm_build_info{version=""#));
         assert!(text.contains("process_resident_memory_bytes "), "{text}");

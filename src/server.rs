@@ -175,7 +175,7 @@ pub fn run(
     tracing::info!(
         listen = %listeners.listen,
         admin = %listeners.admin,
-        upstream = %config.upstream.address,
+        backend = %config.backend.address,
         config = %config.source,
         "wsnorm starting."
     );

@@ -142,7 +142,7 @@ fn a_misspelt_key_or_value_suggests_the_closest_valid_one() {
 #[test]
 fn host_names_are_accepted_and_bad_addresses_say_what_is_accepted() {
     let (code, stdout, stderr, _) = check(
-        "[server]\nlisten = \"localhost:18080\"\n[upstream]\naddress = \"http://localhost:18000\"\n",
+        "[server]\nlisten = \"localhost:18080\"\n[backend]\naddress = \"http://localhost:18000\"\n",
         &[],
     );
     assert_eq!(code, Some(0), "{stderr}");
@@ -151,7 +151,7 @@ fn host_names_are_accepted_and_bad_addresses_say_what_is_accepted() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("\nupstream: localhost:18000 (127.0.0.1:18000)\n"),
+        stdout.contains("\nbackend: localhost:18000 (127.0.0.1:18000)\n"),
         "{stdout}"
     );
     refused(
@@ -165,8 +165,8 @@ fn host_names_are_accepted_and_bad_addresses_say_what_is_accepted() {
         "line 2, column 9: server.admin: port 80800 is out of range: ports are 0 to 65535",
     );
     refused(
-        "[upstream]\naddress = \"no-such-host.invalid:8000\"\n",
-        "line 2, column 11: upstream.address: `no-such-host.invalid` does not resolve",
+        "[backend]\naddress = \"no-such-host.invalid:8000\"\n",
+        "line 2, column 11: backend.address: `no-such-host.invalid` does not resolve",
     );
     // The same words for the command line.
     let (code, _, stderr, _) = check("", &["--listen", ":80800"]);
@@ -185,8 +185,8 @@ fn clashing_listeners_and_a_backend_that_is_wsnorm_itself_are_refused() {
          both listen on port 9000",
     );
     refused(
-        "[server]\nlisten = \"0.0.0.0:8080\"\n\n[upstream]\naddress = \"127.0.0.1:8080\"\n",
-        "upstream.address (line 5): 127.0.0.1:8080 is wsnorm's own proxy listener \
+        "[server]\nlisten = \"0.0.0.0:8080\"\n\n[backend]\naddress = \"127.0.0.1:8080\"\n",
+        "backend.address (line 5): 127.0.0.1:8080 is wsnorm's own proxy listener \
          (server.listen (line 2): 0.0.0.0:8080): every request would loop back into wsnorm",
     );
 }
@@ -240,4 +240,38 @@ fn a_fixture_file_error_is_worded_as_config_errors_are() {
             "{stderr}"
         );
     }
+}
+
+/// Files, flags and environments written when the backend was called the upstream keep working,
+/// and an error in such a file still names its line.
+#[test]
+fn the_old_upstream_spellings_are_still_accepted() {
+    let old = "[upstream]\naddress = \"127.0.0.1:8123\"\n\n[[websocket.routes]]\npath = \"/ws\"\n\
+               upstream_subprotocols = \"forward\"\n";
+    let (code, stdout, stderr, _) = check(old, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("backend: 127.0.0.1:8123"), "{stdout}");
+    assert!(stdout.contains("/ws -> backend_offer: forward"), "{stdout}");
+
+    let (code, stdout, stderr, _) = check("", &["--upstream", "127.0.0.1:8124"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("backend: 127.0.0.1:8124"), "{stdout}");
+
+    let dir = TempDir::new();
+    let file = dir.0.join("wsnorm.toml");
+    std::fs::write(&file, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wsnorm"))
+        .env_remove("WSNORM_BACKEND")
+        .env("WSNORM_UPSTREAM", "127.0.0.1:8125")
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("backend: 127.0.0.1:8125"), "{stdout}");
+
+    refused(
+        "[server]\nthreads = 1\n\n[upstream]\naddress = \"127.0.0.1:8080\"\n",
+        "backend.address (line 5): 127.0.0.1:8080 is wsnorm's own proxy listener",
+    );
 }

@@ -132,14 +132,14 @@ async fn counting_recorder(count: Arc<AtomicUsize>) -> SocketAddr {
 fn config_strings_that_would_reach_a_header_or_an_address_are_errors() {
     let dir = TempDir::new();
     for (toml, key) in [
-        ("[upstream]\naddress = \"user:pass@127.0.0.1:8000\"\n", "upstream"),
-        ("[upstream]\naddress = \"127.0.0.1\\r\\nX: y:8000\"\n", "upstream"),
+        ("[backend]\naddress = \"user:pass@127.0.0.1:8000\"\n", "backend"),
+        ("[backend]\naddress = \"127.0.0.1\\r\\nX: y:8000\"\n", "backend"),
         (
             "[[websocket.routes]]\npath = \"/ws\"\nbackend_subprotocols = [\"a\\r\\nX-Injected: y\"]\n",
             "backend_subprotocols[0]",
         ),
         (
-            "[[websocket.routes]]\npath = \"/ws\"\nupstream_subprotocols = \"fixed\"\nfixed_subprotocol = \"a\\r\\nb\"\n",
+            "[[websocket.routes]]\npath = \"/ws\"\nbackend_offer = \"fixed\"\nfixed_subprotocol = \"a\\r\\nb\"\n",
             "fixed_subprotocol",
         ),
         (

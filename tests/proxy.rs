@@ -159,7 +159,7 @@ async fn backend_close_codes_reach_the_client_with_their_reason() {
     assert_eq!(
         metric(
             &metrics,
-            r#"wsnorm_closes_total{code="1011",initiator="upstream"}"#
+            r#"wsnorm_closes_total{code="1011",initiator="backend"}"#
         ),
         1.0,
         "{metrics}"
@@ -230,17 +230,11 @@ async fn backend_refusals_keep_their_status_and_body() {
     }
     let metrics = wsnorm.metrics().await;
     assert_eq!(
-        metric(
-            &metrics,
-            r#"wsnorm_handshakes_total{result="upstream_4xx"}"#
-        ),
+        metric(&metrics, r#"wsnorm_handshakes_total{result="backend_4xx"}"#),
         1.0
     );
     assert_eq!(
-        metric(
-            &metrics,
-            r#"wsnorm_handshakes_total{result="upstream_5xx"}"#
-        ),
+        metric(&metrics, r#"wsnorm_handshakes_total{result="backend_5xx"}"#),
         1.0
     );
 }

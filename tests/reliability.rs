@@ -466,7 +466,7 @@ async fn an_oversized_backend_message_gives_the_client_1011() {
     .await;
     backend_saw(&mut ws).await;
     assert_eq!(next_text(&mut ws).await.len(), 1_048_576);
-    // Over it: the backend leg gets 1009, the client 1011 "upstream error".
+    // Over it: the backend leg gets 1009, the client 1011 "backend error".
     send(
         &mut ws,
         r#"{"type":"send_big","payload":{"bytes":2000000}}"#,
@@ -476,7 +476,7 @@ async fn an_oversized_backend_message_gives_the_client_1011() {
     match next(&mut ws).await {
         Message::Close(Some(frame)) => {
             assert_eq!(frame.code, CloseCode::Error);
-            assert_eq!(frame.reason.as_str(), "upstream error");
+            assert_eq!(frame.reason.as_str(), "backend error");
         }
         other => panic!("expected 1011, got {other:?}"),
     }
@@ -529,7 +529,7 @@ async fn a_killed_backend_gives_every_client_1011_and_a_restarted_one_is_used() 
     for seen in &closes_seen {
         let (code, reason, after) = seen.clone().expect("a close frame");
         assert_eq!(code, Some(1011), "{closes_seen:?}");
-        assert_eq!(reason.as_deref(), Some("upstream error"));
+        assert_eq!(reason.as_deref(), Some("backend error"));
         assert!(after < Duration::from_secs(1), "{closes_seen:?}");
     }
     assert_eq!(
@@ -880,11 +880,11 @@ async fn absolute_form_targets_reach_the_backend_in_origin_form() {
     let sent = wsnorm.logs();
     let sent: Vec<&str> = sent
         .lines()
-        .filter(|l| l.contains("Sending header to upstream"))
+        .filter(|l| l.contains("Sending header to backend"))
         .collect();
     assert!(
         resp.starts_with("HTTP/1.1 200"),
-        "{resp}\nwhat pingora sent upstream: {sent:?}"
+        "{resp}\nwhat pingora sent backend: {sent:?}"
     );
     let json: serde_json::Value =
         serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
@@ -940,7 +940,7 @@ async fn the_admin_listener_defaults_to_loopback() {
             .env_remove("WSNORM_ADMIN")
             .env_remove("WSNORM_CONFIG")
             .env_remove("WSNORM_LISTEN")
-            .env_remove("WSNORM_UPSTREAM");
+            .env_remove("WSNORM_BACKEND");
         if let Some(path) = config {
             cmd.arg("--config").arg(path);
         }

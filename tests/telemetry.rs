@@ -367,7 +367,7 @@ async fn admin_config_shows_the_effective_config_and_the_hash_of_the_metrics() {
         "{effective}"
     );
     assert!(
-        effective.contains(&format!("upstream: {backend}\n")),
+        effective.contains(&format!("backend: {backend}\n")),
         "{effective}"
     );
     let hash = config["hash"].as_str().unwrap();

@@ -24,7 +24,7 @@ KUBERNETES = [
     ("server", "admin", '"0.0.0.0:9090"', "kubelet probes and Prometheus come from outside the pod"),
     ("server", "max_connections", "2000",
      "matches the memory limit (~45 KiB each, deploy/README.md)"),
-    ("upstream", "address", '"127.0.0.1:8000"', "the backend container of the same pod"),
+    ("backend", "address", '"127.0.0.1:8000"', "the backend container of the same pod"),
     ("websocket.compression", "context_takeover", "false",
      "each message borrows a per-thread zlib stream: no compression memory kept per connection, so the ~45 KiB per connection of the memory limit holds (context takeover keeps ~300 KiB per compressed leg; deploy/README.md)"),
 ]
@@ -40,7 +40,7 @@ CLOUDRUN = [
     ("server", "drain_timeout_secs", "8", "Cloud Run sends SIGKILL 10 s after SIGTERM"),
     ("server", "trusted_proxies", '["0.0.0.0/0", "::/0"]',
      "only Cloud Run's front end reaches port 8080, and it sets X-Forwarded-* itself"),
-    ("upstream", "address", '"127.0.0.1:8000"', "the backend sidecar of the same instance"),
+    ("backend", "address", '"127.0.0.1:8000"', "the backend sidecar of the same instance"),
     ("websocket.compression", "context_takeover", "false",
      "each message borrows a per-thread zlib stream: no compression memory kept per connection, so the ~45 KiB per connection of the memory limit holds (context takeover keeps ~300 KiB per compressed leg; deploy/README.md)"),
 ]

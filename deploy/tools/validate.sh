@@ -62,9 +62,9 @@ step "manifests against schemas and models" \
 
 # The deployed configs through wsnorm itself: valid, and the default rules' fixtures still pass.
 check_config() { # check_config CONFIG
-  env -u WSNORM_CONFIG -u WSNORM_LISTEN -u WSNORM_ADMIN -u WSNORM_UPSTREAM \
+  env -u WSNORM_CONFIG -u WSNORM_LISTEN -u WSNORM_ADMIN -u WSNORM_BACKEND \
     "$WSNORM" check --config "$1" >/dev/null \
-    && env -u WSNORM_CONFIG -u WSNORM_LISTEN -u WSNORM_ADMIN -u WSNORM_UPSTREAM \
+    && env -u WSNORM_CONFIG -u WSNORM_LISTEN -u WSNORM_ADMIN -u WSNORM_BACKEND \
       "$WSNORM" test-rules --config "$1" config/tests/*.toml
 }
 if [ -x "$WSNORM" ]; then

@@ -177,7 +177,7 @@ def check_kubernetes_config(objects):
              for c in containers.values() for p in c.get("ports", [])}
     for key, address, port_name in [("server.listen", config["server"]["listen"], "http"),
                                     ("server.admin", config["server"]["admin"], "admin"),
-                                    ("upstream.address", config["upstream"]["address"],
+                                    ("backend.address", config["backend"]["address"],
                                      "backend")]:
         report(port_of(address) == ports.get(port_name),
                f"kubernetes: {key} {address} is containerPort {port_name} ({ports.get(port_name)})")
@@ -283,9 +283,9 @@ def check_cloudrun_config(where, ingress_port, admin_port, spec, containers):
            f"{CLOUDRUN_SIGKILL_AFTER_SECS} s Cloud Run gives before SIGKILL")
     backend = containers.get("backend")
     probe = http_probe(backend.startup_probe) if backend else None
-    upstream = config["upstream"]["address"]
-    report(probe is not None and port_of(upstream) == probe[1],
-           f"{name}: upstream.address {upstream} is the port the backend is probed on "
+    backend = config["backend"]["address"]
+    report(probe is not None and port_of(backend) == probe[1],
+           f"{name}: backend.address {backend} is the port the backend is probed on "
            f"({probe[1] if probe else None})")
 
 

@@ -43,7 +43,7 @@ impl Address {
 
     /// A backend: `host:port`, `http://host:port` or `ws://host:port` (a trailing `/` allowed),
     /// resolved now.
-    pub fn resolve_upstream(s: &str) -> Result<Address, String> {
+    pub fn resolve_backend(s: &str) -> Result<Address, String> {
         let rest = match s.split_once("://") {
             Some(("http" | "ws", rest)) => rest,
             Some((scheme, _)) => {
@@ -104,12 +104,10 @@ impl<'de> Deserialize<'de> for Address {
     }
 }
 
-/// `upstream.address`: [`Address::resolve_upstream`].
-pub(super) fn upstream_address<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Address, D::Error> {
+/// `backend.address`: [`Address::resolve_backend`].
+pub(super) fn backend_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
     let s = String::deserialize(d)?;
-    Address::resolve_upstream(&s).map_err(serde::de::Error::custom)
+    Address::resolve_backend(&s).map_err(serde::de::Error::custom)
 }
 
 /// Splits `host:port` without resolving anything; every refusal says what is accepted.

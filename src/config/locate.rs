@@ -77,6 +77,20 @@ impl fmt::Display for KeyPath {
     }
 }
 
+/// Keys renamed since the format was first published, with the name files may still use
+/// (serde aliases in [`super::FileConfig`] and [`super::RouteConfig`]).
+const OLD_NAMES: [(&str, &str); 2] = [
+    ("backend", "upstream"),
+    ("backend_offer", "upstream_subprotocols"),
+];
+
+fn old_name(key: &str) -> Option<&'static str> {
+    OLD_NAMES
+        .iter()
+        .find(|(new, _)| *new == key)
+        .map(|(_, old)| *old)
+}
+
 /// A parsed config file, for finding keys in it.
 pub struct Document<'a> {
     text: &'a str,
@@ -112,7 +126,9 @@ impl<'a> Document<'a> {
         for segment in &path.0 {
             match (segment, table, value) {
                 (Segment::Key(k), Some(t), _) => {
-                    let (key, v) = t.iter().find(|(key, _)| key.get_ref() == k)?;
+                    let (key, v) = t.iter().find(|(key, _)| {
+                        key.get_ref() == k || old_name(k) == Some(key.get_ref())
+                    })?;
                     span = key.span();
                     value = Some(v.get_ref());
                 }

@@ -10,7 +10,7 @@ mod wording;
 
 pub use address::Address;
 pub use compression::CompressionConfig;
-pub use route::{Route, RouteConfig, RouteSet, UpstreamSubprotocols, UNROUTED};
+pub use route::{BackendOffer, Route, RouteConfig, RouteSet, UNROUTED};
 pub(crate) use wording::{friendly, read_toml};
 
 use std::net::SocketAddr;
@@ -69,7 +69,9 @@ struct FileConfig {
     #[serde(default)]
     server: ServerConfig,
     #[serde(default)]
-    upstream: UpstreamConfig,
+    /// `[upstream]` is its old name.
+    #[serde(alias = "upstream")]
+    backend: BackendConfig,
     #[serde(default)]
     websocket: WebSocketConfig,
     /// Read as written; turned into rules after parsing, so that an error in one names its own
@@ -146,16 +148,16 @@ fn threads<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     }
 }
 
-/// `[upstream]`: the one backend wsnorm talks to.
+/// `[backend]`: the one backend wsnorm talks to.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct UpstreamConfig {
+pub struct BackendConfig {
     /// `host:port`, `http://host:port` or `ws://host:port`.
-    #[serde(deserialize_with = "address::upstream_address")]
+    #[serde(deserialize_with = "address::backend_address")]
     pub address: Address,
 }
 
-impl Default for UpstreamConfig {
+impl Default for BackendConfig {
     fn default() -> Self {
         Self {
             address: Address::from_socket(SocketAddr::from(([127, 0, 0, 1], 8000))),
@@ -349,7 +351,7 @@ impl WebSocketConfig {
 pub struct Overrides {
     pub listen: Option<Address>,
     pub admin: Option<Address>,
-    pub upstream: Option<Address>,
+    pub backend: Option<Address>,
 }
 
 /// A loaded, validated configuration with its rules compiled.
@@ -358,7 +360,7 @@ pub struct Config {
     /// Where it came from: a path, or `<embedded default>`.
     pub source: String,
     pub server: ServerConfig,
-    pub upstream: UpstreamConfig,
+    pub backend: BackendConfig,
     pub websocket: WebSocketConfig,
     pub routes: RouteSet,
     /// Shared with the relays, which read it on every message.
@@ -389,20 +391,20 @@ impl Config {
                 message,
             })?;
         let mut server = parsed.server;
-        let mut upstream = parsed.upstream;
+        let mut backend = parsed.backend;
         if let Some(listen) = &overrides.listen {
             server.listen = listen.clone();
         }
         if let Some(admin) = &overrides.admin {
             server.admin = admin.clone();
         }
-        if let Some(address) = &overrides.upstream {
-            upstream.address = address.clone();
+        if let Some(address) = &overrides.backend {
+            backend.address = address.clone();
         }
 
         let mut problems = Vec::new();
         validate(&server, &parsed.websocket, &doc, &mut problems);
-        check_clashes(&server, &upstream, overrides, &doc, &mut problems);
+        check_clashes(&server, &backend, overrides, &doc, &mut problems);
         if parsed.log.access_log_sample_one_in == 0 {
             problems.push(doc.problem(&KeyPath::of("log.access_log_sample_one_in"), "at least 1"));
         }
@@ -438,7 +440,7 @@ impl Config {
             (Some(rules), true) => Ok(Config {
                 source: file.to_string(),
                 server,
-                upstream,
+                backend,
                 websocket: parsed.websocket,
                 routes,
                 rules: Arc::new(rules),
@@ -455,7 +457,7 @@ impl Config {
     pub fn describe(&self) -> String {
         let ws = &self.websocket;
         let mut out = format!(
-            "config: {}\nlisten: {}\nadmin: {}\nupstream: {}\nthreads: {}\nmax_connections: {}\n\
+            "config: {}\nlisten: {}\nadmin: {}\nbackend: {}\nthreads: {}\nmax_connections: {}\n\
              max_header_bytes: {}\ndrain_timeout_secs: {}\ndrain_spread_secs: {}\n\
              subprotocols: {:?}\nno_common_subprotocol: {}\ntoken_subprotocol_prefixes: {:?}\n\
              tokens_to_authorization: {}\nhandshake_timeout_ms: {}\nmax_message_bytes: {}\n\
@@ -465,7 +467,7 @@ impl Config {
             self.source,
             self.server.listen,
             self.server.admin,
-            self.upstream.address,
+            self.backend.address,
             self.server.threads,
             self.server.max_connections,
             self.server.max_header_bytes,
@@ -582,7 +584,7 @@ fn validate(
 /// Listeners that cannot both be bound, and a backend that is wsnorm itself.
 fn check_clashes(
     server: &ServerConfig,
-    upstream: &UpstreamConfig,
+    backend: &BackendConfig,
     overrides: &Overrides,
     doc: &Document,
     problems: &mut Vec<String>,
@@ -600,11 +602,11 @@ fn check_clashes(
         overrides.listen.as_ref().map(|_| "--listen"),
     );
     let admin = name("server.admin", overrides.admin.as_ref().map(|_| "--admin"));
-    let backend = name(
-        "upstream.address",
-        overrides.upstream.as_ref().map(|_| "--upstream"),
+    let backend_name = name(
+        "backend.address",
+        overrides.backend.as_ref().map(|_| "--backend"),
     );
-    let (l, a, u) = (&server.listen, &server.admin, &upstream.address);
+    let (l, a, u) = (&server.listen, &server.admin, &backend.address);
     if address::binds_clash(l.socket, a.socket) {
         problems.push(format!(
             "{admin}: {a} and {listen}: {l} cannot both listen on port {}: give the admin \
@@ -618,7 +620,7 @@ fn check_clashes(
     ] {
         if address::dials_listener(u.socket, at.socket) {
             problems.push(format!(
-                "{backend}: {u} is wsnorm's own {what} ({own}: {at}): every request would \
+                "{backend_name}: {u} is wsnorm's own {what} ({own}: {at}): every request would \
                  loop back into wsnorm; give the backend's address"
             ));
         }

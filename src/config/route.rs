@@ -1,4 +1,4 @@
-//! `[[websocket.routes]]`: which paths are WebSocket endpoints and what each offers upstream.
+//! `[[websocket.routes]]`: which paths are WebSocket endpoints and what each offers backend.
 
 use serde::Deserialize;
 
@@ -7,7 +7,7 @@ use super::locate::{Document, KeyPath};
 /// What subprotocols to offer the backend on a route.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum UpstreamSubprotocols {
+pub enum BackendOffer {
     /// Offer only the client's protocols listed in `backend_subprotocols` (and token-bearing ones).
     DropUnknown,
     /// Offer the client's list as it came.
@@ -16,13 +16,13 @@ pub enum UpstreamSubprotocols {
     Fixed,
 }
 
-impl UpstreamSubprotocols {
+impl BackendOffer {
     /// As spelt in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
-            UpstreamSubprotocols::DropUnknown => "drop_unknown",
-            UpstreamSubprotocols::Forward => "forward",
-            UpstreamSubprotocols::Fixed => "fixed",
+            BackendOffer::DropUnknown => "drop_unknown",
+            BackendOffer::Forward => "forward",
+            BackendOffer::Fixed => "fixed",
         }
     }
 }
@@ -34,7 +34,9 @@ pub struct RouteConfig {
     /// `/exact` or `/prefix/*`.
     pub path: String,
     #[serde(default = "default_policy")]
-    pub upstream_subprotocols: UpstreamSubprotocols,
+    /// `upstream_subprotocols` is its old name.
+    #[serde(alias = "upstream_subprotocols")]
+    pub backend_offer: BackendOffer,
     #[serde(default)]
     pub backend_subprotocols: Vec<String>,
     #[serde(default)]
@@ -44,15 +46,15 @@ pub struct RouteConfig {
     pub allowed_origins: Vec<String>,
 }
 
-fn default_policy() -> UpstreamSubprotocols {
-    UpstreamSubprotocols::DropUnknown
+fn default_policy() -> BackendOffer {
+    BackendOffer::DropUnknown
 }
 
 impl RouteConfig {
     pub(super) fn drop_unknown(path: &str) -> Self {
         Self {
             path: path.to_string(),
-            upstream_subprotocols: UpstreamSubprotocols::DropUnknown,
+            backend_offer: BackendOffer::DropUnknown,
             backend_subprotocols: Vec::new(),
             fixed_subprotocol: None,
             allowed_origins: Vec::new(),
@@ -69,7 +71,7 @@ pub struct Route {
     /// The pattern as configured, used as the `route` field of the connection span.
     pub pattern: String,
     matcher: Matcher,
-    pub policy: UpstreamSubprotocols,
+    pub policy: BackendOffer,
     pub backend_subprotocols: Vec<String>,
     pub fixed_subprotocol: Option<String>,
     pub allowed_origins: Vec<String>,
@@ -91,7 +93,7 @@ impl Route {
         Route {
             pattern: UNROUTED.into(),
             matcher: Matcher::Exact(String::new()),
-            policy: UpstreamSubprotocols::Forward,
+            policy: BackendOffer::Forward,
             backend_subprotocols: Vec::new(),
             fixed_subprotocol: None,
             allowed_origins: Vec::new(),
@@ -109,15 +111,15 @@ impl Route {
 
     /// The subprotocols to offer the backend, from the client's offer. Token-bearing protocols
     /// are decided by the caller; `offer` holds only the others.
-    pub fn upstream_offer<'a>(&'a self, offer: &[&'a str]) -> Vec<&'a str> {
+    pub fn backend_offer<'a>(&'a self, offer: &[&'a str]) -> Vec<&'a str> {
         match self.policy {
-            UpstreamSubprotocols::Forward => offer.to_vec(),
-            UpstreamSubprotocols::DropUnknown => offer
+            BackendOffer::Forward => offer.to_vec(),
+            BackendOffer::DropUnknown => offer
                 .iter()
                 .copied()
                 .filter(|p| self.backend_subprotocols.iter().any(|b| b == p))
                 .collect(),
-            UpstreamSubprotocols::Fixed => self.fixed_subprotocol.as_deref().into_iter().collect(),
+            BackendOffer::Fixed => self.fixed_subprotocol.as_deref().into_iter().collect(),
         }
     }
 }
@@ -196,26 +198,23 @@ impl RouteSet {
                 None => Some(Matcher::Exact(rc.path.clone())),
             };
             let fixed = route.clone().key("fixed_subprotocol");
-            match (rc.upstream_subprotocols, &rc.fixed_subprotocol) {
-                (UpstreamSubprotocols::Fixed, None) => problem(
-                    route.clone().key("upstream_subprotocols"),
+            match (rc.backend_offer, &rc.fixed_subprotocol) {
+                (BackendOffer::Fixed, None) => problem(
+                    route.clone().key("backend_offer"),
                     "\"fixed\" needs `fixed_subprotocol`, which is missing".into(),
                 ),
-                (UpstreamSubprotocols::Fixed, Some(p)) if !super::is_token(p) => problem(
+                (BackendOffer::Fixed, Some(p)) if !super::is_token(p) => problem(
                     fixed,
                     format!("`{}` is not a valid subprotocol token", p.escape_debug()),
                 ),
-                (UpstreamSubprotocols::Fixed, Some(_)) | (_, None) => {}
-                (_, Some(_)) => problem(
-                    fixed,
-                    "only used with upstream_subprotocols = \"fixed\"".into(),
-                ),
+                (BackendOffer::Fixed, Some(_)) | (_, None) => {}
+                (_, Some(_)) => problem(fixed, "only used with backend_offer = \"fixed\"".into()),
             }
             match matcher {
                 Some(matcher) if found.is_empty() => routes.push(Route {
                     pattern: rc.path.clone(),
                     matcher,
-                    policy: rc.upstream_subprotocols,
+                    policy: rc.backend_offer,
                     backend_subprotocols: rc.backend_subprotocols.clone(),
                     fixed_subprotocol: rc.fixed_subprotocol.clone(),
                     allowed_origins: rc.allowed_origins.clone(),
@@ -242,19 +241,19 @@ impl RouteSet {
         let mut out = String::from("websocket routes:\n");
         for r in &self.routes {
             out.push_str(&format!(
-                "  {} -> upstream_subprotocols: {}",
+                "  {} -> backend_offer: {}",
                 r.pattern,
                 r.policy.as_str()
             ));
             match r.policy {
-                UpstreamSubprotocols::DropUnknown => {
+                BackendOffer::DropUnknown => {
                     out.push_str(&format!(" (backend knows {:?})", r.backend_subprotocols))
                 }
-                UpstreamSubprotocols::Fixed => out.push_str(&format!(
+                BackendOffer::Fixed => out.push_str(&format!(
                     " ({:?})",
                     r.fixed_subprotocol.as_deref().unwrap_or("")
                 )),
-                UpstreamSubprotocols::Forward => {}
+                BackendOffer::Forward => {}
             }
             if !r.allowed_origins.is_empty() {
                 out.push_str(&format!(", allowed origins {:?}", r.allowed_origins));

@@ -9,7 +9,7 @@ fn embedded_default_matches_the_documented_defaults() {
     let config = Config::load(None, &Overrides::default()).unwrap();
     assert_eq!(config.source, "<embedded default>");
     assert_eq!(config.server, ServerConfig::default());
-    assert_eq!(config.upstream, UpstreamConfig::default());
+    assert_eq!(config.backend, BackendConfig::default());
     let ws = WebSocketConfig::default();
     assert_eq!(config.websocket.subprotocols, ws.subprotocols);
     assert_eq!(config.websocket.max_message_bytes, 1 << 20);
@@ -47,7 +47,7 @@ fn an_unknown_key_names_file_line_and_key() {
 
 #[test]
 fn a_bad_value_names_line_and_key() {
-    let err = load("\n[upstream]\naddress = \"ftp://x:1\"\n")
+    let err = load("\n[backend]\naddress = \"ftp://x:1\"\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("line 3"), "{err}");
@@ -66,7 +66,7 @@ path = "/a/*/b"
 
 [[websocket.routes]]
 path = "/c"
-upstream_subprotocols = "fixed"
+backend_offer = "fixed"
 "#;
     let err = load(text).unwrap_err();
     let ConfigError::Invalid { problems, .. } = &err else {
@@ -83,7 +83,7 @@ upstream_subprotocols = "fixed"
     );
     assert!(
         problems[2].starts_with(
-            "line 10: websocket.routes[2].upstream_subprotocols: \"fixed\" needs `fixed_subprotocol`"
+            "line 10: websocket.routes[2].backend_offer: \"fixed\" needs `fixed_subprotocol`"
         ),
         "{problems:?}"
     );
@@ -129,17 +129,17 @@ fn overrides_win_over_the_file() {
     let overrides = Overrides {
         listen: Some("127.0.0.1:1234".parse().unwrap()),
         admin: None,
-        upstream: Some(Address::resolve_upstream("ws://localhost:9000/").unwrap()),
+        backend: Some(Address::resolve_backend("ws://localhost:9000/").unwrap()),
     };
     let config = Config::from_toml("t", "[server]\nlisten = \"0.0.0.0:1\"\n", &overrides).unwrap();
     assert_eq!(config.server.listen.socket.port(), 1234);
-    assert_eq!(config.upstream.address.authority(), "localhost:9000");
+    assert_eq!(config.backend.address.authority(), "localhost:9000");
     assert_eq!(config.server.admin, ServerConfig::default().admin);
 }
 
 #[test]
-fn upstream_accepts_host_port_and_urls() {
-    let ok = |s: &str| Address::resolve_upstream(s).unwrap().authority();
+fn backend_accepts_host_port_and_urls() {
+    let ok = |s: &str| Address::resolve_backend(s).unwrap().authority();
     assert_eq!(ok("127.0.0.1:8000"), "127.0.0.1:8000");
     assert_eq!(ok("http://localhost:80"), "localhost:80");
     assert_eq!(ok("[::1]:8000"), "[::1]:8000");
@@ -151,7 +151,7 @@ fn upstream_accepts_host_port_and_urls() {
         "https://h:1",
         "127.0.0.1:0",
     ] {
-        assert!(Address::resolve_upstream(bad).is_err(), "{bad}");
+        assert!(Address::resolve_backend(bad).is_err(), "{bad}");
     }
 }
 
@@ -205,9 +205,9 @@ fn trusted_proxies_take_addresses_and_blocks() {
 }
 
 #[test]
-fn upstream_addresses_are_names_or_ips_only() {
+fn backend_addresses_are_names_or_ips_only() {
     for bad in ["user:pass@host:80", "ho st:80", "host\r\nX: y:80", "h/x:80"] {
-        assert!(Address::resolve_upstream(bad).is_err(), "{bad}");
+        assert!(Address::resolve_backend(bad).is_err(), "{bad}");
     }
     // Checked without resolving (these names exist only where they are deployed).
     for good in [
@@ -297,10 +297,7 @@ fn check_prints_every_setting_in_the_files_spelling() {
             );
         }
     }
-    assert!(
-        text.contains("upstream_subprotocols: drop_unknown"),
-        "{text}"
-    );
+    assert!(text.contains("backend_offer: drop_unknown"), "{text}");
     assert!(!text.contains("DropUnknown"), "{text}");
 }
 
@@ -561,32 +558,32 @@ fn clashing_addresses_are_refused_naming_both_keys() {
     );
     assert!(
         p[0].starts_with(
-            "upstream.address (default): 127.0.0.1:8000 is wsnorm's own proxy listener \
+            "backend.address (default): 127.0.0.1:8000 is wsnorm's own proxy listener \
              (server.listen (line 2): 0.0.0.0:8000): every request would loop back"
         ),
         "{p:?}"
     );
     let p = problems(
-        "[upstream]\naddress = \"http://localhost:9090\"\n",
+        "[backend]\naddress = \"http://localhost:9090\"\n",
         &Overrides::default(),
     );
     assert!(
-        p[0].starts_with("upstream.address (line 2): localhost:9090 (127.0.0.1:9090) is wsnorm's own admin listener"),
+        p[0].starts_with("backend.address (line 2): localhost:9090 (127.0.0.1:9090) is wsnorm's own admin listener"),
         "{p:?}"
     );
     // Values from the command line are named by their flag.
     let overrides = Overrides {
         listen: Some("127.0.0.1:7000".parse().unwrap()),
         admin: None,
-        upstream: Some(Address::resolve_upstream("127.0.0.1:7000").unwrap()),
+        backend: Some(Address::resolve_backend("127.0.0.1:7000").unwrap()),
     };
     let p = problems("", &overrides);
     assert!(
-        p[0].starts_with("upstream.address (--upstream): 127.0.0.1:7000 is wsnorm's own proxy listener (server.listen (--listen)"),
+        p[0].starts_with("backend.address (--backend): 127.0.0.1:7000 is wsnorm's own proxy listener (server.listen (--listen)"),
         "{p:?}"
     );
     // Different ports, or a backend on another host with the same port, are fine.
-    load("[server]\nlisten = \"0.0.0.0:8080\"\n[upstream]\naddress = \"10.0.0.7:8080\"\n").unwrap();
+    load("[server]\nlisten = \"0.0.0.0:8080\"\n[backend]\naddress = \"10.0.0.7:8080\"\n").unwrap();
     load("[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n").unwrap();
 }
 

@@ -8,15 +8,15 @@ use crate::metrics::{counter_vec, gauge, histogram, histogram_vec};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandshakeResult {
     Ok,
-    Upstream4xx,
-    Upstream5xx,
+    Backend4xx,
+    Backend5xx,
     ConnectError,
     Timeout,
     BadRequest,
     NoCommonSubprotocol,
     Overloaded,
     /// The backend answered something that is not a valid WebSocket handshake.
-    UpstreamInvalid,
+    BackendInvalid,
     /// A token-bearing subprotocol whose token is not a valid bearer token.
     InvalidToken,
     /// `Origin` not in the route's `allowed_origins`.
@@ -29,14 +29,14 @@ pub enum HandshakeResult {
 impl HandshakeResult {
     pub const ALL: [HandshakeResult; 12] = [
         HandshakeResult::Ok,
-        HandshakeResult::Upstream4xx,
-        HandshakeResult::Upstream5xx,
+        HandshakeResult::Backend4xx,
+        HandshakeResult::Backend5xx,
         HandshakeResult::ConnectError,
         HandshakeResult::Timeout,
         HandshakeResult::BadRequest,
         HandshakeResult::NoCommonSubprotocol,
         HandshakeResult::Overloaded,
-        HandshakeResult::UpstreamInvalid,
+        HandshakeResult::BackendInvalid,
         HandshakeResult::InvalidToken,
         HandshakeResult::OriginRejected,
         HandshakeResult::BadPath,
@@ -45,14 +45,14 @@ impl HandshakeResult {
     pub fn as_str(self) -> &'static str {
         match self {
             HandshakeResult::Ok => "ok",
-            HandshakeResult::Upstream4xx => "upstream_4xx",
-            HandshakeResult::Upstream5xx => "upstream_5xx",
+            HandshakeResult::Backend4xx => "backend_4xx",
+            HandshakeResult::Backend5xx => "backend_5xx",
             HandshakeResult::ConnectError => "connect_error",
             HandshakeResult::Timeout => "timeout",
             HandshakeResult::BadRequest => "bad_request",
             HandshakeResult::NoCommonSubprotocol => "no_common_subprotocol",
             HandshakeResult::Overloaded => "overloaded",
-            HandshakeResult::UpstreamInvalid => "upstream_invalid",
+            HandshakeResult::BackendInvalid => "backend_invalid",
             HandshakeResult::InvalidToken => "invalid_token",
             HandshakeResult::OriginRejected => "origin_rejected",
             HandshakeResult::BadPath => "bad_path",

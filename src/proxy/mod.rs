@@ -10,12 +10,12 @@
 //! - `logging`: counts and times plain HTTP requests by status class and writes the access log
 //!   line (`[log]`).
 
+pub mod backend;
 pub mod extensions;
 pub mod forwarded;
 pub mod metrics;
 pub mod path;
 pub mod upgrade;
-pub mod upstream;
 pub mod websocket;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -181,7 +181,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<Box<HttpPeer>> {
         // The socket address resolved when the config was read: `HttpPeer::new` would resolve
         // a name on every request and panic when it does not resolve.
-        let socket = self.state.config().upstream.address.socket;
+        let socket = self.state.config().backend.address.socket;
         Ok(Box::new(HttpPeer::new(socket, false, String::new())))
     }
 

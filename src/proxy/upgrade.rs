@@ -121,12 +121,12 @@ pub struct Negotiation {
     /// Echoed to the client on the 101.
     pub client_protocol: Option<String>,
     /// Offered to the backend, in the client's order.
-    pub upstream_offer: Vec<String>,
+    pub backend_offer: Vec<String>,
     /// A token moved from a subprotocol into `Authorization: Bearer` (tokens_to_authorization).
     pub bearer: Option<String>,
 }
 
-/// Picks the client's subprotocol and what to offer upstream.
+/// Picks the client's subprotocol and what to offer backend.
 ///
 /// The client gets the first protocol of `websocket.subprotocols` (config order = preference)
 /// that it offered. Token-bearing protocols go to the backend and are echoed only when selected.
@@ -140,7 +140,7 @@ pub fn negotiate(
         // The backend's answer decides what the client gets.
         return Ok(Negotiation {
             client_protocol: None,
-            upstream_offer: offered.to_vec(),
+            backend_offer: offered.to_vec(),
             bearer: None,
         });
     }
@@ -168,10 +168,10 @@ pub fn negotiate(
         .map(String::as_str)
         .filter(|p| !ws.is_token_subprotocol(p))
         .collect();
-    let kept = route.upstream_offer(&plain);
+    let kept = route.backend_offer(&plain);
     let mut bearer = None;
     // A fixed protocol the client never offered goes first; the rest keep the client's order.
-    let mut upstream_offer: Vec<String> = kept
+    let mut backend_offer: Vec<String> = kept
         .iter()
         .filter(|k| !plain.contains(k))
         .map(|k| k.to_string())
@@ -184,14 +184,14 @@ pub fn negotiate(
                     continue;
                 }
             }
-            upstream_offer.push(p.clone());
+            backend_offer.push(p.clone());
         } else if kept.contains(&p.as_str()) {
-            upstream_offer.push(p.clone());
+            backend_offer.push(p.clone());
         }
     }
     Ok(Negotiation {
         client_protocol,
-        upstream_offer,
+        backend_offer,
         bearer,
     })
 }

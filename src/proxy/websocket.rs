@@ -16,11 +16,11 @@ use pingora::proxy::Session;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{info, warn, Instrument};
 
+use super::backend::{self, BackendError, Connected, HandshakeRequest};
 use super::extensions::{self, Agreed};
 use super::forwarded;
 use super::metrics::HandshakeResult;
 use super::upgrade::{self, Negotiation, Refusal};
-use super::upstream::{self, Connected, HandshakeRequest, UpstreamError};
 use super::{peer_addr, RequestCtx};
 use crate::config::{Config, Route, WebSocketConfig};
 use crate::headers::{InvalidHeader, OutgoingHeaders};
@@ -87,7 +87,7 @@ pub async fn serve(
         Ok(backend) => backend,
         Err(error) => {
             let _enter = span.enter();
-            return refuse_upstream(session, state, &route.pattern, started, error).await;
+            return refuse_backend(session, state, &route.pattern, started, error).await;
         }
     };
     let backend_handshake = dialing.elapsed();
@@ -218,7 +218,7 @@ async fn relay(
     let client = client.into_inner();
     let leftovers = relay::Leftovers {
         client: &client_leftover,
-        upstream: &backend.leftover,
+        backend: &backend.leftover,
     };
     let summary = match plain_socket(&client) {
         Ok(socket) => {
@@ -326,15 +326,15 @@ fn prepare(
 }
 
 /// Opens the backend leg with the prepared request.
-async fn dial(config: &Config, prepared: &Prepared) -> Result<Connected, UpstreamError> {
+async fn dial(config: &Config, prepared: &Prepared) -> Result<Connected, BackendError> {
     let handshake = HandshakeRequest {
         path_and_query: &prepared.backend.path_and_query,
         headers: &prepared.backend.headers,
-        subprotocols: &prepared.negotiation.upstream_offer,
+        subprotocols: &prepared.negotiation.backend_offer,
         compression: &config.websocket.compression,
     };
-    upstream::handshake(
-        &config.upstream.address,
+    backend::handshake(
+        &config.backend.address,
         &handshake,
         config.websocket.handshake_timeout(),
     )
@@ -460,7 +460,7 @@ fn handshake_headers(
         }
     }
     if !out.contains("host") {
-        out.push("Host", config.upstream.address.authority())?;
+        out.push("Host", config.backend.address.authority())?;
     }
     for (name, value) in forwarded::headers(req, client_ip, trusted)?.iter() {
         out.push_typed(name.clone(), value.clone());
@@ -502,23 +502,23 @@ pub(super) async fn refuse(
     respond_json(session, refusal.status, headers, &refusal.reason).await;
 }
 
-async fn refuse_upstream(
+async fn refuse_backend(
     session: &mut Session,
     state: &AppState,
     route: &str,
     started: Instant,
-    error: UpstreamError,
+    error: BackendError,
 ) {
     let (status, result) = match &error {
-        UpstreamError::Refused(r) if r.status >= 500 => (r.status, HandshakeResult::Upstream5xx),
-        UpstreamError::Refused(r) => (r.status, HandshakeResult::Upstream4xx),
-        UpstreamError::Timeout(_) => (504, HandshakeResult::Timeout),
-        UpstreamError::Connect { .. } => (502, HandshakeResult::ConnectError),
-        UpstreamError::BadResponse(_) => (502, HandshakeResult::UpstreamInvalid),
+        BackendError::Refused(r) if r.status >= 500 => (r.status, HandshakeResult::Backend5xx),
+        BackendError::Refused(r) => (r.status, HandshakeResult::Backend4xx),
+        BackendError::Timeout(_) => (504, HandshakeResult::Timeout),
+        BackendError::Connect { .. } => (502, HandshakeResult::ConnectError),
+        BackendError::BadResponse(_) => (502, HandshakeResult::BackendInvalid),
     };
     // A backend that refuses (an expired token's 401 or 403) is routine, not a fault of the
     // proxy or the backend: no WARN per connection.
-    if result == HandshakeResult::Upstream4xx {
+    if result == HandshakeResult::Backend4xx {
         info!(error = %error, http.response.status_code = status, wsnorm.handshake.result = result.as_str(), "Backend refused the handshake.");
     } else {
         warn!(error = %error, http.response.status_code = status, wsnorm.handshake.result = result.as_str(), "Backend handshake failed.");
@@ -528,7 +528,7 @@ async fn refuse_upstream(
         .proxy
         .handshake(route, result, started.elapsed().as_secs_f64());
     match error {
-        UpstreamError::Refused(r) => respond(session, r.status, r.headers, r.body).await,
+        BackendError::Refused(r) => respond(session, r.status, r.headers, r.body).await,
         other => {
             respond_json(
                 session,

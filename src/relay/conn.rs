@@ -29,7 +29,7 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Both sockets of one proxied connection and their state.
 pub(super) struct Conn<C, U> {
     client: C,
-    upstream: U,
+    backend: U,
     pub(super) incoming: [Incoming; 2],
     pub(super) legs: Legs,
     write_timeout: Duration,
@@ -48,12 +48,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    pub(super) fn new(
-        client: C,
-        upstream: U,
-        leftovers: Leftovers<'_>,
-        ctx: &RelayContext,
-    ) -> Self {
+    pub(super) fn new(client: C, backend: U, leftovers: Leftovers<'_>, ctx: &RelayContext) -> Self {
         let incoming = |role, leftover: &[u8], compressed: bool| {
             let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES.max(leftover.len()));
             buf.extend_from_slice(leftover);
@@ -70,12 +65,12 @@ where
                 incoming(Role::Server, leftovers.client, ctx.deflate.client.is_some()),
                 incoming(
                     Role::Client,
-                    leftovers.upstream,
+                    leftovers.backend,
                     ctx.deflate.backend.is_some(),
                 ),
             ],
             client,
-            upstream,
+            backend,
             legs: Legs::new(ctx),
             write_timeout: ctx.keepalive.idle_timeout,
         }
@@ -86,8 +81,8 @@ where
         if self.legs.states[Leg::Client as usize].linger {
             linger(&mut self.client).await;
         }
-        if self.legs.states[Leg::Upstream as usize].linger {
-            linger(&mut self.upstream).await;
+        if self.legs.states[Leg::Backend as usize].linger {
+            linger(&mut self.backend).await;
         }
         self.legs.summary
     }
@@ -106,17 +101,17 @@ where
         let mut shutdown_waiting = false;
         // Either peer may have sent frames right behind its handshake.
         self.relay_frames(Leg::Client, ctx);
-        self.relay_frames(Leg::Upstream, ctx);
+        self.relay_frames(Leg::Backend, ctx);
         self.flush().await;
 
         let shutdown_sent = |_: &_| ctx.shutdown.has_changed().unwrap_or(false);
         while !self.legs.states.iter().all(|s| s.done) {
             let wake = {
-                let [client_in, upstream_in] = &mut self.incoming;
-                let [client, upstream] = &self.legs.states;
+                let [client_in, backend_in] = &mut self.incoming;
+                let [client, backend] = &self.legs.states;
                 tokio::select! {
                     r = read_some(&mut self.client, client_in), if client.readable() => Wake::Read(Leg::Client, r),
-                    r = read_some(&mut self.upstream, upstream_in), if upstream.readable() => Wake::Read(Leg::Upstream, r),
+                    r = read_some(&mut self.backend, backend_in), if backend.readable() => Wake::Read(Leg::Backend, r),
                     _ = Gated::new(tick.as_mut(), &mut tick_waiting, Sleep::is_elapsed), if deadline.is_none() => Wake::Tick,
                     _ = sleep_until(deadline), if deadline.is_some() => Wake::CloseTimedOut,
                     _ = Gated::new(shutdown.as_mut(), &mut shutdown_waiting, shutdown_sent), if !shutting_down => Wake::Shutdown,
@@ -133,7 +128,7 @@ where
                     tick_waiting = false;
                     // A long blocked write kept us from reading: what arrived meanwhile
                     // counts before a leg is judged silent.
-                    for leg in [Leg::Client, Leg::Upstream] {
+                    for leg in [Leg::Client, Leg::Backend] {
                         self.incoming[leg as usize].filled = true;
                         self.relay_ready(leg, ctx);
                     }
@@ -146,7 +141,7 @@ where
                 Wake::Shutdown => {
                     shutting_down = true;
                     info!(parent: &self.legs.log.span(), "Shutting down: closing both legs with 1001.");
-                    for leg in [Leg::Client, Leg::Upstream] {
+                    for leg in [Leg::Client, Leg::Backend] {
                         self.legs.close_leg(leg, 1001, "going away");
                     }
                 }
@@ -175,7 +170,7 @@ where
             }
             let read = match leg {
                 Leg::Client => read_some(&mut self.client, incoming).now_or_never(),
-                Leg::Upstream => read_some(&mut self.upstream, incoming).now_or_never(),
+                Leg::Backend => read_some(&mut self.backend, incoming).now_or_never(),
             };
             let Some(read) = read else {
                 return;
@@ -227,16 +222,14 @@ where
     /// Writes out every leg's queued frames; a failed write closes the other leg, whose close
     /// frame is then written too.
     async fn flush(&mut self) {
-        while let Some(leg) = [Leg::Client, Leg::Upstream].into_iter().find(|l| {
+        while let Some(leg) = [Leg::Client, Leg::Backend].into_iter().find(|l| {
             let state = &self.legs.states[*l as usize];
             !state.broken && !state.out.is_empty()
         }) {
             let state = &mut self.legs.states[leg as usize];
             let result = match leg {
                 Leg::Client => write_out(&mut self.client, &state.out, self.write_timeout).await,
-                Leg::Upstream => {
-                    write_out(&mut self.upstream, &state.out, self.write_timeout).await
-                }
+                Leg::Backend => write_out(&mut self.backend, &state.out, self.write_timeout).await,
             };
             state.out.clear();
             free_if_large(&mut state.out);

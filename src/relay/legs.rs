@@ -34,7 +34,7 @@ const MAX_HELD_BYTES: usize = 64 * 1024;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Leg {
     Client,
-    Upstream,
+    Backend,
 }
 
 impl Leg {
@@ -42,35 +42,35 @@ impl Leg {
     pub(super) fn direction(self) -> Direction {
         match self {
             Leg::Client => Direction::ClientToBackend,
-            Leg::Upstream => Direction::BackendToClient,
+            Leg::Backend => Direction::BackendToClient,
         }
     }
 
     pub(super) fn other(self) -> Leg {
         match self {
-            Leg::Client => Leg::Upstream,
-            Leg::Upstream => Leg::Client,
+            Leg::Client => Leg::Backend,
+            Leg::Backend => Leg::Client,
         }
     }
 
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Leg::Client => "client",
-            Leg::Upstream => "upstream",
+            Leg::Backend => "backend",
         }
     }
 
     pub(super) fn initiator(self) -> Initiator {
         match self {
             Leg::Client => Initiator::Client,
-            Leg::Upstream => Initiator::Upstream,
+            Leg::Backend => Initiator::Backend,
         }
     }
 
     fn wire(self) -> WireLeg {
         match self {
             Leg::Client => WireLeg::Client,
-            Leg::Upstream => WireLeg::Backend,
+            Leg::Backend => WireLeg::Backend,
         }
     }
 }
@@ -505,8 +505,8 @@ impl Legs {
 
     pub(super) fn close_other(&mut self, failed: Leg) {
         match failed {
-            Leg::Upstream => self.close_leg(Leg::Client, 1011, "upstream error"),
-            Leg::Client => self.close_leg(Leg::Upstream, 1001, "client gone"),
+            Leg::Backend => self.close_leg(Leg::Client, 1011, "backend error"),
+            Leg::Client => self.close_leg(Leg::Backend, 1001, "client gone"),
         }
     }
 
@@ -524,7 +524,7 @@ impl Legs {
 
     /// Pings quiet legs; closes legs that have been silent past the idle timeout.
     pub(super) fn keepalive(&mut self, keepalive: Keepalive) {
-        for leg in [Leg::Client, Leg::Upstream] {
+        for leg in [Leg::Client, Leg::Backend] {
             let log = &self.log;
             let state = &mut self.states[leg as usize];
             if state.done || state.close_sent {

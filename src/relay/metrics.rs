@@ -16,17 +16,17 @@ use crate::rules::Direction;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Initiator {
     Client,
-    Upstream,
+    Backend,
     Proxy,
 }
 
 impl Initiator {
-    pub const ALL: [Initiator; 3] = [Initiator::Client, Initiator::Upstream, Initiator::Proxy];
+    pub const ALL: [Initiator; 3] = [Initiator::Client, Initiator::Backend, Initiator::Proxy];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Initiator::Client => "client",
-            Initiator::Upstream => "upstream",
+            Initiator::Backend => "backend",
             Initiator::Proxy => "proxy",
         }
     }
@@ -101,7 +101,7 @@ impl RelayMetrics {
             closes: counter_vec(
                 reg,
                 "wsnorm_closes_total",
-                "WebSocket closes by route, close code and initiator (client, upstream, proxy).",
+                "WebSocket closes by route, close code and initiator (client, backend, proxy).",
                 &["route", "code", "initiator"],
             )?,
             active: gauge_vec(
@@ -255,11 +255,11 @@ mod tests {
     fn close_codes_outside_the_fixed_set_are_other() {
         let (reg, m) = metrics();
         let route = m.route("/ws");
-        route.close(1011, Initiator::Upstream);
+        route.close(1011, Initiator::Backend);
         route.close(4000, Initiator::Client);
         let text = encode(&reg);
         assert!(
-            text.contains(r#"wsnorm_closes_total{code="1011",initiator="upstream",route="/ws"} 1"#)
+            text.contains(r#"wsnorm_closes_total{code="1011",initiator="backend",route="/ws"} 1"#)
         );
         assert!(
             text.contains(r#"wsnorm_closes_total{code="other",initiator="client",route="/ws"} 1"#)

@@ -11,7 +11,7 @@
 //! - binary frames are forwarded one by one as they arrive, never reassembled;
 //! - pings are answered on the leg that sent them, not relayed (that would double the pongs);
 //! - a close is answered on its leg and forwarded to the other with its code and reason;
-//! - a leg that fails closes the other one: 1011 "upstream error" towards the client when the
+//! - a leg that fails closes the other one: 1011 "backend error" towards the client when the
 //!   backend failed, 1001 "client gone" towards the backend when the client went away.
 //!
 //! One task serves both directions: it relays everything one leg has already received into the
@@ -107,13 +107,13 @@ pub struct Summary {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Leftovers<'a> {
     pub client: &'a [u8],
-    pub upstream: &'a [u8],
+    pub backend: &'a [u8],
 }
 
 /// Relays until both legs are closed (or a close handshake times out).
 pub async fn run<C, U>(
     client: C,
-    upstream: U,
+    backend: U,
     leftovers: Leftovers<'_>,
     ctx: RelayContext,
 ) -> Summary
@@ -121,7 +121,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = Conn::new(client, upstream, leftovers, &ctx);
+    let mut conn = Conn::new(client, backend, leftovers, &ctx);
     conn.serve(&ctx).await;
     conn.finish().await
 }

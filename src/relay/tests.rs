@@ -293,7 +293,7 @@ async fn buffers_grown_for_a_large_message_are_released_once_it_is_relayed() {
     }
     assert!(text_of(to_backend) == text, "text differs");
 
-    for leg in [Leg::Client, Leg::Upstream] {
+    for leg in [Leg::Client, Leg::Backend] {
         let incoming = &conn.incoming[leg as usize];
         assert!(!incoming.grown, "{leg:?}: read buffer still marked grown");
         assert!(
@@ -348,7 +348,7 @@ async fn close_is_forwarded_and_answered(backend_closes: bool, code: u16, reason
     } = start(context(""));
     let (mut client, mut backend) = (ws_client(client).await, ws_backend(backend).await);
     let (closer, other, initiator) = if backend_closes {
-        (&mut backend, &mut client, "upstream")
+        (&mut backend, &mut client, "backend")
     } else {
         (&mut client, &mut backend, "client")
     };

@@ -15,7 +15,7 @@
 # fuzzingserver (wsnorm's backend leg): wstest is the backend, examples/autobahn_client echoes
 #   each case's messages
 #   (c) directly (the baseline), and
-#   (d) through wsnorm (--upstream pointed at the fuzzing server; /runCase, /getCaseCount and
+#   (d) through wsnorm (--backend pointed at the fuzzing server; /runCase, /getCaseCount and
 #       /updateReports as routes; the fuzzing server told wsnorm's port, see wstest.py).
 # All cases run, 12.* and 13.* (permessage-deflate) included: wsnorm negotiates it on each leg.
 # A wsnorm run where a 12.*/13.* case came out UNIMPLEMENTED (compression not negotiated) fails.
@@ -212,13 +212,13 @@ start_echo() { # -> ECHO_PORT
     wait_port "$ECHO_PORT" "$!" echo
 }
 
-# start_wsnorm NAME UPSTREAM_PORT CONFIG_FILE [PORT] -> WSNORM_PORT
+# start_wsnorm NAME BACKEND_PORT CONFIG_FILE [PORT] -> WSNORM_PORT
 start_wsnorm() {
-    local name=$1 upstream=$2 config=$3
+    local name=$1 backend=$2 config=$3
     if [ -n "${4:-}" ]; then WSNORM_PORT=$4; else free_port WSNORM_PORT; fi
     free_port WSNORM_ADMIN
     "$WSNORM" --config "$config" --listen "127.0.0.1:$WSNORM_PORT" --admin "127.0.0.1:$WSNORM_ADMIN" \
-        --upstream "127.0.0.1:$upstream" --log-format json >"$OUT/$name.log" 2>&1 &
+        --backend "127.0.0.1:$backend" --log-format json >"$OUT/$name.log" 2>&1 &
     PIDS+=($!)
     wait_port "$WSNORM_PORT" "$!" "$name"
     local i

@@ -96,32 +96,32 @@ impl Drop for TempDir {
 }
 
 impl Wsnorm {
-    /// Starts wsnorm for `upstream` with `config` (TOML, may be empty) and waits until it serves.
-    pub async fn start(upstream: &str, config: &str) -> Wsnorm {
-        Self::start_with_rust_log(upstream, config, "debug").await
+    /// Starts wsnorm for `backend` with `config` (TOML, may be empty) and waits until it serves.
+    pub async fn start(backend: &str, config: &str) -> Wsnorm {
+        Self::start_with_rust_log(backend, config, "debug").await
     }
 
     /// [`Wsnorm::start`] with `RUST_LOG` set to `rust_log`.
-    pub async fn start_with_rust_log(upstream: &str, config: &str, rust_log: &str) -> Wsnorm {
+    pub async fn start_with_rust_log(backend: &str, config: &str, rust_log: &str) -> Wsnorm {
         let dir = TempDir::new();
         let config_path = dir.0.join("wsnorm.toml");
         std::fs::write(&config_path, config).unwrap();
-        Self::spawn(upstream, config_path, dir, rust_log, "127.0.0.1").await
+        Self::spawn(backend, config_path, dir, rust_log, "127.0.0.1").await
     }
 
     /// [`Wsnorm::start`] with both listeners given to wsnorm as `{host}:{port}` (a host name,
     /// say); they are reached on 127.0.0.1.
-    pub async fn start_on_host(host: &str, upstream: &str, config: &str) -> Wsnorm {
+    pub async fn start_on_host(host: &str, backend: &str, config: &str) -> Wsnorm {
         let dir = TempDir::new();
         let config_path = dir.0.join("wsnorm.toml");
         std::fs::write(&config_path, config).unwrap();
-        Self::spawn(upstream, config_path, dir, "debug", host).await
+        Self::spawn(backend, config_path, dir, "debug", host).await
     }
 
     /// Starts wsnorm reading the config file at `path` (kept where it is).
-    pub async fn start_with_config_file(upstream: &str, path: &std::path::Path) -> Wsnorm {
+    pub async fn start_with_config_file(backend: &str, path: &std::path::Path) -> Wsnorm {
         Self::spawn(
-            upstream,
+            backend,
             path.to_path_buf(),
             TempDir::new(),
             "debug",
@@ -131,7 +131,7 @@ impl Wsnorm {
     }
 
     async fn spawn(
-        upstream: &str,
+        backend: &str,
         config_path: PathBuf,
         dir: TempDir,
         rust_log: &str,
@@ -145,7 +145,7 @@ impl Wsnorm {
             .arg(&config_path)
             .args(["--listen", &format!("{host}:0")])
             .args(["--admin", &format!("{host}:0")])
-            .args(["--upstream", upstream])
+            .args(["--backend", backend])
             .args(["--log-format", "json"])
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())

@@ -152,7 +152,7 @@ PIDS+=("$BACKEND_PID")
 
 cp "$ROOT/config/wsnorm.toml" "$TMP/wsnorm.toml"
 "$WSNORM" --config "$TMP/wsnorm.toml" --listen "$PROXY" --admin "$ADMIN" \
-    --upstream "127.0.0.1:$BACKEND_PORT" --log-format json >"$TMP/wsnorm.log" 2>&1 &
+    --backend "127.0.0.1:$BACKEND_PORT" --log-format json >"$TMP/wsnorm.log" 2>&1 &
 WSNORM_PID=$!
 PIDS+=("$WSNORM_PID")
 

@@ -80,7 +80,7 @@ async def main(wsnorm_bin, chromium):
         listen, admin = free_port(), free_port()
         proc = subprocess.Popen(
             [wsnorm_bin, "--listen", "127.0.0.1:%d" % listen, "--admin", "127.0.0.1:%d" % admin,
-             "--upstream", "127.0.0.1:%d" % backend_port], stdout=subprocess.DEVNULL,
+             "--backend", "127.0.0.1:%d" % backend_port], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         try:
             await wait_listening(listen)

@@ -136,7 +136,7 @@ async def main(wsnorm_bin):
         log = tempfile.NamedTemporaryFile(prefix="wsnorm-python-", suffix=".log", delete=False)
         proc = subprocess.Popen(
             [wsnorm_bin, "--listen", "127.0.0.1:%d" % listen, "--admin", "127.0.0.1:%d" % admin,
-             "--upstream", "127.0.0.1:%d" % backend_side, "--log-format", "json"],
+             "--backend", "127.0.0.1:%d" % backend_side, "--log-format", "json"],
             stdout=subprocess.DEVNULL, stderr=log)
         try:
             await wait_listening(listen)

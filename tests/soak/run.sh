@@ -53,7 +53,7 @@ echo_port=$(free_port) listen=$(free_port) admin=$(free_port)
 "$LOAD" echo --bind "127.0.0.1:$echo_port" >"$work/echo.log" 2>&1 &
 pids+=($!)
 "$WSNORM" --listen "127.0.0.1:$listen" --admin "127.0.0.1:$admin" \
-  --upstream "127.0.0.1:$echo_port" --log-format json >"$work/wsnorm.log" 2>&1 &
+  --backend "127.0.0.1:$echo_port" --log-format json >"$work/wsnorm.log" 2>&1 &
 wsnorm_pid=$!
 pids+=("$wsnorm_pid")
 

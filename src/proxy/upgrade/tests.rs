@@ -78,12 +78,12 @@ fn the_first_configured_protocol_the_client_offers_is_echoed() {
     let n = negotiate(&offer(&["v2", "agent_chat"]), &c.websocket, route, false).unwrap();
     assert_eq!(n.client_protocol.as_deref(), Some("agent_chat"));
     // Default route policy drops what the backend does not know.
-    assert!(n.upstream_offer.is_empty());
+    assert!(n.backend_offer.is_empty());
     assert_eq!(n.bearer, None);
 }
 
 #[test]
-fn token_protocols_go_upstream_but_are_never_echoed() {
+fn token_protocols_go_backend_but_are_never_echoed() {
     let c = config("");
     let route = c.routes.find("/ws").unwrap();
     let n = negotiate(
@@ -98,7 +98,7 @@ fn token_protocols_go_upstream_but_are_never_echoed() {
     )
     .unwrap();
     assert_eq!(n.client_protocol.as_deref(), Some("agent_chat"));
-    assert_eq!(n.upstream_offer, ["jwt.ZXlKaGJHY2lPaUpJVXpJMU5pSjkuZS5m"]);
+    assert_eq!(n.backend_offer, ["jwt.ZXlKaGJHY2lPaUpJVXpJMU5pSjkuZS5m"]);
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn tokens_can_become_an_authorization_header() {
     )
     .unwrap();
     assert_eq!(n.bearer.as_deref(), Some("header.payload.sig"));
-    assert!(n.upstream_offer.is_empty());
+    assert!(n.backend_offer.is_empty());
     assert_eq!(n.client_protocol, None);
     // An explicit Authorization header wins: the token stays a subprotocol.
     let n = negotiate(
@@ -125,14 +125,14 @@ fn tokens_can_become_an_authorization_header() {
     )
     .unwrap();
     assert_eq!(n.bearer, None);
-    assert_eq!(n.upstream_offer, ["jwt.aGVhZGVyLnBheWxvYWQuc2ln"]);
+    assert_eq!(n.backend_offer, ["jwt.aGVhZGVyLnBheWxvYWQuc2ln"]);
     // A raw three-part JWT is used as it is.
     let n = negotiate(&offer(&["bearer.a.b.c"]), &c.websocket, route, false).unwrap();
     assert_eq!(n.bearer.as_deref(), Some("a.b.c"));
 }
 
 #[test]
-fn route_policies_decide_the_upstream_offer() {
+fn route_policies_decide_the_backend_offer() {
     let c = config(
         r#"
 [[websocket.routes]]
@@ -140,25 +140,25 @@ path = "/known"
 backend_subprotocols = ["jwt-auth"]
 [[websocket.routes]]
 path = "/fwd"
-upstream_subprotocols = "forward"
+backend_offer = "forward"
 [[websocket.routes]]
 path = "/fixed"
-upstream_subprotocols = "fixed"
+backend_offer = "fixed"
 fixed_subprotocol = "legacy"
 "#,
     );
     let offered = offer(&["agent_chat", "jwt-auth", "bearer.tok12345678"]);
-    let upstream = |path: &str| {
+    let backend = |path: &str| {
         negotiate(&offered, &c.websocket, c.routes.find(path).unwrap(), false)
             .unwrap()
-            .upstream_offer
+            .backend_offer
     };
-    assert_eq!(upstream("/known"), ["jwt-auth", "bearer.tok12345678"]);
+    assert_eq!(backend("/known"), ["jwt-auth", "bearer.tok12345678"]);
     assert_eq!(
-        upstream("/fwd"),
+        backend("/fwd"),
         ["agent_chat", "jwt-auth", "bearer.tok12345678"]
     );
-    assert_eq!(upstream("/fixed"), ["legacy", "bearer.tok12345678"]);
+    assert_eq!(backend("/fixed"), ["legacy", "bearer.tok12345678"]);
 }
 
 #[test]

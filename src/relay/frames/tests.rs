@@ -383,12 +383,12 @@ fn close_frames_carry_a_valid_code_and_utf8_reason() {
     assert_eq!(close(b"\x03\xe8\xff"), Err(FrameError::Utf8));
     // What we write parses back.
     let mut out = Vec::new();
-    write_close(&mut out, Role::Client, Some((1011, "upstream error")));
+    write_close(&mut out, Role::Client, Some((1011, "backend error")));
     assert_eq!(
         parse_one(&mut server_codec(), &out),
         Ok(Some(format!(
             "{:?}",
-            Event::Close(Some((1011, "upstream error")))
+            Event::Close(Some((1011, "backend error")))
         )))
     );
 }

@@ -66,11 +66,11 @@ fn a_close_is_answered_on_its_leg_and_forwarded_to_the_other() {
     let (mut legs, ctx) = legs();
     legs.on_event(Leg::Client, Event::Close(Some((4000, "bye"))), &ctx);
     assert_eq!(sent(&mut legs, Leg::Client), [close(4000, "bye")]);
-    assert_eq!(sent(&mut legs, Leg::Upstream), [close(4000, "bye")]);
+    assert_eq!(sent(&mut legs, Leg::Backend), [close(4000, "bye")]);
     // The backend's answer completes its handshake and is not forwarded again.
-    legs.on_event(Leg::Upstream, Event::Close(Some((4000, "bye"))), &ctx);
+    legs.on_event(Leg::Backend, Event::Close(Some((4000, "bye"))), &ctx);
     assert_eq!(sent(&mut legs, Leg::Client), []);
-    assert_eq!(sent(&mut legs, Leg::Upstream), []);
+    assert_eq!(sent(&mut legs, Leg::Backend), []);
     assert!(legs.states.iter().all(|s| s.done));
     assert_eq!(legs.summary.close_code, Some(4000));
     assert_eq!(legs.summary.initiator, Some("client"));
@@ -80,8 +80,8 @@ fn a_close_is_answered_on_its_leg_and_forwarded_to_the_other() {
 fn a_message_towards_a_closing_leg_is_dropped_but_counted() {
     let (mut legs, ctx) = legs();
     legs.on_event(Leg::Client, Event::Close(None), &ctx);
-    sent(&mut legs, Leg::Upstream);
-    legs.on_event(Leg::Upstream, Event::Text("{\"type\":\"late\"}"), &ctx);
+    sent(&mut legs, Leg::Backend);
+    legs.on_event(Leg::Backend, Event::Text("{\"type\":\"late\"}"), &ctx);
     assert_eq!(sent(&mut legs, Leg::Client), [Got::Close(None)]);
     assert_eq!(legs.summary.messages, [0, 1]);
 }
@@ -91,7 +91,7 @@ fn a_peer_breaking_the_protocol_is_closed_with_its_code_and_lingered_on() {
     let (mut legs, _ctx) = legs();
     legs.on_frame_error(Leg::Client, &FrameError::Utf8);
     assert_eq!(sent(&mut legs, Leg::Client), [close(1007, "invalid UTF-8")]);
-    assert_eq!(sent(&mut legs, Leg::Upstream), [close(1001, "client gone")]);
+    assert_eq!(sent(&mut legs, Leg::Backend), [close(1001, "client gone")]);
     let client = &legs.states[Leg::Client as usize];
     assert!(client.done && client.linger);
     assert_eq!(legs.summary.initiator, Some("proxy"));
@@ -100,12 +100,9 @@ fn a_peer_breaking_the_protocol_is_closed_with_its_code_and_lingered_on() {
 #[test]
 fn a_backend_gone_without_a_close_gets_the_client_1011() {
     let (mut legs, _ctx) = legs();
-    legs.on_end(Leg::Upstream);
-    assert_eq!(
-        sent(&mut legs, Leg::Client),
-        [close(1011, "upstream error")]
-    );
-    assert!(!legs.states[Leg::Upstream as usize].writable());
+    legs.on_end(Leg::Backend);
+    assert_eq!(sent(&mut legs, Leg::Client), [close(1011, "backend error")]);
+    assert!(!legs.states[Leg::Backend as usize].writable());
 }
 
 #[test]
@@ -116,16 +113,16 @@ fn binary_frames_are_forwarded_one_by_one_and_pings_answered_on_their_leg() {
         first,
         fin,
     };
-    legs.on_event(Leg::Upstream, frame(b"ab", true, false), &ctx);
-    legs.on_event(Leg::Upstream, Event::Ping(b"p"), &ctx);
-    legs.on_event(Leg::Upstream, frame(b"cd", false, true), &ctx);
+    legs.on_event(Leg::Backend, frame(b"ab", true, false), &ctx);
+    legs.on_event(Leg::Backend, Event::Ping(b"p"), &ctx);
+    legs.on_event(Leg::Backend, frame(b"cd", false, true), &ctx);
     let fragments = [(b"ab", false), (b"cd", true)].map(|(payload, fin)| Got::Binary {
         payload: payload.to_vec(),
         fin,
     });
     assert_eq!(sent(&mut legs, Leg::Client), fragments);
     // The pong went back to the backend; nothing else did.
-    assert_eq!(sent(&mut legs, Leg::Upstream), [Got::Pong]);
+    assert_eq!(sent(&mut legs, Leg::Backend), [Got::Pong]);
     assert_eq!(legs.summary.messages, [0, 1]);
 }
 
@@ -141,20 +138,20 @@ async fn a_quiet_leg_is_pinged_and_a_silent_one_closed_for_the_other() {
     tokio::time::advance(Duration::from_secs(20)).await;
     legs.keepalive(keepalive);
     assert_eq!(sent(&mut legs, Leg::Client), [Got::Ping]);
-    assert_eq!(sent(&mut legs, Leg::Upstream), [Got::Ping]);
+    assert_eq!(sent(&mut legs, Leg::Backend), [Got::Ping]);
     // The backend keeps answering; the client goes silent.
     for _ in 0..4 {
         tokio::time::advance(Duration::from_secs(10)).await;
-        legs.states[Leg::Upstream as usize].heard = true;
+        legs.states[Leg::Backend as usize].heard = true;
         legs.keepalive(keepalive);
     }
-    assert!(!legs.states[Leg::Upstream as usize].done);
+    assert!(!legs.states[Leg::Backend as usize].done);
     assert_eq!(sent(&mut legs, Leg::Client), [Got::Ping]);
     tokio::time::advance(Duration::from_secs(20)).await;
-    legs.states[Leg::Upstream as usize].heard = true;
+    legs.states[Leg::Backend as usize].heard = true;
     legs.keepalive(keepalive);
     assert!(legs.states[Leg::Client as usize].done);
-    assert_eq!(sent(&mut legs, Leg::Upstream), [close(1001, "client gone")]);
+    assert_eq!(sent(&mut legs, Leg::Backend), [close(1001, "client gone")]);
 }
 
 #[test]
@@ -163,9 +160,6 @@ fn a_text_goes_through_the_rules_of_its_direction() {
     let sent_by_client = r#"{"type":"execute_agent","timestamp":"2025-09-08T16:50:01.447585"}"#;
     legs.on_event(Leg::Client, Event::Text(sent_by_client), &ctx);
     let rewritten = r#"{"type":"start_agent","timestamp":1757350201.447585}"#;
-    assert_eq!(
-        sent(&mut legs, Leg::Upstream),
-        [Got::Text(rewritten.into())]
-    );
+    assert_eq!(sent(&mut legs, Leg::Backend), [Got::Text(rewritten.into())]);
     assert_eq!(sent(&mut legs, Leg::Client), []);
 }

@@ -24,7 +24,7 @@ const MAX_REFUSAL_BODY: usize = 64 * 1024;
 
 /// Why the backend handshake did not produce a WebSocket.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub enum BackendError {
     /// The backend could not be reached: answer 502.
     #[error("cannot connect to backend {addr}: {source}")]
     Connect {
@@ -95,38 +95,39 @@ pub struct Connected {
 
 /// Connects and performs the handshake within `timeout`.
 pub async fn handshake(
-    upstream: &Address,
+    backend: &Address,
     req: &HandshakeRequest<'_>,
     timeout: Duration,
-) -> Result<Connected, UpstreamError> {
-    tokio::time::timeout(timeout, handshake_inner(upstream, req))
+) -> Result<Connected, BackendError> {
+    tokio::time::timeout(timeout, handshake_inner(backend, req))
         .await
-        .unwrap_or(Err(UpstreamError::Timeout(timeout)))
+        .unwrap_or(Err(BackendError::Timeout(timeout)))
 }
 
 async fn handshake_inner(
-    upstream: &Address,
+    backend: &Address,
     req: &HandshakeRequest<'_>,
-) -> Result<Connected, UpstreamError> {
-    let addr = upstream.to_string();
+) -> Result<Connected, BackendError> {
+    let addr = backend.to_string();
     let connecting = std::time::Instant::now();
     // The address resolved when the config was read: no name lookup per connection.
-    let mut stream = TcpStream::connect(upstream.socket)
-        .await
-        .map_err(|source| UpstreamError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
+    let mut stream =
+        TcpStream::connect(backend.socket)
+            .await
+            .map_err(|source| BackendError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
     let connect_time = connecting.elapsed();
     // Small messages are the norm; do not let Nagle hold them back.
     let _ = stream.set_nodelay(true);
     let key = generate_key();
     let head = request_head(req, &key)
-        .map_err(|e| UpstreamError::BadResponse(format!("building the handshake: {e}")))?;
+        .map_err(|e| BackendError::BadResponse(format!("building the handshake: {e}")))?;
     stream
         .write_all(&head)
         .await
-        .map_err(|e| UpstreamError::BadResponse(format!("writing the handshake: {e}")))?;
+        .map_err(|e| BackendError::BadResponse(format!("writing the handshake: {e}")))?;
 
     let mut buf = Vec::with_capacity(1024);
     let (head_len, response) = 'read: loop {
@@ -134,9 +135,9 @@ async fn handshake_inner(
         let n = stream
             .read(&mut chunk)
             .await
-            .map_err(|e| UpstreamError::BadResponse(format!("reading the response: {e}")))?;
+            .map_err(|e| BackendError::BadResponse(format!("reading the response: {e}")))?;
         if n == 0 {
-            return Err(UpstreamError::BadResponse(
+            return Err(BackendError::BadResponse(
                 "connection closed before a complete response".into(),
             ));
         }
@@ -149,7 +150,7 @@ async fn handshake_inner(
             buf.drain(..len);
         }
         if buf.len() > MAX_HEAD_BYTES {
-            return Err(UpstreamError::BadResponse(format!(
+            return Err(BackendError::BadResponse(format!(
                 "response head larger than {MAX_HEAD_BYTES} bytes"
             )));
         }
@@ -158,7 +159,7 @@ async fn handshake_inner(
 
     if response.status != 101 {
         let body = read_refusal_body(&mut stream, &response, leftover).await;
-        return Err(UpstreamError::Refused(BackendRefusal {
+        return Err(BackendError::Refused(BackendRefusal {
             status: response.status,
             headers: end_to_end(&response.headers),
             body,
@@ -222,7 +223,7 @@ struct ResponseHead {
     headers: OwnedHeaders,
 }
 
-fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, UpstreamError> {
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, BackendError> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(buf) {
@@ -230,11 +231,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, UpstreamError
         Ok(httparse::Status::Complete(len)) => {
             let status = resp
                 .code
-                .ok_or_else(|| UpstreamError::BadResponse("no status code".into()))?;
+                .ok_or_else(|| BackendError::BadResponse("no status code".into()))?;
             let headers = OwnedHeaders::from_httparse(resp.headers);
             Ok(Some((len, ResponseHead { status, headers })))
         }
-        Err(e) => Err(UpstreamError::BadResponse(format!("not HTTP: {e}"))),
+        Err(e) => Err(BackendError::BadResponse(format!("not HTTP: {e}"))),
     }
 }
 
@@ -245,20 +246,20 @@ fn verify_switch(
     resp: &ResponseHead,
     key: &str,
     req: &HandshakeRequest<'_>,
-) -> Result<(Option<String>, Option<Agreed>), UpstreamError> {
+) -> Result<(Option<String>, Option<Agreed>), BackendError> {
     if !resp.headers.has_token("upgrade", "websocket") {
-        return Err(UpstreamError::BadResponse(
+        return Err(BackendError::BadResponse(
             "101 without `Upgrade: websocket`".into(),
         ));
     }
     if !resp.headers.has_token("connection", "upgrade") {
-        return Err(UpstreamError::BadResponse(
+        return Err(BackendError::BadResponse(
             "101 without `Connection: Upgrade`".into(),
         ));
     }
     let expected = derive_accept_key(key.as_bytes());
     if resp.headers.get("sec-websocket-accept") != Some(expected.as_bytes()) {
-        return Err(UpstreamError::BadResponse(
+        return Err(BackendError::BadResponse(
             "wrong or missing Sec-WebSocket-Accept".into(),
         ));
     }
@@ -270,7 +271,7 @@ fn verify_switch(
         .collect();
     let deflate =
         extensions::check_backend_answer(answered.iter().map(String::as_str), req.compression)
-            .map_err(UpstreamError::BadResponse)?;
+            .map_err(BackendError::BadResponse)?;
     let protocol = match resp.headers.get("sec-websocket-protocol") {
         None => None,
         Some(p) => {
@@ -279,7 +280,7 @@ fn verify_switch(
                 Some(p)
             } else {
                 // Do not echo the value: it may carry a token.
-                return Err(UpstreamError::BadResponse(
+                return Err(BackendError::BadResponse(
                     "backend selected a subprotocol that was not offered".into(),
                 ));
             }
@@ -418,7 +419,7 @@ mod tests {
     fn garbage_is_not_http() {
         assert!(matches!(
             parse_head(b"\x00\x01garbage\r\n\r\n"),
-            Err(UpstreamError::BadResponse(_))
+            Err(BackendError::BadResponse(_))
         ));
         assert!(parse_head(b"HTTP/1.1 101 Swi").unwrap().is_none());
     }
