@@ -3,6 +3,7 @@
 //! Envoy's `/logging` does); GET and HEAD, and that one POST. Separate from the proxy port and
 //! bound to loopback by default, with the proxy port's limits on request heads.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,8 @@ use crate::state::AppState;
 
 /// How long a backend reachability check is reused, so probes stay cheap.
 const BACKEND_CHECK_TTL: Duration = Duration::from_secs(1);
-const BACKEND_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long `/healthz` and `/readyz` wait for a TCP connect to the proxy listener or the backend.
+const CONNECT_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How often the backend is checked in the background, so `wsnorm_backend_up` stays current
 /// between probes.
@@ -32,19 +34,24 @@ pub const BACKEND_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Admin {
     state: Arc<AppState>,
     backend: Arc<BackendProbe>,
+    /// Where `/healthz` finds the proxy listener (loopback for a wildcard address).
+    proxy: SocketAddr,
     /// None when logging was set up by someone else (nothing to change then).
     log_filter: Option<LogFilter>,
 }
 
 impl Admin {
+    /// `listen` is the proxy listener's bound address.
     pub fn new(
         state: Arc<AppState>,
         backend: Arc<BackendProbe>,
+        listen: SocketAddr,
         log_filter: Option<LogFilter>,
     ) -> Admin {
         Admin {
             state,
             backend,
+            proxy: reachable(listen),
             log_filter,
         }
     }
@@ -92,6 +99,22 @@ impl Admin {
         }
     }
 
+    /// Alive while the proxy listener accepts connections: pingora runs it on a thread of its
+    /// own, and a process whose proxy service died must not look alive to an orchestrator. Not
+    /// checked once shutting down, when pingora closes it on purpose.
+    async fn liveness(&self) -> Reply {
+        if self.state.is_shutting_down() {
+            return Reply::json(StatusCode::OK, br#"{"status":"ok"}"#);
+        }
+        match connects(self.proxy, &self.proxy).await {
+            Ok(()) => Reply::json(StatusCode::OK, br#"{"status":"ok"}"#),
+            Err(e) => Reply::value(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "status": "failing", "error": format!("proxy listener: {e}") }),
+            ),
+        }
+    }
+
     async fn readiness(&self) -> (StatusCode, serde_json::Value) {
         let config = self.state.config();
         let backend = self.backend.check().await;
@@ -123,6 +146,26 @@ impl Admin {
     }
 }
 
+/// `addr` as a client dials it: a wildcard listener is reached on loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// Whether something accepts a TCP connection at `addr` (named `shown` in the error) within
+/// [`CONNECT_CHECK_TIMEOUT`].
+async fn connects(addr: SocketAddr, shown: &(dyn std::fmt::Display + Sync)) -> Result<(), String> {
+    match tokio::time::timeout(CONNECT_CHECK_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("cannot connect to {shown}: {e}")),
+        Err(_) => Err(format!("connect to {shown} timed out")),
+    }
+}
+
 /// Whether the backend answers a TCP connect, cached for [`BACKEND_CHECK_TTL`]; also kept in
 /// `wsnorm_backend_up`.
 pub struct BackendProbe {
@@ -147,12 +190,7 @@ impl BackendProbe {
             }
         }
         let backend = self.state.config().backend.address.clone();
-        let connect = TcpStream::connect(backend.socket);
-        let result = match tokio::time::timeout(BACKEND_CHECK_TIMEOUT, connect).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("cannot connect to {backend}: {e}")),
-            Err(_) => Err(format!("connect to {backend} timed out")),
-        };
+        let result = connects(backend.socket, &backend).await;
         self.state
             .metrics
             .proxy
@@ -246,7 +284,7 @@ impl Admin {
                 content_type: "text/plain; version=0.0.4",
                 body: self.state.metrics.encode().into_bytes(),
             },
-            "/healthz" => Reply::json(StatusCode::OK, br#"{"status":"ok"}"#),
+            "/healthz" => self.liveness().await,
             "/readyz" => {
                 let (status, body) = self.readiness().await;
                 Reply::value(status, &body)
@@ -327,5 +365,50 @@ impl HttpServerApp for Admin {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides};
+    use crate::metrics::Metrics;
+
+    fn admin(listen: SocketAddr) -> Admin {
+        let config = Config::from_toml("t.toml", "", &Overrides::default()).unwrap();
+        let state = AppState::new(config, Arc::new(Metrics::new().unwrap()));
+        Admin::new(state.clone(), BackendProbe::new(state), listen, None)
+    }
+
+    /// `/healthz` answers for the proxy listener: alive while it accepts, 503 once nothing
+    /// listens there (as after pingora's proxy thread died).
+    #[tokio::test]
+    async fn liveness_follows_the_proxy_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admin = admin(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port()));
+        let reply = admin.liveness().await;
+        assert_eq!(reply.status, StatusCode::OK);
+
+        drop(listener);
+        let reply = admin.liveness().await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["status"], "failing");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("proxy listener: cannot connect to {addr}: ")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_wildcard_listener_is_checked_on_loopback() {
+        let v4: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let v6: SocketAddr = "[::]:8080".parse().unwrap();
+        let own: SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        assert_eq!(reachable(v4).to_string(), "127.0.0.1:8080");
+        assert_eq!(reachable(v6).to_string(), "[::1]:8080");
+        assert_eq!(reachable(own), own);
     }
 }

@@ -130,7 +130,12 @@ pub fn run(
     let mut admin = Service::new(
         "wsnorm admin".to_string(),
         HeadTimeout {
-            inner: Arc::new(Admin::new(state.clone(), backend.clone(), log_filter)),
+            inner: Arc::new(Admin::new(
+                state.clone(),
+                backend.clone(),
+                listeners.listen,
+                log_filter,
+            )),
             state: state.clone(),
         },
     );
