@@ -180,7 +180,19 @@ pub async fn serve(
         open,
         timings,
     };
-    tokio::spawn(relay(client, client_leftover, backend, ctx, open_for));
+    // Each kind of client socket gets a task of its own type, sized for it alone.
+    let client = client.into_inner();
+    let backend = (backend.stream, backend.leftover);
+    match plain_socket(&client) {
+        Ok(socket) => {
+            drop(client);
+            tokio::spawn(relay(socket, client_leftover, backend, ctx, open_for));
+        }
+        Err(e) => {
+            warn!(parent: &log.span(), error = %e, "Cannot take the client socket; relaying through pingora's stream.");
+            tokio::spawn(relay(client, client_leftover, backend, ctx, open_for));
+        }
+    }
 }
 
 /// What a relayed connection holds until it ends: its place under `max_connections`, its count
@@ -202,34 +214,26 @@ struct Timings {
 
 /// Relays an upgraded connection to its end and logs how it ended; the connection's slot is
 /// given back then.
-async fn relay(
-    client: HttpSession,
+async fn relay<C>(
+    client: C,
     client_leftover: Vec<u8>,
-    backend: Connected,
+    (backend, backend_leftover): (tokio::net::TcpStream, Vec<u8>),
     ctx: RelayContext,
     accounting: Accounting,
-) {
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let Accounting {
         slot,
         open,
         timings,
     } = accounting;
     let log = ctx.log.clone();
-    let client = client.into_inner();
     let leftovers = relay::Leftovers {
         client: &client_leftover,
-        backend: &backend.leftover,
+        backend: &backend_leftover,
     };
-    let summary = match plain_socket(&client) {
-        Ok(socket) => {
-            drop(client);
-            relay::run(socket, backend.stream, leftovers, ctx).await
-        }
-        Err(e) => {
-            warn!(parent: &log.span(), error = %e, "Cannot take the client socket; relaying through pingora's stream.");
-            relay::run(client, backend.stream, leftovers, ctx).await
-        }
-    };
+    let summary = relay::run(client, backend, leftovers, ctx).await;
     info!(
         parent: &log.span(),
         wsnorm.duration_ms = millis(open.elapsed()),

@@ -7,15 +7,14 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info};
 
+use super::buffers::{self, READ_BYTES};
 use super::frames::{Codec, Parsed};
-use super::io::{
-    linger, read_some, shutdown_signalled, write_out, Gated, Incoming, READ_BUFFER_BYTES,
-};
-use super::legs::{free_if_large, Leg, Legs};
+use super::io::{linger, read_some, shutdown_signalled, write_out, Gated, Incoming};
+use super::legs::{Leg, Legs};
 use super::{Leftovers, RelayContext, Summary};
 
 /// How long the second half of a close handshake may take before the connection is dropped.
@@ -38,9 +37,30 @@ pub(super) struct Conn<C, U> {
 /// What woke the relay.
 enum Wake {
     Read(Leg, io::Result<usize>),
-    Tick,
-    CloseTimedOut,
+    Timer,
     Shutdown,
+}
+
+/// What the connection's one timer is set for: the next keepalive check, the connection's turn
+/// in a staged drain, and the close handshake's deadline. One timer, not three: each sits in
+/// every connection's task for its whole life.
+struct Clocks {
+    check_at: Instant,
+    /// When the process began shutting down, plus this connection's wait.
+    drain_at: Option<Instant>,
+    shutting_down: bool,
+    /// Once a leg is closing: keepalive stops, and the close must finish by then.
+    close_by: Option<Instant>,
+}
+
+impl Clocks {
+    fn next(&self) -> Instant {
+        let own = self.close_by.unwrap_or(self.check_at);
+        match self.drain_at {
+            Some(at) if !self.shutting_down => own.min(at),
+            _ => own,
+        }
+    }
 }
 
 impl<C, U> Conn<C, U>
@@ -49,16 +69,13 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     pub(super) fn new(client: C, backend: U, leftovers: Leftovers<'_>, ctx: &RelayContext) -> Self {
-        let incoming = |role, leftover: &[u8], compressed: bool| {
-            let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES.max(leftover.len()));
-            buf.extend_from_slice(leftover);
-            Incoming {
-                codec: Codec::new(role, ctx.max_message_bytes, compressed),
-                buf,
-                need: 0,
-                grown: false,
-                filled: false,
-            }
+        let incoming = |role, leftover: &[u8], compressed: bool| Incoming {
+            codec: Codec::new(role, ctx.max_message_bytes, compressed),
+            buf: BytesMut::from(leftover),
+            fresh: 0,
+            need: 0,
+            grown: false,
+            filled: false,
         };
         Conn {
             incoming: [
@@ -77,28 +94,32 @@ where
     }
 
     /// Lingers on a leg failed for breaking the protocol, then tells how the connection ended.
-    pub(super) async fn finish(mut self) -> Summary {
+    pub(super) async fn finish(&mut self) -> Summary {
         if self.legs.states[Leg::Client as usize].linger {
             linger(&mut self.client).await;
         }
         if self.legs.states[Leg::Backend as usize].linger {
             linger(&mut self.backend).await;
         }
-        self.legs.summary
+        std::mem::take(&mut self.legs.summary)
     }
 
     pub(super) async fn serve(&mut self, ctx: &RelayContext) {
-        let mut deadline: Option<tokio::time::Instant> = None;
-        let mut shutting_down = false;
         let keepalive = ctx.keepalive;
         // Checking twice per interval keeps a ping at most half an interval late.
         let check_every = keepalive.ping_interval / 2;
-        let tick = tokio::time::sleep(check_every);
-        tokio::pin!(tick);
-        let mut tick_waiting = false;
-        let shutdown = shutdown_signalled(ctx.shutdown.clone(), ctx.drain_delay);
-        tokio::pin!(shutdown);
-        let mut shutdown_waiting = false;
+        let mut clocks = Clocks {
+            check_at: Instant::now() + check_every,
+            drain_at: None,
+            shutting_down: false,
+            close_by: None,
+        };
+        let timer = tokio::time::sleep_until(clocks.next());
+        tokio::pin!(timer);
+        let mut timer_waiting = false;
+        let signal = shutdown_signalled(ctx.shutdown.clone());
+        tokio::pin!(signal);
+        let mut signal_waiting = false;
         // Either peer may have sent frames right behind its handshake.
         self.relay_frames(Leg::Client, ctx);
         self.relay_frames(Leg::Backend, ctx);
@@ -112,9 +133,8 @@ where
                 tokio::select! {
                     r = read_some(&mut self.client, client_in), if client.readable() => Wake::Read(Leg::Client, r),
                     r = read_some(&mut self.backend, backend_in), if backend.readable() => Wake::Read(Leg::Backend, r),
-                    _ = Gated::new(tick.as_mut(), &mut tick_waiting, Sleep::is_elapsed), if deadline.is_none() => Wake::Tick,
-                    _ = sleep_until(deadline), if deadline.is_some() => Wake::CloseTimedOut,
-                    _ = Gated::new(shutdown.as_mut(), &mut shutdown_waiting, shutdown_sent), if !shutting_down => Wake::Shutdown,
+                    _ = Gated::new(timer.as_mut(), &mut timer_waiting, Sleep::is_elapsed) => Wake::Timer,
+                    _ = Gated::new(signal.as_mut(), &mut signal_waiting, shutdown_sent), if clocks.drain_at.is_none() => Wake::Shutdown,
                 }
             };
             match wake {
@@ -122,38 +142,47 @@ where
                     self.on_read(from, read, ctx);
                     self.relay_ready(from, ctx);
                 }
-                Wake::Tick => {
-                    tick.as_mut()
-                        .reset(tokio::time::Instant::now() + check_every);
-                    tick_waiting = false;
-                    // A long blocked write kept us from reading: what arrived meanwhile
-                    // counts before a leg is judged silent.
-                    for leg in [Leg::Client, Leg::Backend] {
-                        self.incoming[leg as usize].filled = true;
-                        self.relay_ready(leg, ctx);
+                Wake::Timer => {
+                    let now = Instant::now();
+                    if clocks.close_by.is_some_and(|by| now >= by) {
+                        debug!(parent: &self.legs.log.span(), "Close handshake timed out; dropping the connection.");
+                        break;
                     }
-                    self.legs.keepalive(keepalive);
-                }
-                Wake::CloseTimedOut => {
-                    debug!(parent: &self.legs.log.span(), "Close handshake timed out; dropping the connection.");
-                    break;
-                }
-                Wake::Shutdown => {
-                    shutting_down = true;
-                    info!(parent: &self.legs.log.span(), "Shutting down: closing both legs with 1001.");
-                    for leg in [Leg::Client, Leg::Backend] {
-                        self.legs.close_leg(leg, 1001, "going away");
+                    if !clocks.shutting_down && clocks.drain_at.is_some_and(|at| now >= at) {
+                        clocks.shutting_down = true;
+                        info!(parent: &self.legs.log.span(), "Shutting down: closing both legs with 1001.");
+                        for leg in [Leg::Client, Leg::Backend] {
+                            self.legs.close_leg(leg, 1001, "going away");
+                        }
                     }
+                    if clocks.close_by.is_none() && now >= clocks.check_at {
+                        clocks.check_at = now + check_every;
+                        // A long blocked write kept us from reading: what arrived meanwhile
+                        // counts before a leg is judged silent.
+                        for leg in [Leg::Client, Leg::Backend] {
+                            self.incoming[leg as usize].filled = true;
+                            self.relay_ready(leg, ctx);
+                        }
+                        self.legs.keepalive(keepalive);
+                    }
+                    // Every clock that was due has moved on, so this does not fire again at once.
+                    timer_waiting = false;
                 }
+                // Its turn in the staged drain comes `drain_delay` later; it relays until then.
+                Wake::Shutdown => clocks.drain_at = Some(Instant::now() + ctx.drain_delay),
             }
             self.flush().await;
-            if self
+            let closing = self
                 .legs
                 .states
                 .iter()
-                .any(|l| l.done || l.close_sent || l.close_received)
-            {
-                deadline.get_or_insert_with(close_deadline);
+                .any(|l| l.done || l.close_sent || l.close_received);
+            if closing && clocks.close_by.is_none() {
+                clocks.close_by = Some(Instant::now() + CLOSE_TIMEOUT);
+            }
+            if timer.deadline() != clocks.next() {
+                timer.as_mut().reset(clocks.next());
+                timer_waiting = false;
             }
         }
     }
@@ -188,11 +217,41 @@ where
         }
     }
 
-    /// Relays every complete frame in `from`'s read buffer.
+    /// Relays every complete frame `from` has sent: the bytes just read into the thread's
+    /// buffer, or those held after a partial frame. Only the start of a frame still arriving
+    /// stays with the connection.
     fn relay_frames(&mut self, from: Leg, ctx: &RelayContext) {
+        let fresh = std::mem::take(&mut self.incoming[from as usize].fresh);
+        if fresh > 0 {
+            buffers::with_read(|buf| {
+                let used = self.parse(from, &mut buf[..fresh], ctx);
+                if !self.legs.states[from as usize].done {
+                    let held = &mut self.incoming[from as usize].buf;
+                    held.extend_from_slice(&buf[used..fresh]);
+                }
+            });
+        } else {
+            let mut held = std::mem::take(&mut self.incoming[from as usize].buf);
+            let used = self.parse(from, &mut held[..], ctx);
+            held.advance(used);
+            self.incoming[from as usize].buf = held;
+        }
+        let incoming = &mut self.incoming[from as usize];
+        if incoming.buf.is_empty() {
+            incoming.buf = BytesMut::new();
+            incoming.grown = false;
+        } else if incoming.grown && incoming.buf.len() <= READ_BYTES {
+            incoming.buf = BytesMut::from(&incoming.buf[..]);
+            incoming.grown = false;
+        }
+    }
+
+    /// Relays the complete frames at the start of `data`; tells how many bytes they took.
+    fn parse(&mut self, from: Leg, data: &mut [u8], ctx: &RelayContext) -> usize {
+        let mut used = 0;
         let incoming = &mut self.incoming[from as usize];
         while !self.legs.states[from as usize].done {
-            match incoming.codec.parse(&mut incoming.buf[..]) {
+            match incoming.codec.parse(&mut data[used..]) {
                 Ok(Parsed::NeedMore(need)) => {
                     incoming.need = need;
                     break;
@@ -202,7 +261,7 @@ where
                         self.legs.on_event(from, event, ctx);
                         incoming.codec.release();
                     }
-                    incoming.buf.advance(consumed);
+                    used += consumed;
                     incoming.need = 0;
                 }
                 Err(e) => {
@@ -211,12 +270,7 @@ where
                 }
             }
         }
-        if incoming.grown && incoming.buf.len() <= READ_BUFFER_BYTES {
-            let mut small = BytesMut::with_capacity(READ_BUFFER_BYTES);
-            small.extend_from_slice(&incoming.buf);
-            incoming.buf = small;
-            incoming.grown = false;
-        }
+        used
     }
 
     /// Writes out every leg's queued frames; a failed write closes the other leg, whose close
@@ -231,22 +285,10 @@ where
                 Leg::Client => write_out(&mut self.client, &state.out, self.write_timeout).await,
                 Leg::Backend => write_out(&mut self.backend, &state.out, self.write_timeout).await,
             };
-            state.out.clear();
-            free_if_large(&mut state.out);
+            buffers::give_back(std::mem::take(&mut state.out));
             if let Err(e) = result {
                 self.legs.on_io_error(leg, &e);
             }
         }
-    }
-}
-
-fn close_deadline() -> tokio::time::Instant {
-    tokio::time::Instant::now() + CLOSE_TIMEOUT
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

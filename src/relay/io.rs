@@ -1,5 +1,6 @@
-//! The socket side of the relay: reads sized to the frame being received, writes that cannot
-//! hang forever, lingering on a failed peer, and the gated timers of the loop.
+//! The socket side of the relay: reads into the thread's buffer (or, for a frame that has not
+//! fully arrived, into the connection's own, sized to that frame), writes that cannot hang
+//! forever, lingering on a failed peer, and the gated timers of the loop.
 
 use std::future::Future;
 use std::io;
@@ -9,15 +10,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
+use super::buffers::{self, KEEP_BYTES, READ_BYTES};
 use super::frames::Codec;
-use super::legs::KEEP_BUFFER_BYTES;
 
-/// Read buffer per leg, and the least read per syscall. Chat messages are a few hundred bytes;
-/// the buffer grows for a larger frame and is given back once that frame is relayed.
-pub(super) const READ_BUFFER_BYTES: usize = 2048;
+/// The least a read into a connection's own buffer asks for.
+const MIN_READ_BYTES: usize = 1024;
 
 /// How long, and how many bytes, a failed peer is drained before its socket is closed.
 const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -26,28 +26,48 @@ const LINGER_MAX_BYTES: usize = 1 << 20;
 /// What a leg's peer sent that is not relayed yet.
 pub(super) struct Incoming {
     pub(super) codec: Codec,
+    /// The start of a frame that has not fully arrived; empty, without a buffer, otherwise.
     pub(super) buf: BytesMut,
+    /// Bytes just read into the thread's read buffer ([`buffers::with_read`]), to be relayed
+    /// before anything else runs on this thread.
+    pub(super) fresh: usize,
     /// Bytes the frame at the start of `buf` needs in all (0 when unknown).
     pub(super) need: usize,
-    /// `buf` was grown past [`KEEP_BUFFER_BYTES`] for a large frame (its `capacity()` shrinks
-    /// as bytes are consumed, so it cannot tell).
+    /// `buf` was grown past [`KEEP_BYTES`] for a large frame (its `capacity()` shrinks as bytes
+    /// are consumed, so it cannot tell).
     pub(super) grown: bool,
     /// The last read filled the buffer: more may be waiting in the socket.
     pub(super) filled: bool,
 }
 
-/// Reads what the socket has into the leg's buffer, with room for at least the frame being
-/// received (so a large one is not read a few bytes at a time).
+/// Reads what the socket has: into the thread's read buffer when the connection holds no
+/// partial frame (the usual case), else into its own buffer with room for at least the frame
+/// being received (so a large one is not read a few bytes at a time).
 pub(super) async fn read_some<S: AsyncRead + Unpin>(
     stream: &mut S,
     incoming: &mut Incoming,
 ) -> io::Result<usize> {
+    if incoming.buf.is_empty() {
+        // Borrowed only inside one poll: a read that is pending has written nothing.
+        let read = std::future::poll_fn(|cx| {
+            buffers::with_read(|buf| {
+                let mut buf = ReadBuf::new(buf);
+                Pin::new(&mut *stream)
+                    .poll_read(cx, &mut buf)
+                    .map_ok(|()| buf.filled().len())
+            })
+        })
+        .await;
+        incoming.fresh = *read.as_ref().unwrap_or(&0);
+        incoming.filled = incoming.fresh == READ_BYTES;
+        return read;
+    }
     let have = incoming.buf.len();
     let want = incoming.need.saturating_sub(have);
     // Grown with what has arrived, at most doubling, not with what a header claims.
-    let step = want.min(have.max(KEEP_BUFFER_BYTES));
-    incoming.buf.reserve(step.max(READ_BUFFER_BYTES / 2));
-    if incoming.buf.capacity() > KEEP_BUFFER_BYTES {
+    let step = want.min(have.max(KEEP_BYTES));
+    incoming.buf.reserve(step.max(MIN_READ_BYTES));
+    if incoming.buf.capacity() > KEEP_BYTES {
         incoming.grown = true;
     }
     let room = incoming.buf.capacity() - incoming.buf.len();
@@ -74,7 +94,8 @@ pub(super) async fn write_out<S: AsyncWrite + Unpin>(
 pub(super) async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     let drain = async {
         let _ = stream.shutdown().await;
-        let mut buf = [0u8; 4096];
+        // On the heap: an array here would sit in every connection's task for its whole life.
+        let mut buf = vec![0u8; 4096];
         let mut left = LINGER_MAX_BYTES;
         while left > 0 {
             match stream.read(&mut buf).await {
@@ -86,12 +107,11 @@ pub(super) async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     let _ = tokio::time::timeout(LINGER_TIMEOUT, drain).await;
 }
 
-/// Resolves `delay` after the process starts shutting down (never, if the signal is gone).
-pub(super) async fn shutdown_signalled(mut shutdown: watch::Receiver<bool>, delay: Duration) {
+/// Resolves once the process starts shutting down (never, if the signal is gone).
+pub(super) async fn shutdown_signalled(mut shutdown: watch::Receiver<bool>) {
     if shutdown.wait_for(|down| *down).await.is_err() {
         std::future::pending::<()>().await;
     }
-    tokio::time::sleep(delay).await;
 }
 
 /// A write that must finish within `timeout`: a peer that stopped reading must not hold the
@@ -105,7 +125,8 @@ async fn within(
     if let Some(done) = (&mut write).now_or_never() {
         return done;
     }
-    tokio::time::timeout(timeout, write)
+    // Boxed: the timer would otherwise sit in every connection's task for its whole life.
+    Box::pin(tokio::time::timeout(timeout, write))
         .await
         .unwrap_or_else(|_| {
             Err(io::Error::new(

@@ -9,6 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpC
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
 
+use super::buffers::{self, free_if_large};
 use super::deflate::{DeflateError, DeflateSettings, Deflater, InflateError, Inflater, LegDeflate};
 use super::frames::{self, Event, FrameError};
 use super::metrics::{Initiator, MessageKind, RouteMetrics};
@@ -23,9 +24,6 @@ thread_local! {
     /// one per thread does for every connection.
     static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
-
-/// Buffers that grew past this for one large message are freed once it is relayed.
-pub(super) const KEEP_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Replies to rejected messages held back while a binary message is forwarded to the same
 /// peer in fragments; past this, reading from that peer waits for the fragments' end.
@@ -101,7 +99,8 @@ impl Compression {
 /// A leg's output and what is known about its closing.
 pub(super) struct LegState {
     pub(super) role: Role,
-    /// Frames to write, sent at the end of each batch.
+    /// Frames to write, sent at the end of each batch; a buffer from the pool only while there
+    /// are any ([`LegState::output`]).
     pub(super) out: Vec<u8>,
     /// `out` is inside a fragmented binary message: a data frame of our own must wait.
     pub(super) mid_message: bool,
@@ -166,7 +165,8 @@ impl LegState {
     }
 
     pub(super) fn send(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
-        frames::write_frame(&mut self.out, self.role, opcode, fin, payload);
+        let role = self.role;
+        frames::write_frame(self.output(), role, opcode, fin, payload);
     }
 
     /// Queues one frame of a message relayed from the other leg (compressed when this leg is
@@ -182,7 +182,7 @@ impl LegState {
         self.mid_message = !fin;
         if fin && !self.held.is_empty() {
             self.out.append(&mut self.held);
-            free_if_large(&mut self.held);
+            self.held = Vec::new();
         }
         Ok(wire)
     }
@@ -213,7 +213,8 @@ impl LegState {
         compressed.clear();
         let result = compression.deflater.compress(payload, fin, &mut compressed);
         if result.is_ok() {
-            frames::write_frame_rsv1(&mut self.out, self.role, opcode, fin, first, &compressed);
+            let role = self.role;
+            frames::write_frame_rsv1(self.output(), role, opcode, fin, first, &compressed);
         }
         let wire = compressed.len();
         free_if_large(&mut compressed);
@@ -223,12 +224,21 @@ impl LegState {
 
     /// Queues a text message of our own, after any fragmented message being relayed to it.
     pub(super) fn reply(&mut self, text: &[u8]) {
+        let role = self.role;
         let out = if self.mid_message {
             &mut self.held
         } else {
-            &mut self.out
+            self.output()
         };
-        frames::write_frame(out, self.role, OpCode::Data(Data::Text), true, text);
+        frames::write_frame(out, role, OpCode::Data(Data::Text), true, text);
+    }
+
+    /// Its output, in a buffer lent from the thread's pool while it has frames to write.
+    fn output(&mut self) -> &mut Vec<u8> {
+        if self.out.capacity() == 0 {
+            self.out = buffers::take_write();
+        }
+        &mut self.out
     }
 }
 
@@ -237,7 +247,7 @@ impl LegState {
 pub(super) struct Legs {
     pub(super) states: [LegState; 2],
     pub(super) summary: Summary,
-    metrics: RouteMetrics,
+    metrics: Arc<RouteMetrics>,
     pub(super) log: Arc<ConnectionLog>,
 }
 
@@ -453,14 +463,16 @@ impl Legs {
         }
         // Answered on its leg with the same code, as RFC 6455 §5.5.1 suggests.
         state.close_sent = true;
-        frames::write_close(&mut state.out, state.role, close);
+        let role = state.role;
+        frames::write_close(state.output(), role, close);
         let (code, reason) = close.unwrap_or((1005, ""));
         self.metrics.close(code, from.initiator());
         self.record_close(code, reason, from.initiator());
         let other = &mut self.states[to as usize];
         if other.writable() {
             other.close_sent = true;
-            frames::write_close(&mut other.out, other.role, close);
+            let role = other.role;
+            frames::write_close(other.output(), role, close);
         }
     }
 
@@ -517,7 +529,8 @@ impl Legs {
             return;
         }
         state.close_sent = true;
-        frames::write_close(&mut state.out, state.role, Some((code, reason)));
+        let role = state.role;
+        frames::write_close(state.output(), role, Some((code, reason)));
         self.metrics.close(code, Initiator::Proxy);
         self.record_close(code, reason, Initiator::Proxy);
     }
@@ -567,11 +580,5 @@ impl Legs {
 }
 
 /// Gives back an emptied buffer that grew for one large message.
-pub(super) fn free_if_large(buf: &mut Vec<u8>) {
-    if buf.capacity() > KEEP_BUFFER_BYTES {
-        *buf = Vec::new();
-    }
-}
-
 #[cfg(test)]
 mod tests;

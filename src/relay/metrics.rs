@@ -2,6 +2,8 @@
 //! resolves its route's series once ([`RelayMetrics::route`]), so relaying a message does no
 //! label hashing.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus::{
@@ -66,7 +68,9 @@ pub struct RelayMetrics {
     closes: IntCounterVec,
     active: IntGaugeVec,
     duration: HistogramVec,
-    wire: std::sync::Arc<WireBytes>,
+    wire: Arc<WireBytes>,
+    /// Each route's series, resolved at its first connection and shared by all of them.
+    routes: Mutex<HashMap<Box<str>, Arc<RouteMetrics>>>,
 }
 
 impl RelayMetrics {
@@ -118,7 +122,8 @@ impl RelayMetrics {
                 // 10 ms .. ~11.6 days.
                 prometheus::exponential_buckets(0.01, 4.0, 15)?,
             )?,
-            wire: std::sync::Arc::new(WireBytes::register(reg)?),
+            wire: Arc::new(WireBytes::register(reg)?),
+            routes: Mutex::default(),
         })
     }
 
@@ -135,9 +140,20 @@ impl RelayMetrics {
         }
     }
 
-    /// The series of one route, resolved for one connection. `route` must be a configured
-    /// pattern or [`crate::config::UNROUTED`].
-    pub fn route(&self, route: &str) -> RouteMetrics {
+    /// The series of one route. `route` must be a configured pattern or
+    /// [`crate::config::UNROUTED`], so the routes kept are bounded by the config.
+    pub fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        // A poisoned lock only means another thread panicked mid-insert; the map is still whole.
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(series) = routes.get(route) {
+            return series.clone();
+        }
+        let series = Arc::new(self.resolve(route));
+        routes.insert(route.into(), series.clone());
+        series
+    }
+
+    fn resolve(&self, route: &str) -> RouteMetrics {
         let per_dir = |family: &IntCounterVec| {
             Direction::ALL.map(|d| family.with_label_values(&[route, d.as_str()]))
         };
@@ -158,10 +174,10 @@ impl RelayMetrics {
     }
 }
 
-/// One route's relay series, resolved once per connection.
-#[derive(Clone)]
+/// One route's relay series, resolved once per route: a connection holds an `Arc` of them, not
+/// its own copy.
 pub struct RouteMetrics {
-    route: std::sync::Arc<str>,
+    route: Box<str>,
     messages: [[IntCounter; 3]; 2],
     bytes_received: [IntCounter; 2],
     bytes_sent: [IntCounter; 2],
@@ -169,7 +185,7 @@ pub struct RouteMetrics {
     closes: IntCounterVec,
     active: IntGauge,
     duration: Histogram,
-    wire: std::sync::Arc<WireBytes>,
+    wire: Arc<WireBytes>,
 }
 
 impl RouteMetrics {

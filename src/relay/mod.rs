@@ -23,6 +23,7 @@
 //! what each event does, `rewrite` passes text through the rules, and `io` holds the socket
 //! helpers.
 
+mod buffers;
 mod conn;
 pub mod deflate;
 mod frames;
@@ -54,7 +55,7 @@ pub struct RelayContext {
     pub rules: Option<Arc<ArcSwap<CompiledRules>>>,
     pub metrics: Arc<Metrics>,
     /// The connection's route's series, resolved once for it.
-    pub route_metrics: RouteMetrics,
+    pub route_metrics: Arc<RouteMetrics>,
     /// Becomes true when the process shuts down: both legs are then closed with 1001, after
     /// `drain_delay` (the connection's place in the staged drain; it keeps relaying meanwhile).
     pub shutdown: watch::Receiver<bool>,

@@ -4,8 +4,8 @@ use std::time::Instant;
 
 use tracing::debug;
 
+use super::buffers::free_if_large;
 use super::frames;
-use super::legs::free_if_large;
 use super::metrics::MessageKind;
 use super::RelayContext;
 use crate::rules::{Direction, OnOversizedRewrite, Outcome, UnixTime};

@@ -20,9 +20,10 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use super::buffers::KEEP_BYTES;
 use super::conn::Conn;
 use super::frames;
-use super::legs::{Leg, KEEP_BUFFER_BYTES};
+use super::legs::Leg;
 use super::*;
 use crate::config::Config;
 use crate::config::Overrides;
@@ -34,9 +35,6 @@ const CONTINUE: OpCode = OpCode::Data(Data::Continue);
 
 /// What each in-memory pipe holds before its writer waits for the reader.
 const PIPE_BYTES: usize = 64 * 1024;
-
-/// "Back to small" for a leg's buffers.
-const SMALL_BYTES: usize = 4 * 1024;
 
 /// The one rule of the tests that need a rejected message.
 const REJECTING_RULES: &str = r#"
@@ -293,21 +291,46 @@ async fn buffers_grown_for_a_large_message_are_released_once_it_is_relayed() {
     }
     assert!(text_of(to_backend) == text, "text differs");
 
+    assert_holds_no_buffer(&conn);
+}
+
+/// A quiet connection holds no read or write buffer: they are lent only while bytes move.
+fn assert_holds_no_buffer<C, U>(conn: &Conn<C, U>) {
     for leg in [Leg::Client, Leg::Backend] {
         let incoming = &conn.incoming[leg as usize];
         assert!(!incoming.grown, "{leg:?}: read buffer still marked grown");
-        assert!(
-            incoming.buf.capacity() <= SMALL_BYTES,
-            "{leg:?}: read buffer keeps {} bytes",
-            incoming.buf.capacity()
-        );
+        assert_eq!(incoming.buf.capacity(), 0, "{leg:?}: read buffer kept");
         let out = &conn.legs.states[leg as usize].out;
-        assert!(
-            out.capacity() <= SMALL_BYTES,
-            "{leg:?}: write buffer keeps {} bytes",
-            out.capacity()
-        );
+        assert_eq!(out.capacity(), 0, "{leg:?}: write buffer kept");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_connection_holds_no_buffer_after_a_conversation() {
+    let ctx = context("");
+    let (mut conn, client, backend) = conn(&ctx);
+    let client_side = tokio::spawn(async move {
+        let mut ws = ws_client(client).await;
+        for i in 0..20 {
+            ws.send(Message::text(format!(r#"{{"type":"chat","n":{i}}}"#)))
+                .await
+                .unwrap();
+            ws.next().await.unwrap().unwrap();
+        }
+        ws
+    });
+    let backend_side = tokio::spawn(async move {
+        let mut ws = ws_backend(backend).await;
+        for _ in 0..20 {
+            let got = ws.next().await.unwrap().unwrap();
+            ws.send(got).await.unwrap();
+        }
+        ws
+    });
+    serve_until_idle(&mut conn, &ctx).await;
+    let (_client, _backend) = (client_side.await.unwrap(), backend_side.await.unwrap());
+    assert_eq!(conn.legs.summary.messages, [20, 20]);
+    assert_holds_no_buffer(&conn);
 }
 
 #[tokio::test(start_paused = true)]
@@ -332,7 +355,7 @@ async fn a_header_claiming_a_large_frame_grows_the_read_buffer_only_with_what_ar
     assert_eq!(incoming.buf.len(), bytes.len(), "the partial frame waits");
     assert_eq!(incoming.need, header_len + claimed, "the codec's NeedMore");
     assert!(
-        incoming.buf.capacity() <= 2 * KEEP_BUFFER_BYTES,
+        incoming.buf.capacity() <= 2 * KEEP_BYTES,
         "{} bytes arrived, {} reserved",
         bytes.len(),
         incoming.buf.capacity()
