@@ -105,7 +105,7 @@ if command -v heaptrack >/dev/null && command -v heaptrack_print >/dev/null; the
   ht_pid=$!; pids+=("$ht_pid")
   wait_port "$ws_port"
   timeout 60 taskset -c 1 "$load_bin" idle --url "$url" -n "$idle_conns" --touch \
-    --touch-after-secs 1 --hold-secs 4 >"$out/idle.out" || true
+    --settle-secs 1 --hold-secs 2 >"$out/idle.out" || true
   # heaptrack runs wsnorm as its child: stop that one, then let heaptrack write its file.
   child=$(pgrep -P "$ht_pid" -x "$(basename "$wsnorm_bin")" | head -n1 || true)
   if [ -n "$child" ]; then kill -TERM "$child"; fi
