@@ -220,7 +220,7 @@ idle_run() { # target connections
       kib_per_conn_burst: per("burst") }' "$f" >"$tmp/idle-$t-$n.json"
   jq -e --argjson n "$n" --argjson burst "$burst" '.connections_ok == $n and .touched_ok == $n
       and ($burst == 0 or .burst_ok == $n)' "$tmp/idle-$t-$n.json" >/dev/null \
-    || die "idle $t x$n: $(jq -r '"\(.connections_ok) opened, \(.touched_ok) touched, \(.burst_ok) burst: \(.first_error)"' "$tmp/idle-$t-$n.json")"
+    || die "idle $t x$n: $(jq -r '"\(.connections_ok) opened, \(.touched_ok) touched, \(.burst_ok) burst: \(.first_error)"' "$tmp/idle-$t-$n.json") (KEEP_TMP=1 keeps the proxies' logs)"
   # Let the proxy see the closes before the next measurement.
   sleep 3
   log "$(jq -r 'def f: . * 100 | round / 100; "idle \(.target) x\(.connections): RSS \(.rss_before_kib) -> \(.rss_open_kib) -> \(.rss_touched_kib) -> \(.rss_burst_kib // "-") KiB: \(.kib_per_conn_open | f) KiB/conn open, \(.kib_per_conn_touched | f) after one message, \(.kib_per_conn_burst // "-" | if type == "number" then f else . end) after a burst and quiet"' "$tmp/idle-$t-$n.json")"
