@@ -46,7 +46,7 @@ for s in $(seq 1 "$sessions"); do
   side_pids=()
   for i in 0 1; do
     taskset -c 0 "${bins[$i]}" --config "${configs[$i]}" --listen "127.0.0.1:$((port_base + 10 + i))" \
-      --admin "127.0.0.1:$((port_base + 20 + i))" --upstream "127.0.0.1:$echo_port" \
+      --admin "127.0.0.1:$((port_base + 20 + i))" --backend "127.0.0.1:$echo_port" \
       --log-format json 2>>"$scratch/wsnorm-$i.log" &
     side_pids+=("$!"); pids+=("$!")
     wait_port $((port_base + 10 + i))

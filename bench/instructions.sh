@@ -88,7 +88,7 @@ for t in $targets; do
   case "$t" in
     nginx) cmd=("$nginx_bin" -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf") ;;
     wsnorm) cmd=("$wsnorm_bin" --config "$tmp/wsnorm.toml" --listen "127.0.0.1:$proxy_port"
-                 --admin "127.0.0.1:$admin_port" --upstream "127.0.0.1:$echo_port" --log-format json) ;;
+                 --admin "127.0.0.1:$admin_port" --backend "127.0.0.1:$echo_port" --log-format json) ;;
     *) die "unknown target $t" ;;
   esac
   taskset -c 0 valgrind --tool=callgrind --instr-atstart=no "${cache[@]}" \

@@ -1,11 +1,11 @@
 # Shared by the bench scripts (sourced, from the repository root): the helpers of
 # scripts/lib.sh (messages, installing what is missing, the processes a script started, all
-# killed on exit, a scratch directory, waiting for ports), plus nginx's config, the binaries
-# measured and the proxies compared.
+# killed on exit, a scratch directory, waiting for ports), plus nginx's and HAProxy's configs,
+# the binaries measured and the proxies compared.
 . scripts/lib.sh
 
 # nginx as a pass-through WebSocket proxy with one worker, everything under DIR:
-# bench_nginx_conf DIR LISTEN_PORT UPSTREAM_PORT CONNECTIONS [single] ("single": no master
+# bench_nginx_conf DIR LISTEN_PORT BACKEND_PORT CONNECTIONS [single] ("single": no master
 # process, e.g. to run it under valgrind). Start it with
 # nginx -p DIR -e DIR/logs/error.log -c DIR/nginx.conf
 bench_nginx_conf() {
@@ -45,6 +45,31 @@ http {
 EOF
 }
 
+# HAProxy as a pass-through WebSocket proxy with one thread, in the foreground (-db: one
+# process, no master): bench_haproxy_conf FILE LISTEN_PORT BACKEND_PORT FDS. It holds two
+# descriptors per proxied connection; ulimit-n is set rather than derived from maxconn, which
+# would ask for more than FDS. After the upgrade only `timeout tunnel` applies.
+bench_haproxy_conf() {
+  cat >"$1" <<EOF
+global
+    nbthread 1
+    ulimit-n $4
+    maxconn $((($4 - 100) / 2))
+defaults
+    mode http
+    maxconn $((($4 - 100) / 2))
+    timeout connect 10s
+    timeout client 3600s
+    timeout server 3600s
+    timeout tunnel 3600s
+frontend ws
+    bind 127.0.0.1:$2
+    default_backend echo
+backend echo
+    server echo 127.0.0.1:$3
+EOF
+}
+
 # The binaries measured: wsnorm as shipped (scripts/build-pgo.sh: the `dist` profile with
 # profile-guided optimisation, target/pgo/wsnorm), the load tool and echo backend from the plain
 # `dist` build. bench_binaries BUILD (1: build them first) sets wsnorm_bin and load_bin;
@@ -61,20 +86,26 @@ bench_binaries() {
 }
 
 # The proxies compared, each a fresh process on CPU 0 in front of the echo backend: nginx
-# (1 worker), wsnorm (the shipped config with threads = 1), wsnorm with no rules ("passthrough":
-# frames are still parsed, checked and re-framed, messages not parsed) and a plain tokio TCP
-# relay (`wsnorm-load relay`: what a proxy on tokio costs before it looks at a frame).
-# bench_targets_configure DIR PORT_BASE ECHO_PORT FDS writes their configs under DIR and takes
-# the ports PORT_BASE+2..+7; then bench_targets_start (sets nginx_pid, nginx_worker,
-# wsnorm_pid, pass_pid, relay_pid), bench_targets_stop, and bench_target_args TARGET: the load
-# tool's options for TARGET (its URL, subprotocol, check and CPU pids).
+# (1 worker), HAProxy (1 thread), wsnorm (the shipped config with threads = 1), wsnorm with no
+# rules ("passthrough": frames are still parsed, checked and re-framed, messages not parsed) and
+# a plain tokio TCP relay (`wsnorm-load relay`: what a proxy on tokio costs before it looks at a
+# frame). bench_targets_configure DIR PORT_BASE ECHO_PORT FDS writes their configs under DIR
+# and takes the ports PORT_BASE+2..+8; then bench_targets_start (sets nginx_pid, nginx_worker,
+# haproxy_pid, wsnorm_pid, pass_pid, relay_pid), bench_targets_stop, bench_target_args TARGET:
+# the load tool's options for TARGET (its URL, subprotocol, check and CPU pids), and
+# bench_target_pids TARGET: its processes (nginx: master and worker).
 bench_targets_configure() {
   targets_dir=$1; targets_echo_port=$3
   nginx_port=$(($2 + 2)); wsnorm_port=$(($2 + 3)); wsnorm_admin_port=$(($2 + 4))
   pass_port=$(($2 + 5)); pass_admin_port=$(($2 + 6)); relay_port=$(($2 + 7))
-  ports_free $nginx_port $wsnorm_port $wsnorm_admin_port $pass_port $pass_admin_port $relay_port
+  haproxy_port=$(($2 + 8))
+  ports_free $nginx_port $wsnorm_port $wsnorm_admin_port $pass_port $pass_admin_port $relay_port \
+    $haproxy_port
   nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+  haproxy_bin=$(command -v haproxy || echo /usr/sbin/haproxy)
   bench_nginx_conf "$1/nginx" "$nginx_port" "$3" "$4"
+  bench_haproxy_conf "$1/haproxy.cfg" "$haproxy_port" "$3" "$4"
+  "$haproxy_bin" -c -q -f "$1/haproxy.cfg" || die "haproxy refuses $1/haproxy.cfg"
   sed -e 's/^threads = .*/threads = 1/' -e "s/^max_connections = .*/max_connections = $4/" \
     config/wsnorm.toml >"$1/wsnorm.toml"
   grep -q '^threads = 1$' "$1/wsnorm.toml" || die "could not set threads = 1"
@@ -84,7 +115,7 @@ bench_targets_configure() {
 }
 bench_start_wsnorm() { # pid-variable config port admin-port log
   taskset -c 0 "$wsnorm_bin" --config "$2" --listen "127.0.0.1:$3" --admin "127.0.0.1:$4" \
-    --upstream "127.0.0.1:$targets_echo_port" --log-format json 2>>"$5" &
+    --backend "127.0.0.1:$targets_echo_port" --log-format json 2>>"$5" &
   printf -v "$1" '%s' "$!"
   pids+=("$!")
   wait_port "$3"
@@ -101,22 +132,42 @@ bench_targets_start() {
     sleep 0.1
   done
   [ -n "$nginx_worker" ] || die "no nginx worker process"
+  taskset -c 0 "$haproxy_bin" -db -f "$d/haproxy.cfg" 2>>"$d/haproxy.log" &
+  haproxy_pid=$!; pids+=("$haproxy_pid")
+  wait_port "$haproxy_port"
   bench_start_wsnorm wsnorm_pid "$d/wsnorm.toml" "$wsnorm_port" "$wsnorm_admin_port" "$d/wsnorm.log"
   bench_start_wsnorm pass_pid "$d/passthrough.toml" "$pass_port" "$pass_admin_port" "$d/passthrough.log"
   taskset -c 0 "$load_bin" relay --bind "127.0.0.1:$relay_port" \
-    --upstream "127.0.0.1:$targets_echo_port" 2>>"$d/relay.log" &
+    --backend "127.0.0.1:$targets_echo_port" 2>>"$d/relay.log" &
   relay_pid=$!; pids+=("$relay_pid")
   wait_port "$relay_port"
 }
-bench_targets_stop() { stop_procs "$nginx_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid" || true; }
+bench_targets_stop() {
+  stop_procs "$nginx_pid" "$haproxy_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid" || true
+}
 # Only wsnorm is offered agent_chat (the echo backend selects none) and only wsnorm with rules
-# rewrites; the others echo as sent.
+# rewrites; the others echo as sent. bench_target_args TARGET [PID_OPTION]: TARGET's processes
+# are passed with PID_OPTION (default --cpu-pid; idle's is --measure-pid).
 bench_target_args() {
+  local port sp=--subprotocol= check="" p
   case "$1" in
-    nginx) echo "--url ws://127.0.0.1:$nginx_port/ws --subprotocol= --cpu-pid $nginx_pid --cpu-pid $nginx_worker" ;;
-    wsnorm) echo "--url ws://127.0.0.1:$wsnorm_port/ws --subprotocol=agent_chat --expect-rewrite --cpu-pid $wsnorm_pid" ;;
-    passthrough) echo "--url ws://127.0.0.1:$pass_port/ws --subprotocol=agent_chat --cpu-pid $pass_pid" ;;
-    tcp_relay) echo "--url ws://127.0.0.1:$relay_port/ws --subprotocol= --cpu-pid $relay_pid" ;;
+    nginx) port=$nginx_port ;;
+    haproxy) port=$haproxy_port ;;
+    wsnorm) port=$wsnorm_port; sp=--subprotocol=agent_chat; check=" --expect-rewrite" ;;
+    passthrough) port=$pass_port; sp=--subprotocol=agent_chat ;;
+    tcp_relay) port=$relay_port ;;
     *) die "unknown target $1" ;;
+  esac
+  printf '%s' "--url ws://127.0.0.1:$port/ws $sp$check"
+  for p in $(bench_target_pids "$1"); do printf ' %s %s' "${2:---cpu-pid}" "$p"; done
+  echo
+}
+bench_target_pids() {
+  case "$1" in
+    nginx) echo "$nginx_pid $nginx_worker" ;;
+    haproxy) echo "$haproxy_pid" ;;
+    wsnorm) echo "$wsnorm_pid" ;;
+    passthrough) echo "$pass_pid" ;;
+    tcp_relay) echo "$relay_pid" ;;
   esac
 }

@@ -42,7 +42,7 @@ pids+=($!)
 wait_port "$echo_port"
 start_wsnorm() { # [wrapper...]
   "$@" taskset -c 0 "$wsnorm_bin" --config "$out/wsnorm.toml" --listen "127.0.0.1:$ws_port" \
-    --admin "127.0.0.1:$admin_port" --upstream "127.0.0.1:$echo_port" --log-format json \
+    --admin "127.0.0.1:$admin_port" --backend "127.0.0.1:$echo_port" --log-format json \
     2>>"$out/wsnorm.log" &
   pids+=($!)
   wait_port "$ws_port"
@@ -101,11 +101,11 @@ if command -v heaptrack >/dev/null && command -v heaptrack_print >/dev/null; the
   for _ in $(seq 1 150); do kill -0 "$ws_pid" 2>/dev/null || break; sleep 0.1; done
   taskset -c 0 heaptrack -o "$out/heaptrack" "$wsnorm_bin" --config "$out/wsnorm.toml" \
     --listen "127.0.0.1:$ws_port" --admin "127.0.0.1:$admin_port" \
-    --upstream "127.0.0.1:$echo_port" --log-format json >/dev/null 2>>"$out/wsnorm.log" &
+    --backend "127.0.0.1:$echo_port" --log-format json >/dev/null 2>>"$out/wsnorm.log" &
   ht_pid=$!; pids+=("$ht_pid")
   wait_port "$ws_port"
   timeout 60 taskset -c 1 "$load_bin" idle --url "$url" -n "$idle_conns" --touch \
-    --touch-after-secs 1 --hold-secs 4 >"$out/idle.out" || true
+    --settle-secs 1 --hold-secs 2 >"$out/idle.out" || true
   # heaptrack runs wsnorm as its child: stop that one, then let heaptrack write its file.
   child=$(pgrep -P "$ht_pid" -x "$(basename "$wsnorm_bin")" | head -n1 || true)
   if [ -n "$child" ]; then kill -TERM "$child"; fi

@@ -11,7 +11,7 @@
 #   other    everything else in the kernel (other syscalls, interrupts).
 #
 #   bench/where.sh [--no-build] [--rounds N] [-k "1 16"] [--targets "nginx wsnorm passthrough tcp_relay"]
-#     [--out FILE]
+#     [--out FILE]   (haproxy is a target too)
 #   (WSNORM_BIN / LOAD_BIN as in bench/compare.sh; FREQ: samples per second, default 499)
 #
 # Same set-up as compare.sh: each proxy a fresh process every round on CPU 0, the echo backend
@@ -33,14 +33,14 @@ while [ $# -gt 0 ]; do
     -k) ks=$2; shift ;;
     --targets) targets=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
 [ -n "$out" ] || out="$root/target/bench-results/where-$(date -u +%Y%m%d-%H%M%S).json"
 mkdir -p "$(dirname "$out")"
-install_missing nginx:nginx jq:jq taskset:util-linux perf:linux-perf
+install_missing nginx:nginx haproxy:haproxy jq:jq taskset:util-linux perf:linux-perf
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
 perf record -e cpu-clock -o "$scratch/probe.data" true >/dev/null 2>&1 \
   || die "perf record is not permitted here (kernel.perf_event_paranoid?)"

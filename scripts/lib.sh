@@ -1,6 +1,7 @@
-# Shared by scripts/build-pgo.sh, the bench scripts and deploy/tools/validate.sh (sourced, from the
-# repository root): messages, installing what is missing, the processes a script started (all
-# stopped on exit), a scratch directory, waiting for ports, and checking the load tool's reports.
+# Shared by scripts/build-pgo.sh, the bench scripts, deploy/tools/validate.sh and measure.sh
+# (sourced, from the repository root): messages, installing what is missing, the processes a
+# script started (all stopped on exit), a scratch directory, waiting for ports, and checking
+# the load tool's reports.
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "$(basename "$0"): $*"; exit 1; }

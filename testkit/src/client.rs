@@ -250,9 +250,9 @@ mod tests {
                     header::AUTHORIZATION,
                     HeaderValue::from_str(&format!("Bearer {DEMO_TOKEN}")).unwrap(),
                 );
-                let (upstream, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+                let (backend, _) = tokio_tungstenite::connect_async(req).await.unwrap();
                 let (mut c_tx, mut c_rx) = client.split();
-                let (mut u_tx, mut u_rx) = upstream.split();
+                let (mut u_tx, mut u_rx) = backend.split();
                 let up = async {
                     while let Some(Ok(msg)) = c_rx.next().await {
                         let msg = match msg {

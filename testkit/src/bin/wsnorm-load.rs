@@ -8,9 +8,13 @@
 //!   msg/s, latency percentiles (HDR, µs), errors, mismatches and, with `--cpu-pid`, the CPU time
 //!   those processes used during the measured window (utime+stime from `/proc/PID/stat`, plus the
 //!   nanosecond `schedstat` sum of their threads) per round trip.
-//! * `idle` — opens N connections, prints `{"event":"open",...}` once all are open, optionally
-//!   sends one message on each (`--touch`, then `{"event":"touched",...}`), and holds them for
-//!   `--hold-secs` or until killed.
+//! * `paced` — the same message and checks at a fixed total rate: N connections, each sending on
+//!   its own timer (staggered), so the proxy sleeps between messages as it does in front of a
+//!   chat backend. Prints the achieved rate, latency percentiles and CPU per message.
+//! * `idle` — opens N connections and holds them; optionally M round trips on each (`--touch`),
+//!   then a burst of large messages on each (`--burst`). With `--measure-pid` it reads those
+//!   processes' memory (VmRSS, VmHWM) and CPU time before opening and after each stage, once
+//!   the proxy has settled, and prints one JSON line per stage.
 //! * `echo` — a lean echo backend: any path, no auth, no subprotocol, text and binary echoed,
 //!   16 KiB read buffers.
 //! * `relay` — a plain TCP relay (tokio's `copy_bidirectional`, 4 KiB buffers), WebSocket
@@ -34,7 +38,7 @@ use tokio::sync::{Barrier, Semaphore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 /// The message sent, split around the sequence number (`message_id`).
@@ -66,11 +70,13 @@ struct Cli {
 enum Command {
     /// Round trips over N connections with K messages in flight each; JSON report on stdout.
     Pingpong(PingPong),
-    /// Open N connections and hold them.
+    /// Messages at a fixed total rate over N connections; JSON report on stdout.
+    Paced(Paced),
+    /// Open N connections and hold them (round trips and a burst on each, optionally).
     Idle(Idle),
     /// Echo backend (text and binary), for measuring proxies.
     Echo(Echo),
-    /// Plain TCP relay to an upstream (a reference for proxies' CPU per message).
+    /// Plain TCP relay to a backend (a reference for proxies' CPU per message).
     Relay(Relay),
 }
 
@@ -97,9 +103,45 @@ struct ClientOpts {
 }
 
 #[derive(Debug, Args)]
-struct PingPong {
+struct EchoCheck {
+    /// Echoes must be the exactly-rewritten message (through wsnorm with the default rules);
+    /// without it they must be the bytes sent.
+    #[arg(long)]
+    expect_rewrite: bool,
+    /// Give up on an echo after this long (the connection is then counted as failed).
+    #[arg(long, default_value_t = 10.0)]
+    reply_timeout_secs: f64,
+}
+
+#[derive(Debug, Args)]
+struct Measure {
+    /// Processes whose CPU time is measured over the window (repeatable; e.g. the proxy).
+    #[arg(long = "cpu-pid")]
+    cpu_pids: Vec<u32>,
+    /// Clock ticks per second of /proc/PID/stat (default: `getconf CLK_TCK`, else 100).
+    #[arg(long)]
+    clk_tck: Option<u64>,
+    /// Free-form label copied into the report.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+/// What `pingpong` and `paced` share: where and how to connect, how echoes are checked, what
+/// is measured.
+#[derive(Debug, Args)]
+struct Load {
     #[command(flatten)]
     client: ClientOpts,
+    #[command(flatten)]
+    check: EchoCheck,
+    #[command(flatten)]
+    measure: Measure,
+}
+
+#[derive(Debug, Args)]
+struct PingPong {
+    #[command(flatten)]
+    load: Load,
     /// Measured round trips per connection.
     #[arg(long, short = 'm', default_value_t = 1000)]
     messages: u64,
@@ -109,38 +151,61 @@ struct PingPong {
     /// Messages in flight per connection.
     #[arg(long, short = 'k', default_value_t = 1)]
     inflight: usize,
-    /// Echoes must be the exactly-rewritten message (through wsnorm with the default rules);
-    /// without it they must be the bytes sent.
-    #[arg(long)]
-    expect_rewrite: bool,
-    /// Processes whose CPU time is measured over the window (repeatable; e.g. the proxy).
-    #[arg(long = "cpu-pid")]
-    cpu_pids: Vec<u32>,
-    /// Clock ticks per second of /proc/PID/stat (default: `getconf CLK_TCK`, else 100).
-    #[arg(long)]
-    clk_tck: Option<u64>,
-    /// Give up on an echo after this long (the connection is then counted as failed).
-    #[arg(long, default_value_t = 10.0)]
-    reply_timeout_secs: f64,
     /// Bound on the whole run.
     #[arg(long, default_value_t = 120.0)]
     max_secs: f64,
-    /// Free-form label copied into the report.
-    #[arg(long, default_value = "")]
-    label: String,
+}
+
+#[derive(Debug, Args)]
+struct Paced {
+    #[command(flatten)]
+    load: Load,
+    /// Messages per second over all connections together; each connection sends every
+    /// connections / rate seconds, whether or not its previous echo is back.
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Length of the measured window.
+    #[arg(long, default_value_t = 10.0)]
+    secs: f64,
+    /// Paced seconds before the measured window (not counted).
+    #[arg(long, default_value_t = 2.0)]
+    warmup_secs: f64,
 }
 
 #[derive(Debug, Args)]
 struct Idle {
     #[command(flatten)]
     client: ClientOpts,
-    /// After all are open, send one message on each and wait for its echo.
-    #[arg(long)]
-    touch: bool,
-    /// Seconds between "open" and the touch round.
-    #[arg(long, default_value_t = 0.0)]
-    touch_after_secs: f64,
-    /// How long to hold the connections (or until killed).
+    #[command(flatten)]
+    check: EchoCheck,
+    /// Once all are open: this many round trips on each connection, one at a time, every echo
+    /// checked (`--touch` alone: one).
+    #[arg(long, num_args = 0..=1, default_value_t = 0, default_missing_value = "1")]
+    touch: u64,
+    /// Then on each connection this many messages of `--burst-bytes` sent at once, every echo
+    /// checked byte for byte (JSON text no rule rewrites).
+    #[arg(long, default_value_t = 0)]
+    burst: u64,
+    /// Size of each burst message.
+    #[arg(long, default_value_t = 64 * 1024)]
+    burst_bytes: usize,
+    /// Connections bursting at the same time.
+    #[arg(long, default_value_t = 256)]
+    burst_concurrency: usize,
+    /// Processes whose memory (VmRSS and VmHWM, summed) and CPU time are read before opening
+    /// and after each stage (repeatable; e.g. the proxy).
+    #[arg(long = "measure-pid")]
+    measure_pids: Vec<u32>,
+    /// Seconds between the end of opening or of the round trips and the reading.
+    #[arg(long, default_value_t = 2.0)]
+    settle_secs: f64,
+    /// Seconds the connections stay quiet after the burst before the reading.
+    #[arg(long, default_value_t = 12.0)]
+    quiet_secs: f64,
+    /// Time allowed for each stage (opening every connection, the round trips, the burst).
+    #[arg(long, default_value_t = 120.0)]
+    stage_timeout_secs: f64,
+    /// How long to hold the connections after the last stage (or until killed).
     #[arg(long, default_value_t = 60.0)]
     hold_secs: f64,
 }
@@ -162,7 +227,7 @@ struct Relay {
     bind: SocketAddr,
     /// Where every connection is relayed to.
     #[arg(long, default_value = "127.0.0.1:9001")]
-    upstream: SocketAddr,
+    backend: SocketAddr,
 }
 
 fn main() -> Result<()> {
@@ -174,6 +239,7 @@ fn main() -> Result<()> {
         .context("building the runtime")?;
     match cli.command {
         Command::Pingpong(opts) => rt.block_on(pingpong(opts)),
+        Command::Paced(opts) => rt.block_on(paced(opts)),
         Command::Idle(opts) => rt.block_on(idle(opts)),
         Command::Echo(opts) => rt.block_on(echo(opts)),
         Command::Relay(opts) => rt.block_on(relay(opts)),
@@ -233,6 +299,20 @@ impl Messages {
     }
 }
 
+/// A message of exactly `bytes` bytes for the idle burst: JSON no default rule rewrites (no
+/// timestamp, no renamed type), so every proxy echoes the bytes sent.
+fn burst_message(bytes: usize, seq: u64) -> Result<Utf8Bytes> {
+    let head = format!(
+        r#"{{"type":"tool_completed","message_id":"b-{seq:0width$}","payload":{{"rows":""#,
+        width = SEQ_DIGITS
+    );
+    let tail = r#""}}"#;
+    let Some(pad) = bytes.checked_sub(head.len() + tail.len()) else {
+        bail!("--burst-bytes must be at least {}", head.len() + tail.len());
+    };
+    Ok(Utf8Bytes::from(format!("{head}{}{tail}", "x".repeat(pad))))
+}
+
 fn seq_of(conn: usize, i: u64) -> u64 {
     // Connection in the high digits, message in the low ones: unique across the run.
     (conn as u64 % 10_000) * 1_000_000 + i % 1_000_000
@@ -282,7 +362,7 @@ async fn connect_inner(opts: &ClientOpts) -> Result<Ws> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// CPU accounting of other processes
+// CPU time and memory of other processes
 
 #[derive(Clone, Copy, Default)]
 struct CpuSample {
@@ -322,6 +402,30 @@ fn cpu_sample(pids: &[u32]) -> CpuSample {
     total
 }
 
+/// VmRSS and VmHWM (the peak) of the processes, summed, in KiB.
+fn mem_kib(pids: &[u32]) -> (u64, u64) {
+    let (mut rss, mut hwm) = (0, 0);
+    for &pid in pids {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            let kib = || {
+                line.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            if line.starts_with("VmRSS:") {
+                rss += kib();
+            } else if line.starts_with("VmHWM:") {
+                hwm += kib();
+            }
+        }
+    }
+    (rss, hwm)
+}
+
 fn clk_tck() -> u64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -351,52 +455,32 @@ fn new_hist() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 120_000_000, 3).context("histogram")
 }
 
-async fn pingpong(opts: PingPong) -> Result<()> {
-    if opts.inflight == 0 {
-        bail!("--inflight must be at least 1");
-    }
-    let opts = Arc::new(opts);
-    let msgs = Arc::new(Messages::new(opts.expect_rewrite));
-    let n = opts.client.connections;
-    let barrier = Arc::new(Barrier::new(n + 1));
-    let open_gate = Arc::new(Semaphore::new(opts.client.open_concurrency.max(1)));
-    let run_deadline = tokio::time::Instant::now() + Duration::from_secs_f64(opts.max_secs);
-
-    let mut tasks = Vec::with_capacity(n);
-    for conn in 0..n {
-        let (opts, msgs, barrier, gate) = (
-            opts.clone(),
-            msgs.clone(),
-            barrier.clone(),
-            open_gate.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            pingpong_conn(conn, &opts, &msgs, &barrier, &gate, run_deadline).await
+/// Every connection's result; a task that panicked counts as a failed connection.
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<ConnResult>>) -> Vec<ConnResult> {
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.unwrap_or_else(|e| ConnResult {
+            errors: 1,
+            error: Some(format!("task failed: {e}")),
+            ..ConnResult::default()
         }));
     }
+    results
+}
 
-    // The measured window starts when every connection is open and warmed up.
-    barrier.wait().await;
-    let cpu0 = cpu_sample(&opts.cpu_pids);
-    let t0 = Instant::now();
-    let mut results = Vec::with_capacity(n);
-    for task in tasks {
-        match task.await {
-            Ok(r) => results.push(r),
-            Err(e) => results.push(ConnResult {
-                errors: 1,
-                error: Some(format!("task failed: {e}")),
-                ..ConnResult::default()
-            }),
-        }
-    }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu_sample(&opts.cpu_pids);
-
+/// Adds the fields common to `pingpong` and `paced` to `report` (a JSON object): counts,
+/// latency percentiles and, with `--cpu-pid`, the CPU time of those processes between two
+/// samples, per round trip. Returns the round trips counted.
+fn add_results(
+    report: &mut serde_json::Value,
+    results: &[ConnResult],
+    measure: &Measure,
+    cpu: (CpuSample, CpuSample),
+) -> Result<u64> {
     let mut hist = new_hist()?;
     let (mut received, mut errors, mut mismatches, mut connected) = (0u64, 0u64, 0u64, 0usize);
     let mut first_error = None;
-    for r in &results {
+    for r in results {
         received += r.received;
         errors += r.errors;
         mismatches += r.mismatches;
@@ -415,34 +499,23 @@ async fn pingpong(opts: PingPong) -> Result<()> {
             hist.value_at_quantile(p)
         }
     };
-    let mut report = json!({
-        "mode": "pingpong",
-        "label": opts.label,
-        "url": opts.client.url,
-        "connections": n,
-        "connections_ok": connected,
-        "inflight": opts.inflight,
-        "messages_per_connection": opts.messages,
-        "expect_rewrite": opts.expect_rewrite,
-        "message_bytes": msgs.sent(0).len(),
-        "round_trips": received,
-        "elapsed_s": elapsed,
-        "msg_per_s": if elapsed > 0.0 { received as f64 / elapsed } else { 0.0 },
-        "p50_us": q(0.50),
-        "p90_us": q(0.90),
-        "p99_us": q(0.99),
-        "p999_us": q(0.999),
-        "max_us": if hist.is_empty() { 0 } else { hist.max() },
-        "mean_us": if hist.is_empty() { 0.0 } else { hist.mean() },
-        "errors": errors,
-        "mismatches": mismatches,
-        "first_error": first_error,
-    });
-    if !opts.cpu_pids.is_empty() {
-        let tck = opts.clk_tck.unwrap_or_else(clk_tck);
-        let ticks = cpu1.ticks.saturating_sub(cpu0.ticks);
+    report["label"] = json!(measure.label);
+    report["connections_ok"] = json!(connected);
+    report["round_trips"] = json!(received);
+    report["p50_us"] = json!(q(0.50));
+    report["p90_us"] = json!(q(0.90));
+    report["p99_us"] = json!(q(0.99));
+    report["p999_us"] = json!(q(0.999));
+    report["max_us"] = json!(if hist.is_empty() { 0 } else { hist.max() });
+    report["mean_us"] = json!(if hist.is_empty() { 0.0 } else { hist.mean() });
+    report["errors"] = json!(errors);
+    report["mismatches"] = json!(mismatches);
+    report["first_error"] = json!(first_error);
+    if !measure.cpu_pids.is_empty() {
+        let tck = measure.clk_tck.unwrap_or_else(clk_tck);
+        let ticks = cpu.1.ticks.saturating_sub(cpu.0.ticks);
         let cpu_us = ticks as f64 * 1e6 / tck as f64;
-        let sched_us = cpu1.sched_ns.saturating_sub(cpu0.sched_ns) as f64 / 1e3;
+        let sched_us = cpu.1.sched_ns.saturating_sub(cpu.0.sched_ns) as f64 / 1e3;
         let per = |us: f64| {
             if received > 0 {
                 us / received as f64
@@ -450,16 +523,65 @@ async fn pingpong(opts: PingPong) -> Result<()> {
                 0.0
             }
         };
-        if let Some(obj) = report.as_object_mut() {
-            obj.insert("cpu_pids".into(), json!(opts.cpu_pids));
-            obj.insert("clk_tck".into(), json!(tck));
-            obj.insert("proxy_cpu_ticks".into(), json!(ticks));
-            obj.insert("proxy_cpu_us".into(), json!(cpu_us));
-            obj.insert("proxy_cpu_us_per_msg".into(), json!(per(cpu_us)));
-            obj.insert("proxy_sched_us".into(), json!(sched_us));
-            obj.insert("proxy_sched_us_per_msg".into(), json!(per(sched_us)));
-        }
+        report["cpu_pids"] = json!(measure.cpu_pids);
+        report["clk_tck"] = json!(tck);
+        report["proxy_cpu_ticks"] = json!(ticks);
+        report["proxy_cpu_us"] = json!(cpu_us);
+        report["proxy_cpu_us_per_msg"] = json!(per(cpu_us));
+        report["proxy_sched_us"] = json!(sched_us);
+        report["proxy_sched_us_per_msg"] = json!(per(sched_us));
     }
+    Ok(received)
+}
+
+async fn pingpong(opts: PingPong) -> Result<()> {
+    if opts.inflight == 0 {
+        bail!("--inflight must be at least 1");
+    }
+    let opts = Arc::new(opts);
+    let msgs = Arc::new(Messages::new(opts.load.check.expect_rewrite));
+    let n = opts.load.client.connections;
+    let barrier = Arc::new(Barrier::new(n + 1));
+    let open_gate = Arc::new(Semaphore::new(opts.load.client.open_concurrency.max(1)));
+    let run_deadline = tokio::time::Instant::now() + Duration::from_secs_f64(opts.max_secs);
+
+    let mut tasks = Vec::with_capacity(n);
+    for conn in 0..n {
+        let (opts, msgs, barrier, gate) = (
+            opts.clone(),
+            msgs.clone(),
+            barrier.clone(),
+            open_gate.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            pingpong_conn(conn, &opts, &msgs, &barrier, &gate, run_deadline).await
+        }));
+    }
+
+    // The measured window starts when every connection is open and warmed up.
+    barrier.wait().await;
+    let cpu0 = cpu_sample(&opts.load.measure.cpu_pids);
+    let t0 = Instant::now();
+    let results = join_all(tasks).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_sample(&opts.load.measure.cpu_pids);
+
+    let mut report = json!({
+        "mode": "pingpong",
+        "url": opts.load.client.url,
+        "connections": n,
+        "inflight": opts.inflight,
+        "messages_per_connection": opts.messages,
+        "expect_rewrite": opts.load.check.expect_rewrite,
+        "message_bytes": msgs.sent(0).len(),
+        "elapsed_s": elapsed,
+    });
+    let received = add_results(&mut report, &results, &opts.load.measure, (cpu0, cpu1))?;
+    report["msg_per_s"] = json!(if elapsed > 0.0 {
+        received as f64 / elapsed
+    } else {
+        0.0
+    });
     println!("{report}");
     Ok(())
 }
@@ -473,25 +595,11 @@ async fn pingpong_conn(
     deadline: tokio::time::Instant,
 ) -> ConnResult {
     let mut result = ConnResult::default();
-    let reply_timeout = Duration::from_secs_f64(opts.reply_timeout_secs);
+    let reply_timeout = Duration::from_secs_f64(opts.load.check.reply_timeout_secs);
 
     // Phase 1 (bounded by the connect timeout and the reply timeouts): open and warm up.
-    let ws = {
-        let permit = gate.acquire().await;
-        let ws = connect(&opts.client).await;
-        drop(permit);
-        ws
-    };
-    let mut ws = match ws {
-        Ok(ws) => Some(ws),
-        Err(e) => {
-            result.errors += 1;
-            result.error = Some(format!("{e:#}"));
-            None
-        }
-    };
+    let mut ws = open_conn(&opts.load.client, gate, &mut result).await;
     if let Some(w) = ws.as_mut() {
-        result.connected = true;
         let mut scratch = Stats::new(false);
         let warm = run_round_trips(
             w,
@@ -533,19 +641,33 @@ async fn pingpong_conn(
         deadline,
     )
     .await;
-    if let Err(e) = run {
-        result.errors += 1;
-        result.error = Some(format!("{e:#}"));
-    }
-    if result.error.is_none() {
-        result.error.clone_from(&stats.first_mismatch);
-    }
-    result.received += stats.received;
-    result.mismatches += stats.mismatches;
-    result.hist = stats.hist;
-    // A polite close, bounded.
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    result.finish(run, stats);
+    close(ws).await;
     result
+}
+
+/// Opens one connection through the gate; a failure is recorded in `result`.
+async fn open_conn(client: &ClientOpts, gate: &Semaphore, result: &mut ConnResult) -> Option<Ws> {
+    let ws = {
+        let _permit = gate.acquire().await;
+        connect(client).await
+    };
+    match ws {
+        Ok(ws) => {
+            result.connected = true;
+            Some(ws)
+        }
+        Err(e) => {
+            result.errors += 1;
+            result.error = Some(format!("{e:#}"));
+            None
+        }
+    }
+}
+
+/// A polite close, bounded.
+async fn close(mut ws: Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
 }
 
 struct Stats {
@@ -569,6 +691,56 @@ impl Stats {
         self.mismatches += 1;
         if self.first_mismatch.is_none() {
             self.first_mismatch = Some(what);
+        }
+    }
+
+    /// Checks an echo against the message `seq` should come back as, and records its latency.
+    fn echo(&mut self, msg: &Message, seq: u64, rtt: Duration, msgs: &Messages, buf: &mut String) {
+        let text = match msg {
+            Message::Text(t) => t.as_str(),
+            _ => "<binary>",
+        };
+        Messages::write(&msgs.expected, seq, buf);
+        if text != buf.as_str() {
+            self.mismatch(format!(
+                "seq {seq}: expected {buf} got {}",
+                text.chars().take(400).collect::<String>()
+            ));
+        }
+        if let Some(h) = self.hist.as_mut() {
+            let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+            h.saturating_record(us);
+        }
+        self.received += 1;
+    }
+}
+
+impl ConnResult {
+    /// Records the measured run: its error, or else its first mismatch, and its counts.
+    fn finish(&mut self, run: Result<()>, stats: Stats) {
+        if let Err(e) = run {
+            self.errors += 1;
+            self.error = Some(format!("{e:#}"));
+        }
+        if self.error.is_none() {
+            self.error = stats.first_mismatch;
+        }
+        self.received += stats.received;
+        self.mismatches += stats.mismatches;
+        self.hist = stats.hist;
+    }
+}
+
+/// The next text or binary message (pings are answered by tungstenite), within `until`.
+async fn next_data(ws: &mut Ws, until: tokio::time::Instant) -> Result<Message> {
+    loop {
+        match tokio::time::timeout_at(until, ws.next()).await {
+            Err(_) => bail!("no echo within the time allowed"),
+            Ok(None) => bail!("connection closed"),
+            Ok(Some(Err(e))) => bail!("read failed: {e}"),
+            Ok(Some(Ok(Message::Close(f)))) => bail!("peer closed: {f:?}"),
+            Ok(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => return Ok(m),
+            Ok(Some(Ok(_))) => {}
         }
     }
 }
@@ -604,34 +776,13 @@ async fn run_round_trips(
     ws.flush().await?;
     while done < count {
         let wait_until = (tokio::time::Instant::now() + reply_timeout).min(deadline);
-        let msg = match tokio::time::timeout_at(wait_until, ws.next()).await {
-            Err(_) => bail!("no echo within the time allowed ({done} of {count} received)"),
-            Ok(None) => bail!("connection closed ({done} of {count} received)"),
-            Ok(Some(Err(e))) => bail!("read failed: {e} ({done} of {count} received)"),
-            Ok(Some(Ok(m))) => m,
-        };
-        let text = match &msg {
-            Message::Text(t) => t.as_str(),
-            Message::Binary(_) => "<binary>",
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            Message::Close(f) => bail!("peer closed: {f:?} ({done} of {count} received)"),
-        };
+        let msg = next_data(ws, wait_until)
+            .await
+            .with_context(|| format!("{done} of {count} received"))?;
         let Some((seq, sent_at)) = outstanding.pop_front() else {
             bail!("unsolicited message");
         };
-        let rtt = sent_at.elapsed();
-        Messages::write(&msgs.expected, seq, &mut expected);
-        if text != expected {
-            stats.mismatch(format!(
-                "seq {seq}: expected {expected} got {}",
-                text.chars().take(400).collect::<String>()
-            ));
-        }
-        if let Some(h) = stats.hist.as_mut() {
-            let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
-            h.saturating_record(us);
-        }
-        stats.received += 1;
+        stats.echo(&msg, seq, sent_at.elapsed(), msgs, &mut expected);
         done += 1;
         if next < end {
             let seq = seq_of(conn, next);
@@ -644,110 +795,447 @@ async fn run_round_trips(
 }
 
 // ---------------------------------------------------------------------------------------------
+// paced
+
+/// How often each connection sends, when every connection starts, when the measured window
+/// starts and when it ends.
+#[derive(Clone, Copy)]
+struct Schedule {
+    period: Duration,
+    begin: tokio::time::Instant,
+    measure: tokio::time::Instant,
+    end: tokio::time::Instant,
+}
+
+async fn paced(opts: Paced) -> Result<()> {
+    let n = opts.load.client.connections;
+    let warmup = Duration::try_from_secs_f64(opts.warmup_secs).context("--warmup-secs")?;
+    let window = Duration::try_from_secs_f64(opts.secs).context("--secs")?;
+    let period = Duration::try_from_secs_f64(n as f64 / opts.rate).context("--rate")?;
+    if n == 0 || window.is_zero() || period.is_zero() {
+        bail!("--connections, --rate and --secs must be positive");
+    }
+    let opts = Arc::new(opts);
+    let msgs = Arc::new(Messages::new(opts.load.check.expect_rewrite));
+    // Opened (or failed) and drained: the CPU window lies between the two, so neither the
+    // handshakes nor the closes are in it.
+    let opened = Arc::new(Barrier::new(n + 1));
+    let drained = Arc::new(Barrier::new(n + 1));
+    let gate = Arc::new(Semaphore::new(opts.load.client.open_concurrency.max(1)));
+    let (schedule_tx, schedule_rx) = tokio::sync::watch::channel(None::<Schedule>);
+
+    let mut tasks = Vec::with_capacity(n);
+    for conn in 0..n {
+        let (opts, msgs, opened, drained, gate, schedule) = (
+            opts.clone(),
+            msgs.clone(),
+            opened.clone(),
+            drained.clone(),
+            gate.clone(),
+            schedule_rx.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            paced_conn(conn, &opts, &msgs, &opened, &drained, &gate, schedule).await
+        }));
+    }
+
+    opened.wait().await;
+    let begin = tokio::time::Instant::now();
+    let measure = begin + warmup;
+    let schedule = Schedule {
+        period,
+        begin,
+        measure,
+        end: measure + window,
+    };
+    // The receivers live in the tasks, which are all waiting for it.
+    let _ = schedule_tx.send(Some(schedule));
+    tokio::time::sleep_until(measure).await;
+    let cpu0 = cpu_sample(&opts.load.measure.cpu_pids);
+    let t0 = Instant::now();
+    drained.wait().await;
+    let cpu_window = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_sample(&opts.load.measure.cpu_pids);
+    let results = join_all(tasks).await;
+
+    let mut report = json!({
+        "mode": "paced",
+        "url": opts.load.client.url,
+        "connections": n,
+        "expect_rewrite": opts.load.check.expect_rewrite,
+        "message_bytes": msgs.sent(0).len(),
+        "target_msg_per_s": opts.rate,
+        "secs": opts.secs,
+        "window_s": cpu_window,
+    });
+    let received = add_results(&mut report, &results, &opts.load.measure, (cpu0, cpu1))?;
+    report["msg_per_s"] = json!(received as f64 / opts.secs);
+    println!("{report}");
+    Ok(())
+}
+
+async fn paced_conn(
+    conn: usize,
+    opts: &Paced,
+    msgs: &Messages,
+    opened: &Barrier,
+    drained: &Barrier,
+    gate: &Semaphore,
+    mut schedule: tokio::sync::watch::Receiver<Option<Schedule>>,
+) -> ConnResult {
+    let mut result = ConnResult::default();
+    let ws = open_conn(&opts.load.client, gate, &mut result).await;
+    opened.wait().await;
+    let at = match schedule.wait_for(Option::is_some).await {
+        Ok(s) => *s,
+        Err(_) => None,
+    };
+    let (Some(mut ws), Some(at)) = (ws, at) else {
+        drained.wait().await;
+        return result;
+    };
+    let mut stats = Stats::new(true);
+    let run = paced_run(&mut ws, conn, opts, msgs, at, &mut stats).await;
+    drained.wait().await;
+    result.finish(run, stats);
+    close(ws).await;
+    result
+}
+
+/// Sends on this connection's timer from `at.begin` until `at.end`, reading echoes in between;
+/// echoes of messages sent in the measured window are counted and timed.
+async fn paced_run(
+    ws: &mut Ws,
+    conn: usize,
+    opts: &Paced,
+    msgs: &Messages,
+    at: Schedule,
+    stats: &mut Stats,
+) -> Result<()> {
+    let n = opts.load.client.connections;
+    let period = at.period;
+    let reply_timeout = Duration::from_secs_f64(opts.load.check.reply_timeout_secs);
+    // Staggered, so the total rate is even rather than n messages at once every period.
+    let first = at.begin + period.mul_f64(conn as f64 / n as f64);
+    let mut tick = tokio::time::interval_at(first, period);
+    // A tick this task was too late for is not made up: the achieved rate shows it.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut outstanding: VecDeque<(u64, tokio::time::Instant, bool)> = VecDeque::new();
+    let mut warm = Stats::new(false);
+    let mut expected = String::new();
+    let mut next = 0u64;
+    let mut sending = true;
+    while sending || !outstanding.is_empty() {
+        let reply_due = outstanding
+            .front()
+            .map_or(at.end + reply_timeout, |o| o.1 + reply_timeout);
+        tokio::select! {
+            t = tick.tick(), if sending => {
+                if t >= at.end {
+                    sending = false;
+                    continue;
+                }
+                let seq = seq_of(conn, next);
+                next += 1;
+                ws.send(Message::text(msgs.sent(seq))).await?;
+                outstanding.push_back((seq, tokio::time::Instant::now(), t >= at.measure));
+            }
+            msg = ws.next() => {
+                let msg = match msg {
+                    None => bail!("connection closed"),
+                    Some(Err(e)) => bail!("read failed: {e}"),
+                    Some(Ok(Message::Close(f))) => bail!("peer closed: {f:?}"),
+                    Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
+                    Some(Ok(_)) => continue,
+                };
+                let Some((seq, sent_at, measured)) = outstanding.pop_front() else {
+                    bail!("unsolicited message");
+                };
+                let into = if measured { &mut *stats } else { &mut warm };
+                into.echo(&msg, seq, sent_at.elapsed(), msgs, &mut expected);
+            }
+            () = tokio::time::sleep_until(reply_due), if !outstanding.is_empty() => {
+                bail!("no echo within {:?} ({} outstanding)", reply_timeout, outstanding.len());
+            }
+        }
+    }
+    if warm.mismatches > 0 {
+        stats.mismatches += warm.mismatches;
+        stats.first_mismatch = stats.first_mismatch.take().or(warm.first_mismatch);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // idle
+
+/// What the idle connections are asked to do next, in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Open,
+    Touch,
+    Burst,
+}
+
+type StageResult = Result<(), String>;
 
 async fn idle(opts: Idle) -> Result<()> {
     let opts = Arc::new(opts);
     let n = opts.client.connections;
     let gate = Arc::new(Semaphore::new(opts.client.open_concurrency.max(1)));
-    let msgs = Arc::new(Messages::new(false));
-    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(n.max(1));
-    let (touch_tx, touch_rx) = tokio::sync::watch::channel(false);
-    let (touched_tx, mut touched_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(n.max(1));
-    let hold = Duration::from_secs_f64(opts.hold_secs);
-    let t0 = Instant::now();
+    let burst_gate = Arc::new(Semaphore::new(opts.burst_concurrency.max(1)));
+    let msgs = Arc::new(Messages::new(opts.check.expect_rewrite));
+    if opts.burst > 0 {
+        burst_message(opts.burst_bytes, 0)?;
+    }
+    let (stage_tx, stage_rx) = tokio::sync::watch::channel(Stage::Open);
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<StageResult>(n.max(1));
+    let (touch_tx, mut touch_rx) = tokio::sync::mpsc::channel::<StageResult>(n.max(1));
+    let (burst_tx, mut burst_rx) = tokio::sync::mpsc::channel::<StageResult>(n.max(1));
+    let stage_timeout = Duration::from_secs_f64(opts.stage_timeout_secs);
+    let settle = Duration::from_secs_f64(opts.settle_secs);
+    let mut probe = Probe::new(&opts.measure_pids);
+    probe.event("start", json!({ "connections": n }));
 
+    let t0 = Instant::now();
     for conn in 0..n {
-        let (opts, gate, msgs, open_tx, mut touch_rx, touched_tx) = (
+        let (opts, gate, burst_gate, msgs, stage) = (
             opts.clone(),
             gate.clone(),
+            burst_gate.clone(),
             msgs.clone(),
-            open_tx.clone(),
-            touch_rx.clone(),
-            touched_tx.clone(),
+            stage_rx.clone(),
         );
+        let txs = [open_tx.clone(), touch_tx.clone(), burst_tx.clone()];
         tokio::spawn(async move {
-            let ws = {
-                let _permit = gate.acquire().await;
-                connect(&opts.client).await
-            };
-            let mut ws = match ws {
-                Ok(ws) => {
-                    let _ = open_tx.send(Ok(())).await;
-                    ws
-                }
-                Err(e) => {
-                    let _ = open_tx.send(Err(format!("{e:#}"))).await;
-                    return;
-                }
-            };
-            drop(open_tx);
-            if touch_rx.wait_for(|t| *t).await.is_err() {
-                return;
-            }
-            let seq = seq_of(conn, 0);
-            let r = tokio::time::timeout(Duration::from_secs(30), async {
-                ws.send(Message::text(msgs.sent(seq))).await?;
-                loop {
-                    match ws.next().await {
-                        Some(Ok(Message::Text(_) | Message::Binary(_))) => return Ok(()),
-                        Some(Ok(Message::Close(_))) | None => bail!("closed"),
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => return Err(e.into()),
-                    }
-                }
-            })
-            .await;
-            let r = match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("{e:#}")),
-                Err(_) => Err("no echo within 30 s".to_owned()),
-            };
-            let _ = touched_tx.send(r).await;
-            drop(touched_tx);
-            // Hold, answering pings and noticing closes, until the process ends.
-            while let Some(Ok(_)) = ws.next().await {}
+            idle_conn(conn, &opts, &gate, &burst_gate, &msgs, stage, txs).await;
         });
     }
-    drop((open_tx, touched_tx));
+    drop((open_tx, touch_tx, burst_tx));
 
-    let deadline = tokio::time::Instant::now() + hold;
-    let (ok, errors, first_error) = collect(&mut open_rx, n, deadline).await;
-    println!(
-        "{}",
-        json!({
-            "event": "open",
-            "connections": n,
-            "connections_ok": ok,
-            "errors": errors,
-            "first_error": first_error,
-            "elapsed_s": t0.elapsed().as_secs_f64(),
-        })
+    let (ok, errors, first_error) =
+        collect(&mut open_rx, n, tokio::time::Instant::now() + stage_timeout).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(settle).await;
+    probe.event(
+        "open",
+        json!({ "connections": n, "connections_ok": ok, "errors": errors,
+                "first_error": first_error, "elapsed_s": elapsed }),
     );
-    if opts.touch {
-        tokio::time::sleep(Duration::from_secs_f64(opts.touch_after_secs)).await;
+    let mut alive = ok;
+    let stages = [
+        (
+            Stage::Touch,
+            "touched",
+            &mut touch_rx,
+            opts.touch,
+            msgs.sent(0).len(),
+            settle,
+        ),
+        (
+            Stage::Burst,
+            "burst",
+            &mut burst_rx,
+            opts.burst,
+            opts.burst_bytes,
+            Duration::from_secs_f64(opts.quiet_secs),
+        ),
+    ];
+    for (stage, event, rx, per_conn, bytes, wait) in stages {
+        if per_conn == 0 {
+            continue;
+        }
         let t1 = Instant::now();
-        let _ = touch_tx.send(true);
-        let (ok, errors, first_error) = collect(&mut touched_rx, ok, deadline).await;
-        println!(
-            "{}",
-            json!({
-                "event": "touched",
-                "connections_ok": ok,
-                "errors": errors,
-                "first_error": first_error,
-                "elapsed_s": t1.elapsed().as_secs_f64(),
-            })
+        // The receivers live in the tasks; those that failed are gone.
+        let _ = stage_tx.send(stage);
+        let (ok, errors, first_error) =
+            collect(rx, alive, tokio::time::Instant::now() + stage_timeout).await;
+        let elapsed = t1.elapsed().as_secs_f64();
+        alive = ok;
+        tokio::time::sleep(wait).await;
+        probe.event(
+            event,
+            json!({ "connections_ok": ok, "errors": errors, "first_error": first_error,
+                    "messages": ok as u64 * per_conn, "message_bytes": bytes,
+                    "elapsed_s": elapsed }),
         );
     }
-    tokio::time::sleep_until(deadline).await;
+    tokio::time::sleep(Duration::from_secs_f64(opts.hold_secs)).await;
     println!("{}", json!({"event": "done"}));
+    Ok(())
+}
+
+/// Reads the measured processes for each event: their memory then, and the CPU time they used
+/// since the previous event.
+struct Probe {
+    pids: Vec<u32>,
+    tck: u64,
+    cpu: CpuSample,
+}
+
+impl Probe {
+    fn new(pids: &[u32]) -> Probe {
+        Probe {
+            pids: pids.to_vec(),
+            tck: clk_tck(),
+            cpu: cpu_sample(pids),
+        }
+    }
+
+    /// Prints one JSON line: `{"event": name, ...fields, rss_kib, hwm_kib, cpu_us}`.
+    fn event(&mut self, name: &str, mut fields: serde_json::Value) {
+        fields["event"] = json!(name);
+        if !self.pids.is_empty() {
+            let (rss, hwm) = mem_kib(&self.pids);
+            let cpu = cpu_sample(&self.pids);
+            let ticks = cpu.ticks.saturating_sub(self.cpu.ticks);
+            self.cpu = cpu;
+            fields["rss_kib"] = json!(rss);
+            fields["hwm_kib"] = json!(hwm);
+            fields["cpu_us"] = json!(ticks as f64 * 1e6 / self.tck as f64);
+        }
+        println!("{fields}");
+    }
+}
+
+/// One idle connection: opened, then each stage the options ask for when it is announced, then
+/// held. Results go to the stage's channel; a connection that failed takes part in no later
+/// stage.
+async fn idle_conn(
+    conn: usize,
+    opts: &Idle,
+    gate: &Semaphore,
+    burst_gate: &Semaphore,
+    msgs: &Messages,
+    mut stage: tokio::sync::watch::Receiver<Stage>,
+    [open_tx, touch_tx, burst_tx]: [tokio::sync::mpsc::Sender<StageResult>; 3],
+) {
+    let ws = {
+        let _permit = gate.acquire().await;
+        connect(&opts.client).await
+    };
+    let mut ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            let _ = open_tx.send(Err(format!("{e:#}"))).await;
+            return;
+        }
+    };
+    let _ = open_tx.send(Ok(())).await;
+    drop(open_tx);
+    let reply_timeout = Duration::from_secs_f64(opts.check.reply_timeout_secs);
+    let touched = opts.touch == 0
+        || stage_step(&mut ws, &mut stage, Stage::Touch, touch_tx, async |ws| {
+            touch(ws, conn, opts.touch, msgs, reply_timeout).await
+        })
+        .await;
+    let burst_done = touched
+        && (opts.burst == 0
+            || stage_step(&mut ws, &mut stage, Stage::Burst, burst_tx, async |ws| {
+                let _permit = burst_gate.acquire().await;
+                burst(ws, conn, opts, reply_timeout).await
+            })
+            .await);
+    if burst_done {
+        // Held, answering pings, until the process ends.
+        while let Some(Ok(_)) = ws.next().await {}
+    }
+}
+
+/// Takes part in one stage: waits for it, does `work` and reports to `tx`. False when this
+/// connection is done with (it failed, or the run is over).
+async fn stage_step(
+    ws: &mut Ws,
+    stage: &mut tokio::sync::watch::Receiver<Stage>,
+    want: Stage,
+    tx: tokio::sync::mpsc::Sender<StageResult>,
+    work: impl AsyncFnOnce(&mut Ws) -> Result<()>,
+) -> bool {
+    let r = match wait_stage(ws, stage, want).await {
+        Ok(true) => work(ws).await,
+        Ok(false) => return false,
+        Err(e) => Err(e),
+    };
+    let ok = r.is_ok();
+    let _ = tx.send(r.map_err(|e| format!("{e:#}"))).await;
+    ok
+}
+
+/// Waits for `want` while reading, so pings are answered and a close is noticed; false when
+/// the run is over.
+async fn wait_stage(
+    ws: &mut Ws,
+    stage: &mut tokio::sync::watch::Receiver<Stage>,
+    want: Stage,
+) -> Result<bool> {
+    loop {
+        tokio::select! {
+            s = stage.wait_for(|s| *s >= want) => return Ok(s.is_ok()),
+            msg = ws.next() => match msg {
+                None | Some(Ok(Message::Close(_))) => bail!("closed while idle"),
+                Some(Err(e)) => bail!("read failed while idle: {e}"),
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// `count` round trips one at a time, every echo checked.
+async fn touch(
+    ws: &mut Ws,
+    conn: usize,
+    count: u64,
+    msgs: &Messages,
+    reply_timeout: Duration,
+) -> Result<()> {
+    let mut stats = Stats::new(false);
+    let deadline = tokio::time::Instant::now() + reply_timeout.mul_f64(count as f64);
+    run_round_trips(
+        ws,
+        conn,
+        0,
+        count,
+        1,
+        msgs,
+        &mut stats,
+        reply_timeout,
+        deadline,
+    )
+    .await?;
+    match stats.first_mismatch {
+        Some(m) => bail!("{m}"),
+        None => Ok(()),
+    }
+}
+
+/// `--burst` messages of `--burst-bytes` written at once, then every echo read and compared.
+async fn burst(ws: &mut Ws, conn: usize, opts: &Idle, reply_timeout: Duration) -> Result<()> {
+    let sent = (0..opts.burst)
+        .map(|i| burst_message(opts.burst_bytes, seq_of(conn, i)))
+        .collect::<Result<Vec<_>>>()?;
+    for m in &sent {
+        ws.feed(Message::Text(m.clone())).await?;
+    }
+    ws.flush().await?;
+    for (i, m) in sent.iter().enumerate() {
+        let echo = next_data(ws, tokio::time::Instant::now() + reply_timeout)
+            .await
+            .with_context(|| format!("burst: {i} of {} echoed", sent.len()))?;
+        let same = matches!(&echo, Message::Text(t) if t.as_str() == m.as_str());
+        if !same {
+            bail!(
+                "burst message {i}: the echo ({} bytes) is not the message sent ({} bytes)",
+                echo.len(),
+                m.len()
+            );
+        }
+    }
     Ok(())
 }
 
 /// Counts `expected` results (or until the channel closes / the deadline passes).
 async fn collect(
-    rx: &mut tokio::sync::mpsc::Receiver<Result<(), String>>,
+    rx: &mut tokio::sync::mpsc::Receiver<StageResult>,
     expected: usize,
     deadline: tokio::time::Instant,
 ) -> (usize, usize, Option<String>) {
@@ -788,19 +1276,19 @@ async fn relay(opts: Relay) -> Result<()> {
         .with_context(|| format!("binding {}", opts.bind))?;
     eprintln!(
         "wsnorm-load relay listening on {} -> {}",
-        opts.bind, opts.upstream
+        opts.bind, opts.backend
     );
     loop {
         let mut client = accept(&listener).await;
         tokio::spawn(async move {
-            let Ok(mut upstream) = TcpStream::connect(opts.upstream).await else {
+            let Ok(mut backend) = TcpStream::connect(opts.backend).await else {
                 return;
             };
-            for s in [&client, &upstream] {
+            for s in [&client, &backend] {
                 let _ = s.set_nodelay(true);
             }
             let _ =
-                tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 4096, 4096)
+                tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, 4096, 4096)
                     .await;
         });
     }
