@@ -1287,9 +1287,8 @@ async fn relay(opts: Relay) -> Result<()> {
             for s in [&client, &backend] {
                 let _ = s.set_nodelay(true);
             }
-            let _ =
-                tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, 4096, 4096)
-                    .await;
+            let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, 4096, 4096)
+                .await;
         });
     }
 }
