@@ -15,7 +15,11 @@ pub(super) const KEEP_BYTES: usize = 64 * 1024;
 
 /// Write buffers kept per thread: one per leg being flushed at once is all a thread uses, the
 /// rest absorbs bursts.
-const POOL_MAX: usize = 16;
+const POOL_MAX: usize = 8;
+
+/// The largest write buffer the pool keeps: one that grew for a large message is freed, so the
+/// pool holds at most `POOL_MAX` of these after a burst.
+const POOL_BUFFER_BYTES: usize = 16 * 1024;
 
 thread_local! {
     static READ: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
@@ -42,7 +46,7 @@ pub(super) fn take_write() -> Vec<u8> {
 /// Gives a flushed write buffer back to the pool (or frees it, when it grew large or the pool
 /// is full).
 pub(super) fn give_back(mut buf: Vec<u8>) {
-    if buf.capacity() == 0 || buf.capacity() > KEEP_BYTES {
+    if buf.capacity() == 0 || buf.capacity() > POOL_BUFFER_BYTES {
         return;
     }
     buf.clear();
@@ -73,7 +77,7 @@ mod tests {
         let again = take_write();
         assert_eq!(again.as_ptr(), at);
         assert!(again.is_empty());
-        give_back(vec![0; KEEP_BYTES + 1]);
+        give_back(vec![0; POOL_BUFFER_BYTES + 1]);
         assert_eq!(take_write().capacity(), 0);
     }
 

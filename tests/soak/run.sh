@@ -3,7 +3,8 @@
 # sending incident-style messages (ISO timestamp + execute_agent) to an echo backend through
 # wsnorm, for several rounds. Every echo must arrive, in order, rewritten exactly (the load tool
 # compares bytes); after each round every connection must be closed and wsnorm's memory must
-# come back near where it was, without growing from round to round.
+# come back near where it was, without growing from round to round. Then the connections again,
+# each carrying a burst of 64 KiB messages and going quiet: memory per quiet connection checked.
 #
 #   tests/soak/run.sh [--connections N] [--messages M] [--rounds R] [--no-build]
 #   (PROFILE=dist runs the binaries `cargo build --profile dist` makes; WSNORM_BIN=FILE runs that
@@ -129,6 +130,28 @@ if [ "$ROUNDS" -gt 1 ]; then
   check "memory does not grow from round to round (last <= first + 10%)" \
     "${after[-1]} <= ${after[0]} * 1.10 + 1024"
 fi
+# Then quiet connections after a burst: each carries 4 messages of 64 KiB, then nothing for 12 s.
+# What wsnorm holds per connection must be back to an idle connection's size: buffers are lent
+# only while bytes move. The bound is issue 25's goal, 1.5x HAProxy's 4.6 KiB per idle proxied
+# connection (bench/compare.sh measures the two side by side).
+IDLE_AFTER_BURST_KIB=${IDLE_AFTER_BURST_KIB:-7}
+"$LOAD" idle --url "ws://127.0.0.1:$listen/ws" -n "$CONNS" --open-concurrency 256 --expect-rewrite --touch \
+  --burst 4 --measure-pid "$wsnorm_pid" --quiet-secs 12 --hold-secs 0 >"$work/idle.jsonl" || true
+read -r idle_ok idle_burst idle_kib < <(python3 - "$work/idle.jsonl" <<'EOF'
+import json, sys
+events = {e["event"]: e for e in map(json.loads, open(sys.argv[1]))}
+start, burst = events.get("start", {}), events.get("burst", {})
+ok = events.get("open", {}).get("connections_ok", 0)
+echoed = burst.get("connections_ok", 0)
+per_conn = (burst["rss_kib"] - start["rss_kib"]) / max(ok, 1) if "rss_kib" in burst else float("inf")
+print(ok, echoed, f"{per_conn:.2f}")
+EOF
+)
+echo "idle after a burst: $idle_ok/$CONNS open, $idle_burst carried every echo of their burst; $idle_kib KiB per connection 12 s later"
+check "idle after a burst: every connection opened and carried its burst" \
+  "$idle_ok == $CONNS and $idle_burst == $CONNS"
+check "idle after a burst: <= $IDLE_AFTER_BURST_KIB KiB per quiet connection" \
+  "$idle_kib <= $IDLE_AFTER_BURST_KIB"
 closes_1011=$(metric 'wsnorm_closes_total{code="1011",initiator="proxy"}')
 check "no 1011 from wsnorm" "$closes_1011 == 0"
 echo "$passed passed, $failed failed"
