@@ -23,10 +23,10 @@ KUBERNETES = [
     ("server", "listen", '"0.0.0.0:8080"', "the Service's targetPort"),
     ("server", "admin", '"0.0.0.0:9090"', "kubelet probes and Prometheus come from outside the pod"),
     ("server", "max_connections", "2000",
-     "matches the memory limit (~45 KiB each, deploy/README.md)"),
+     "matches the memory limit (~6 KiB each, and large messages in flight, deploy/README.md)"),
     ("backend", "address", '"127.0.0.1:8000"', "the backend container of the same pod"),
     ("websocket.compression", "context_takeover", "false",
-     "each message borrows a per-thread zlib stream: no compression memory kept per connection, so the ~45 KiB per connection of the memory limit holds (context takeover keeps ~300 KiB per compressed leg; deploy/README.md)"),
+     "each message borrows a per-thread zlib stream: no compression memory kept per connection, so the ~6 KiB per connection of the memory limit holds (context takeover keeps ~300 KiB per compressed leg; deploy/README.md)"),
 ]
 
 # The same for the Cloud Run instance (deploy/cloudrun/service.yaml).
@@ -42,7 +42,7 @@ CLOUDRUN = [
      "only Cloud Run's front end reaches port 8080, and it sets X-Forwarded-* itself"),
     ("backend", "address", '"127.0.0.1:8000"', "the backend sidecar of the same instance"),
     ("websocket.compression", "context_takeover", "false",
-     "each message borrows a per-thread zlib stream: no compression memory kept per connection, so the ~45 KiB per connection of the memory limit holds (context takeover keeps ~300 KiB per compressed leg; deploy/README.md)"),
+     "each message borrows a per-thread zlib stream: no compression memory kept per connection, so the ~6 KiB per connection of the memory limit holds (context takeover keeps ~300 KiB per compressed leg; deploy/README.md)"),
 ]
 
 KUBERNETES_HEADER = """\

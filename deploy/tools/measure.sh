@@ -81,7 +81,8 @@ jq -rs --argjson n "$n" --argjson closed "$closed_rss" '
     "\((at("open").rss_kib - $idle) / $n * 10 | round / 10) KiB per connection"),
   row("after \(at("touched").messages // 0) round trips, one at a time"; "touched";
     (at("touched") | if .messages > 0 then "\(.cpu_us / .messages | round) us CPU per round trip" else "" end)),
-  row("after \($n) x \(at("burst").message_bytes // 0) bytes at once"; "burst";
-    "\((at("burst").rss_kib - at("touched").rss_kib) / $n | round) KiB more per connection"),
+  (if at("burst") then row("after \($n) x \(at("burst").message_bytes) bytes at once"; "burst";
+    "\((at("burst").rss_kib - at("touched").rss_kib) / $n | round) KiB more per connection")
+   else empty end),
   "| all closed | \($closed) | | | |"
 ' "$stages"
