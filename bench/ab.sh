@@ -45,8 +45,10 @@ runs=$scratch/runs.jsonl
 for s in $(seq 1 "$sessions"); do
   side_pids=()
   for i in 0 1; do
-    taskset -c 0 "${bins[$i]}" --config "${configs[$i]}" --listen "127.0.0.1:$((port_base + 10 + i))" \
-      --admin "127.0.0.1:$((port_base + 20 + i))" --backend "127.0.0.1:$echo_port" \
+    # The backend by its old variable, which builds from before `--backend` read too: a build
+    # from before the rename can be side A (with CONFIG_A its own config file).
+    WSNORM_UPSTREAM="127.0.0.1:$echo_port" taskset -c 0 "${bins[$i]}" --config "${configs[$i]}" \
+      --listen "127.0.0.1:$((port_base + 10 + i))" --admin "127.0.0.1:$((port_base + 20 + i))" \
       --log-format json 2>>"$scratch/wsnorm-$i.log" &
     side_pids+=("$!"); pids+=("$!")
     wait_port $((port_base + 10 + i))
