@@ -463,3 +463,63 @@ async fn a_decompression_bomb_is_closed_with_1009_without_being_held() {
         .await;
     assert_eq!(client.close_code().await.map(|c| c.0), Some(1002));
 }
+
+/// A leg's deflater is given back once a keepalive check finds nothing was compressed for it
+/// since the last one (context takeover keeps ~260 KiB otherwise). A repeated message shows it:
+/// right after its first copy it compresses to a reference to it; after a quiet spell it is
+/// compressed afresh, and the peers, which kept their context, still read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_leg_gives_its_deflater_back() {
+    let (backend, mut seen) = start_deflate_backend().await;
+    // Keepalive checks every 0.5 s.
+    let wsnorm = Wsnorm::start(
+        &backend.to_string(),
+        "[websocket]\nping_interval_secs = 1\n",
+    )
+    .await;
+    let extra = "x-backend-deflate: yes\r\nSec-WebSocket-Extensions: permessage-deflate\r\n";
+    let (mut client, head) =
+        RawWs::open(wsnorm.listen, upgrade_request("/ws", extra).as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut pmd = Some(Pmd::new(15, false));
+    // Little repetition inside it (compresses poorly alone), all of it against its last copy.
+    let numbers: Vec<String> = (0..600u32)
+        .map(|i| (i * 7919 % 10007).to_string())
+        .collect();
+    let message = format!(
+        r#"{{"type":"agent_response","data":[{}]}}"#,
+        numbers.join(",")
+    )
+    .into_bytes();
+    let mut round_trip = async |client: &mut RawWs, pmd: &mut Option<Pmd>| {
+        client
+            .send(&message_frames(
+                OP_TEXT,
+                &message,
+                pmd.as_mut(),
+                true,
+                false,
+            ))
+            .await;
+        let got = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+            .await
+            .expect("the message reached the backend")
+            .unwrap();
+        let echoed = read_message(client, pmd).await.expect("its echo");
+        assert!(got.payload == message && echoed.payload == message);
+        (got.wire, echoed.wire)
+    };
+    let first = round_trip(&mut client, &mut pmd).await;
+    let repeated = round_trip(&mut client, &mut pmd).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after_quiet = round_trip(&mut client, &mut pmd).await;
+    // (to the backend, to the client): wire bytes of each copy.
+    assert!(
+        repeated.0 * 4 < first.0 && repeated.1 * 4 < first.1,
+        "with context: {first:?} then {repeated:?}"
+    );
+    assert!(
+        after_quiet.0 * 2 > first.0 && after_quiet.1 * 2 > first.1,
+        "after a quiet spell, compressed afresh: {first:?}, {repeated:?}, then {after_quiet:?}"
+    );
+}

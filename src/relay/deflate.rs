@@ -250,6 +250,18 @@ impl Deflater {
         }
         Ok(())
     }
+
+    /// Frees the stream kept for context takeover, between messages. Context takeover lets
+    /// wsnorm refer back to earlier messages, it does not oblige it to: the next message starts
+    /// a fresh stream, which the peer's inflater (still holding its window) reads as it is.
+    pub fn release(&mut self) {
+        self.stream = None;
+    }
+
+    /// Whether a stream is kept (its ~260 KiB at 15 window bits).
+    pub fn holds_stream(&self) -> bool {
+        self.stream.is_some()
+    }
 }
 
 /// Compresses `data` into `out`; `fin` flushes and drops the flush's tail (the message's end).

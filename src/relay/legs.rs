@@ -82,6 +82,8 @@ struct Compression {
     inflated: Vec<u8>,
     /// The message being written to the peer is compressed (its later frames are too).
     compressing: bool,
+    /// A message was compressed for the peer since the last keepalive check.
+    deflated: bool,
 }
 
 impl Compression {
@@ -92,6 +94,7 @@ impl Compression {
             min_message_bytes: settings.min_message_bytes,
             inflated: Vec::new(),
             compressing: false,
+            deflated: false,
         })
     }
 }
@@ -209,6 +212,7 @@ impl LegState {
             return Ok(payload.len());
         }
         compression.compressing = !fin;
+        compression.deflated = true;
         let mut compressed = SCRATCH.take();
         compressed.clear();
         let result = compression.deflater.compress(payload, fin, &mut compressed);
@@ -540,6 +544,13 @@ impl Legs {
         for leg in [Leg::Client, Leg::Backend] {
             let log = &self.log;
             let state = &mut self.states[leg as usize];
+            // A leg nothing was compressed for since the last check gives its deflater back:
+            // a quiet connection then keeps only the inflaters its peers' context needs.
+            if let Some(compression) = state.compression.as_mut() {
+                if !std::mem::take(&mut compression.deflated) && !compression.compressing {
+                    compression.deflater.release();
+                }
+            }
             if state.done || state.close_sent {
                 continue;
             }

@@ -97,6 +97,28 @@ fn every_window_and_takeover_round_trips() {
     }
 }
 
+/// A quiet leg's deflater is freed; what it sends next still inflates on a peer that kept
+/// its context, before and after.
+#[test]
+fn a_released_deflater_starts_afresh_and_its_peer_still_reads_it() {
+    let messages: [&[u8]; 3] = [
+        br#"{"type":"agent_thinking","data":{"token":"The p99"}}"#,
+        br#"{"type":"agent_thinking","data":{"token":" rose after"}}"#,
+        br#"{"type":"agent_thinking","data":{"token":" the deploy"}}"#,
+    ];
+    let mut deflater = Deflater::new(window(15, false), 7);
+    let mut inflater = Inflater::new(window(15, false));
+    let first = deflate_all(&mut deflater, messages[0]);
+    assert!(deflater.holds_stream());
+    assert_eq!(inflate_all(&mut inflater, &first), messages[0]);
+    deflater.release();
+    assert!(!deflater.holds_stream());
+    for message in &messages[1..] {
+        let sent = deflate_all(&mut deflater, message);
+        assert_eq!(inflate_all(&mut inflater, &sent), *message);
+    }
+}
+
 #[test]
 fn context_takeover_makes_repeated_messages_small() {
     let message =
