@@ -57,19 +57,26 @@ mkdir -p "$OUT"
 die() { echo "autobahn: $*" >&2; exit 2; }
 
 # --- Python 2.7 --------------------------------------------------------------------------------
-find_python27() {
-    local c
-    for c in "${AUTOBAHN_PYTHON:-}" \
-             "$( (pyenv root 2>/dev/null || echo "$HOME/.pyenv") )"/versions/2.7*/bin/python2.7 \
-             "$(command -v python2.7 2>/dev/null || true)" \
-             "$(command -v python2 2>/dev/null || true)"; do
+# first_python CHECK CANDIDATES...: the first executable candidate for which `python -c CHECK`
+# exits 0.
+first_python() {
+    local check=$1 c
+    shift
+    for c in "$@"; do
         [ -n "$c" ] && [ -x "$c" ] || continue
-        if "$c" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (2, 7) else 1)' 2>/dev/null; then
+        if "$c" -c "$check" 2>/dev/null; then
             echo "$c"
             return 0
         fi
     done
     return 1
+}
+find_python27() {
+    first_python 'import sys; sys.exit(0 if sys.version_info[:2] == (2, 7) else 1)' \
+        "${AUTOBAHN_PYTHON:-}" \
+        "$( (pyenv root 2>/dev/null || echo "$HOME/.pyenv") )"/versions/2.7*/bin/python2.7 \
+        "$(command -v python2.7 2>/dev/null || true)" \
+        "$(command -v python2 2>/dev/null || true)"
 }
 PY=$(find_python27) || die "Python 2.7 not found.
   autobahntestsuite (wstest) runs only on Python 2.7. Looked at \$AUTOBAHN_PYTHON, pyenv's
@@ -108,16 +115,9 @@ wstest --autobahnversion 2>&1 | sed 's/^/autobahn: /' | head -3 || true
 # --- python websockets, for the echo server that compresses (target/autobahn-py3) --------------
 PY3_PINS=(websockets==15.0.1)
 find_python3() {
-    local c
-    for c in "${AUTOBAHN_PYTHON3:-}" "$(command -v python3 2>/dev/null || true)" \
-             "$( (pyenv root 2>/dev/null || echo "$HOME/.pyenv") )"/versions/3.1[1-3]*/bin/python3; do
-        [ -n "$c" ] && [ -x "$c" ] || continue
-        if "$c" -c 'import sys, venv; sys.exit(0 if sys.version_info >= (3, 9) else 1)' 2>/dev/null; then
-            echo "$c"
-            return 0
-        fi
-    done
-    return 1
+    first_python 'import sys, venv; sys.exit(0 if sys.version_info >= (3, 9) else 1)' \
+        "${AUTOBAHN_PYTHON3:-}" "$(command -v python3 2>/dev/null || true)" \
+        "$( (pyenv root 2>/dev/null || echo "$HOME/.pyenv") )"/versions/3.1[1-3]*/bin/python3
 }
 PY3VENV=$ROOT/target/autobahn-py3
 PY3=$(find_python3) || die "no Python 3.9+ with venv for the deflate echo server"
