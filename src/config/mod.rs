@@ -403,11 +403,8 @@ impl Config {
         }
 
         let mut problems = Vec::new();
-        validate(&server, &parsed.websocket, &doc, &mut problems);
+        validate(&server, &parsed.websocket, &parsed.log, &doc, &mut problems);
         check_clashes(&server, &backend, overrides, &doc, &mut problems);
-        if parsed.log.access_log_sample_one_in == 0 {
-            problems.push(doc.problem(&KeyPath::of("log.access_log_sample_one_in"), "at least 1"));
-        }
         let routes = RouteSet::build(&parsed.websocket.routes, &doc, &mut problems);
         let settings = parsed.websocket.engine_settings();
         let rules = match parsed.rules {
@@ -502,6 +499,7 @@ impl Config {
 fn validate(
     server: &ServerConfig,
     ws: &WebSocketConfig,
+    log: &LogConfig,
     doc: &Document,
     problems: &mut Vec<String>,
 ) {
@@ -510,6 +508,11 @@ fn validate(
             problems.push(doc.problem(&KeyPath::of(key), message));
         }
     };
+    check(
+        log.access_log_sample_one_in >= 1,
+        "log.access_log_sample_one_in",
+        "at least 1".into(),
+    );
     check(
         server.drain_timeout_secs <= 3600,
         "server.drain_timeout_secs",
