@@ -30,13 +30,26 @@ struct Pmd {
 }
 
 impl Pmd {
-    fn new(bits: u8, no_context_takeover: bool) -> Pmd {
+    fn new(bits: u8, reset_sent: bool, reset_received: bool) -> Pmd {
         Pmd {
             compress: Compress::new_with_window_bits(Compression::default(), false, bits),
             decompress: Decompress::new_with_window_bits(false, bits),
-            reset_sent: no_context_takeover,
-            reset_received: no_context_takeover,
+            reset_sent,
+            reset_received,
         }
+    }
+
+    /// The client's side of what wsnorm answered (one window, as the tests ask it).
+    fn client(answer: &str) -> Pmd {
+        let bits = answer
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("server_max_window_bits="))
+            .map_or(15, |b| b.parse::<u8>().unwrap());
+        Pmd::new(
+            bits,
+            answer.contains("client_no_context_takeover"),
+            answer.contains("server_no_context_takeover"),
+        )
     }
 
     fn deflate(&mut self, data: &[u8]) -> Vec<u8> {
@@ -199,12 +212,15 @@ async fn serve_backend(mut stream: TcpStream, seen: mpsc::UnboundedSender<Receiv
             .split(';')
             .find_map(|p| p.trim().strip_prefix("server_max_window_bits="))
             .map_or(15, |b| b.parse::<u8>().unwrap());
-        let no_context = offer.contains("server_no_context_takeover");
+        // Each direction's context as wsnorm asked: the backend's own, and wsnorm's hint.
+        let server_reset = offer.contains("server_no_context_takeover");
+        let client_reset = offer.contains("client_no_context_takeover");
         answer = format!(
-            "Sec-WebSocket-Extensions: permessage-deflate{}; server_max_window_bits={bits}; client_max_window_bits={bits}\r\n",
-            if no_context { "; server_no_context_takeover; client_no_context_takeover" } else { "" }
+            "Sec-WebSocket-Extensions: permessage-deflate{}{}; server_max_window_bits={bits}; client_max_window_bits={bits}\r\n",
+            if server_reset { "; server_no_context_takeover" } else { "" },
+            if client_reset { "; client_no_context_takeover" } else { "" },
         );
-        pmd = Some(Pmd::new(bits, no_context));
+        pmd = Some(Pmd::new(bits, server_reset, client_reset));
     }
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -259,9 +275,9 @@ async fn converse(
     client_deflate: bool,
     backend_deflate: bool,
     bits: u8,
-    context_takeover: bool,
+    (context_takeover, peer_context_takeover): (bool, bool),
 ) {
-    let label = format!("client {client_deflate}, backend {backend_deflate}, bits {bits}, context takeover {context_takeover}");
+    let label = format!("client {client_deflate}, backend {backend_deflate}, bits {bits}, context takeover {context_takeover}, peers' {peer_context_takeover}");
     let mut extra = format!(
         "x-backend-deflate: {}\r\n",
         if backend_deflate { "yes" } else { "no" }
@@ -297,9 +313,14 @@ async fn converse(
             !context_takeover,
             "{label}: {answered}"
         );
-        // The client compresses within the window it was given and inflates with wsnorm's:
-        // data past either would fail here.
-        pmd = Some(Pmd::new(bits, !context_takeover));
+        assert_eq!(
+            answered.contains("client_no_context_takeover"),
+            !peer_context_takeover,
+            "{label}: {answered}"
+        );
+        // The client compresses within the window and context it was given and inflates with
+        // wsnorm's: data past either would fail here.
+        pmd = Some(Pmd::client(answered));
     } else {
         assert!(answered.is_none(), "{label}: {head}");
     }
@@ -363,8 +384,11 @@ async fn every_combination_of_legs_windows_and_context_takeover() {
     let (backend, mut seen) = start_deflate_backend().await;
     for context_takeover in [true, false] {
         for bits in 9..=15u8 {
+            // The peers' context alternates with the window: each pair of settings is met.
+            let peer_context_takeover = bits % 2 == 1;
             let config = format!(
-                "[websocket.compression]\nwindow_bits = {bits}\ncontext_takeover = {context_takeover}\n"
+                "[websocket.compression]\nwindow_bits = {bits}\ncontext_takeover = {context_takeover}\n\
+                 peer_context_takeover = {peer_context_takeover}\n"
             );
             let wsnorm = Wsnorm::start(&backend.to_string(), &config).await;
             for client_deflate in [true, false] {
@@ -375,7 +399,7 @@ async fn every_combination_of_legs_windows_and_context_takeover() {
                         client_deflate,
                         backend_deflate,
                         bits,
-                        context_takeover,
+                        (context_takeover, peer_context_takeover),
                     )
                     .await;
                 }
@@ -388,7 +412,7 @@ async fn every_combination_of_legs_windows_and_context_takeover() {
 async fn compression_is_counted_and_logged_per_leg() {
     let (backend, mut seen) = start_deflate_backend().await;
     let wsnorm = Wsnorm::start(&backend.to_string(), "").await;
-    converse(&wsnorm, &mut seen, true, true, 15, true).await;
+    converse(&wsnorm, &mut seen, true, true, 15, (true, false)).await;
     let metrics = wsnorm.metrics().await;
     let series = |name: &str, leg: &str, dir: &str| {
         metric(
@@ -409,8 +433,8 @@ async fn compression_is_counted_and_logged_per_leg() {
     }
     let logs = wsnorm.logs();
     assert!(
-        logs.contains(r#""wsnorm.client.extension":"permessage-deflate""#)
-            && logs.contains(r#""wsnorm.backend.extension":"permessage-deflate; server_max_window_bits=15; client_max_window_bits=15""#),
+        logs.contains(r#""wsnorm.client.extension":"permessage-deflate; client_no_context_takeover""#)
+            && logs.contains(r#""wsnorm.backend.extension":"permessage-deflate; server_no_context_takeover; server_max_window_bits=15; client_max_window_bits=15""#),
         "{logs}"
     );
 }
@@ -433,7 +457,7 @@ async fn a_decompression_bomb_is_closed_with_1009_without_being_held() {
     let mut client = RawWs::connect_with(wsnorm.listen, &upgrade_request("/ws", extra)).await;
     let before = peak_rss_kib(wsnorm.child.id());
     // 256 MiB of zeros: about 250 KB compressed, under the 1 MiB frame limit.
-    let mut pmd = Pmd::new(15, true);
+    let mut pmd = Pmd::new(15, true, true);
     let bomb = pmd.deflate(&vec![b' '; 256 << 20]);
     assert!(bomb.len() < 1 << 20, "{}", bomb.len());
     client
@@ -481,7 +505,14 @@ async fn a_quiet_leg_gives_its_deflater_back() {
     let (mut client, head) =
         RawWs::open(wsnorm.listen, upgrade_request("/ws", extra).as_bytes()).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut pmd = Some(Pmd::new(15, false));
+    let answered = head
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("sec-websocket-extensions:")
+        })
+        .expect("permessage-deflate answered");
+    let mut pmd = Some(Pmd::client(answered));
     // Little repetition inside it (compresses poorly alone), all of it against its last copy.
     let numbers: Vec<String> = (0..600u32)
         .map(|i| (i * 7919 % 10007).to_string())

@@ -19,12 +19,18 @@ pub struct CompressionConfig {
     /// peers to compress with where the offer lets it. 15: the best ratio, what peers use when
     /// nothing is asked; smaller windows save the peers' memory more than wsnorm's.
     pub window_bits: u8,
-    /// Keep each direction's compression context from one message to the next. On: chat
-    /// messages are small and alike, and a message compresses mostly by referring to the last
-    /// ones. Off: each message is compressed on its own, in both directions of both legs
-    /// (wsnorm asks its peers too), so no compression memory stays allocated between messages;
-    /// small messages then barely shrink.
+    /// Keep wsnorm's compression context from one message it sends to the next. On: agent
+    /// output is small messages alike, and one compresses mostly by referring to the last ones
+    /// (the client's wire is where bytes cost). The context is freed while a leg is quiet and
+    /// a fresh one started when it speaks again. Off: each message is compressed on its own.
     pub context_takeover: bool,
+    /// Let the peers keep theirs. Off: wsnorm asks the client (`client_no_context_takeover`)
+    /// and the backend (`server_no_context_takeover`) to compress each message on its own, so
+    /// it inflates each with a per-thread stream and a quiet connection holds no compression
+    /// memory; on, it must keep each peer's window (~40 KiB per leg at 15 bits) for the
+    /// connection's life, quiet or not. What it costs: what clients send (short prompts)
+    /// shrinks less, and what the backend sends only crosses the pod's loopback.
+    pub peer_context_takeover: bool,
     /// zlib level, 0 (stored) to 9. 7: the lowest at which zlib-rs (a zlib-ng port) compresses
     /// agent output as well as the backend's zlib at its default, 6 (zlib-rs's 6 uses a faster
     /// matcher: 5 % more bytes on an agent run).
@@ -41,6 +47,7 @@ impl Default for CompressionConfig {
             backend: true,
             window_bits: 15,
             context_takeover: true,
+            peer_context_takeover: false,
             level: 7,
             min_message_bytes: 32,
         }
@@ -63,11 +70,12 @@ impl CompressionConfig {
     pub(super) fn describe(&self) -> String {
         format!(
             "compression: client = {}, backend = {}, window_bits = {}, context_takeover = {}, \
-             level = {}, min_message_bytes = {}\n",
+             peer_context_takeover = {}, level = {}, min_message_bytes = {}\n",
             self.client,
             self.backend,
             self.window_bits,
             self.context_takeover,
+            self.peer_context_takeover,
             self.level,
             self.min_message_bytes
         )

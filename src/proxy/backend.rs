@@ -390,8 +390,14 @@ mod tests {
             Some("agent_chat".into())
         );
         assert!(check("Sec-WebSocket-Protocol: other\r\n", key).is_err());
-        let deflate = check("Sec-WebSocket-Extensions: permessage-deflate\r\n", key).unwrap();
+        let deflate = check(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n",
+            key,
+        )
+        .unwrap();
         assert!(deflate.1.is_some());
+        // The offer asked for server_no_context_takeover (the default): an answer without it fails.
+        assert!(check("Sec-WebSocket-Extensions: permessage-deflate\r\n", key).is_err());
         assert!(check("Sec-WebSocket-Extensions: x-custom\r\n", key).is_err());
         assert!(check(
             "Sec-WebSocket-Extensions: permessage-deflate; mystery\r\n",

@@ -172,14 +172,13 @@ pub fn accept_client_offer<'a>(
         .filter(|e| e.name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE))
         .find_map(|e| Params::read(&e))?;
     let ours = config.window_bits;
-    let no_context_takeover = !config.context_takeover;
     // wsnorm is the server here: `server_*` is what it sends.
     let send = Window {
         bits: offer
             .server_max_window_bits
             .unwrap_or(MAX_WINDOW_BITS)
             .min(ours),
-        no_context_takeover: offer.server_no_context_takeover || no_context_takeover,
+        no_context_takeover: offer.server_no_context_takeover || !config.context_takeover,
     };
     // The client's window can only be bounded when it said it supports the parameter.
     let client_bits = offer
@@ -187,7 +186,8 @@ pub fn accept_client_offer<'a>(
         .map(|offered| offered.unwrap_or(MAX_WINDOW_BITS).min(ours));
     let receive = Window {
         bits: client_bits.unwrap_or(MAX_WINDOW_BITS),
-        no_context_takeover: offer.client_no_context_takeover || no_context_takeover,
+        // A server may always ask this (§7.1.1.2): every client can start each message afresh.
+        no_context_takeover: offer.client_no_context_takeover || !config.peer_context_takeover,
     };
     let answer = Params {
         server_no_context_takeover: send.no_context_takeover,
@@ -212,7 +212,7 @@ pub fn backend_offer(config: &CompressionConfig) -> Option<String> {
         return None;
     }
     let offer = Params {
-        server_no_context_takeover: !config.context_takeover,
+        server_no_context_takeover: !config.peer_context_takeover,
         client_no_context_takeover: !config.context_takeover,
         server_max_window_bits: (config.window_bits < MAX_WINDOW_BITS)
             .then_some(config.window_bits),
@@ -250,7 +250,7 @@ pub fn check_backend_answer<'a>(
             .to_string()
     })?;
     let asked_bits = (config.window_bits < MAX_WINDOW_BITS).then_some(config.window_bits);
-    if !config.context_takeover && !params.server_no_context_takeover {
+    if !config.peer_context_takeover && !params.server_no_context_takeover {
         return Err("backend ignored server_no_context_takeover, which was offered".into());
     }
     match (asked_bits, params.server_max_window_bits) {

@@ -4,6 +4,14 @@ fn config() -> CompressionConfig {
     CompressionConfig::default()
 }
 
+/// The default, but the peers keep their context too (`peer_context_takeover = true`).
+fn peers_keep_context() -> CompressionConfig {
+    CompressionConfig {
+        peer_context_takeover: true,
+        ..config()
+    }
+}
+
 fn window(bits: u8, no_context_takeover: bool) -> Window {
     Window {
         bits,
@@ -12,7 +20,7 @@ fn window(bits: u8, no_context_takeover: bool) -> Window {
 }
 
 fn accept(offer: &str) -> Option<Agreed> {
-    accept_client_offer([offer], &config())
+    accept_client_offer([offer], &peers_keep_context())
 }
 
 #[test]
@@ -60,7 +68,7 @@ fn the_first_offer_that_can_be_honoured_is_taken() {
     // Offers spread over two header lines count as one list.
     let two = accept_client_offer(
         ["foo", "permessage-deflate; server_max_window_bits=10"],
-        &config(),
+        &peers_keep_context(),
     )
     .unwrap();
     assert_eq!(two.deflate.send, window(10, false));
@@ -124,9 +132,41 @@ fn the_config_bounds_the_answer() {
 }
 
 #[test]
-fn the_backend_offer_follows_the_config() {
+fn by_default_peers_are_asked_to_compress_each_message_on_its_own() {
+    // The client leg: asked in the answer whatever the offer said (RFC 7692 §7.1.1.2).
+    let chrome =
+        accept_client_offer(["permessage-deflate; client_max_window_bits"], &config()).unwrap();
+    assert_eq!(
+        chrome.header,
+        "permessage-deflate; client_no_context_takeover"
+    );
+    assert_eq!(
+        chrome.deflate,
+        LegDeflate {
+            send: window(15, false),
+            receive: window(15, true)
+        }
+    );
+    // The backend leg: asked in the offer, and an answer without it fails.
     assert_eq!(
         backend_offer(&config()).unwrap(),
+        "permessage-deflate; server_no_context_takeover; client_max_window_bits"
+    );
+    let agreed = check_backend_answer(
+        ["permessage-deflate; server_no_context_takeover"],
+        &config(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(agreed.deflate.send, window(15, false));
+    assert_eq!(agreed.deflate.receive, window(15, true));
+    assert!(check_backend_answer(["permessage-deflate"], &config()).is_err());
+}
+
+#[test]
+fn the_backend_offer_follows_the_config() {
+    assert_eq!(
+        backend_offer(&peers_keep_context()).unwrap(),
         "permessage-deflate; client_max_window_bits"
     );
     let small = CompressionConfig {
@@ -148,7 +188,7 @@ fn the_backend_offer_follows_the_config() {
 
 #[test]
 fn the_backend_answer_must_keep_to_the_offer() {
-    let check = |answer: &str| check_backend_answer([answer], &config());
+    let check = |answer: &str| check_backend_answer([answer], &peers_keep_context());
     assert_eq!(check_backend_answer([], &config()), Ok(None));
     let python = check("permessage-deflate; server_max_window_bits=12; client_max_window_bits=12")
         .unwrap()
