@@ -105,6 +105,8 @@ struct Received {
     payload: Vec<u8>,
     wire: usize,
     compressed: bool,
+    /// The payload as it crossed the socket (compressed, if it was).
+    raw: Vec<u8>,
 }
 
 /// Reads one data message (answering nothing; pongs are skipped), inflating it if compressed.
@@ -126,6 +128,7 @@ async fn read_message(ws: &mut RawWs, pmd: &mut Option<Pmd>) -> Option<Received>
             payload: Vec::new(),
             wire: 0,
             compressed: frame.rsv & RSV1 != 0,
+            raw: Vec::new(),
         });
         if frame.opcode != OP_CONT && m.wire > 0 {
             panic!("a new message inside a fragmented one");
@@ -138,6 +141,7 @@ async fn read_message(ws: &mut RawWs, pmd: &mut Option<Pmd>) -> Option<Received>
         m.payload.extend_from_slice(&frame.payload);
         if frame.fin {
             let mut m = message.take()?;
+            m.raw = m.payload.clone();
             if m.compressed {
                 let pmd = pmd
                     .as_mut()
@@ -275,9 +279,13 @@ async fn converse(
     client_deflate: bool,
     backend_deflate: bool,
     bits: u8,
-    (context_takeover, peer_context_takeover): (bool, bool),
+    (context_takeover, peer_context_takeover, passthrough): (bool, bool, bool),
 ) {
-    let label = format!("client {client_deflate}, backend {backend_deflate}, bits {bits}, context takeover {context_takeover}, peers' {peer_context_takeover}");
+    let label = format!("client {client_deflate}, backend {backend_deflate}, bits {bits}, context takeover {context_takeover}, peers' {peer_context_takeover}, passthrough {passthrough}");
+    // Passed through, the backend's compressed echoes reach the client as the backend wrote
+    // them: a compressor like the backend's, fed the same messages, writes the same bytes.
+    let mut backend_mirror = (passthrough && client_deflate && backend_deflate)
+        .then(|| Pmd::new(bits, !context_takeover, false));
     let mut extra = format!(
         "x-backend-deflate: {}\r\n",
         if backend_deflate { "yes" } else { "no" }
@@ -352,6 +360,12 @@ async fn converse(
             client_deflate && expected.len() >= 32,
             "{label}: echo of message {i} on the client's wire"
         );
+        if let Some(mirror) = backend_mirror.as_mut().filter(|_| echoed.compressed) {
+            assert!(
+                echoed.raw == mirror.deflate(&expected),
+                "{label}: echo of message {i} passed through as the backend compressed it"
+            );
+        }
         if i == 1 {
             // The large repetitive message crosses each compressed leg as a small part of itself.
             let leg_wire = |compressed: bool, wire: usize| {
@@ -384,11 +398,13 @@ async fn every_combination_of_legs_windows_and_context_takeover() {
     let (backend, mut seen) = start_deflate_backend().await;
     for context_takeover in [true, false] {
         for bits in 9..=15u8 {
-            // The peers' context alternates with the window: each pair of settings is met.
+            // The peers' context and passthrough alternate with the window: with each value of
+            // context_takeover, every pair of theirs is met.
             let peer_context_takeover = bits % 2 == 1;
+            let passthrough = (bits / 2) % 2 == 0;
             let config = format!(
                 "[websocket.compression]\nwindow_bits = {bits}\ncontext_takeover = {context_takeover}\n\
-                 peer_context_takeover = {peer_context_takeover}\n"
+                 peer_context_takeover = {peer_context_takeover}\npassthrough = {passthrough}\n"
             );
             let wsnorm = Wsnorm::start(&backend.to_string(), &config).await;
             for client_deflate in [true, false] {
@@ -399,7 +415,7 @@ async fn every_combination_of_legs_windows_and_context_takeover() {
                         client_deflate,
                         backend_deflate,
                         bits,
-                        (context_takeover, peer_context_takeover),
+                        (context_takeover, peer_context_takeover, passthrough),
                     )
                     .await;
                 }
@@ -411,8 +427,9 @@ async fn every_combination_of_legs_windows_and_context_takeover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_is_counted_and_logged_per_leg() {
     let (backend, mut seen) = start_deflate_backend().await;
-    let wsnorm = Wsnorm::start(&backend.to_string(), "").await;
-    converse(&wsnorm, &mut seen, true, true, 15, (true, false)).await;
+    let no_passthrough = "[websocket.compression]\npassthrough = false\n";
+    let wsnorm = Wsnorm::start(&backend.to_string(), no_passthrough).await;
+    converse(&wsnorm, &mut seen, true, true, 15, (true, false, false)).await;
     let metrics = wsnorm.metrics().await;
     let series = |name: &str, leg: &str, dir: &str| {
         metric(
@@ -498,7 +515,7 @@ async fn a_quiet_leg_gives_its_deflater_back() {
     // Keepalive checks every 0.5 s.
     let wsnorm = Wsnorm::start(
         &backend.to_string(),
-        "[websocket]\nping_interval_secs = 1\n",
+        "[websocket]\nping_interval_secs = 1\n[websocket.compression]\npassthrough = false\n",
     )
     .await;
     let extra = "x-backend-deflate: yes\r\nSec-WebSocket-Extensions: permessage-deflate\r\n";
@@ -553,4 +570,57 @@ async fn a_quiet_leg_gives_its_deflater_back() {
         after_quiet.0 * 2 > first.0 && after_quiet.1 * 2 > first.1,
         "after a quiet spell, compressed afresh: {first:?}, {repeated:?}, then {after_quiet:?}"
     );
+}
+
+/// With passthrough (the default) and no rule for backend-to-client messages, the backend is
+/// offered the client's window and context, and its compressed messages reach the client as it
+/// wrote them, counted apart; a rule for that direction turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backends_compressed_messages_pass_to_the_client_as_they_came() {
+    let (backend, mut seen) = start_deflate_backend().await;
+    let wsnorm = Wsnorm::start(&backend.to_string(), "").await;
+    converse(&wsnorm, &mut seen, true, true, 15, (true, false, true)).await;
+    let metrics = wsnorm.metrics().await;
+    let passed = metric(
+        &metrics,
+        r#"wsnorm_passthrough_bytes_total{direction="backend_to_client"}"#,
+    );
+    assert!(passed > 0.0, "{passed}");
+    let client_leg = metric(
+        &metrics,
+        r#"wsnorm_wire_bytes_total{direction="backend_to_client",leg="client"}"#,
+    );
+    // Only the short echo the backend did not compress went through wsnorm's own path.
+    assert!(client_leg < 32.0, "{client_leg}");
+    let logs = wsnorm.logs();
+    assert!(
+        logs.contains(r#""wsnorm.backend.extension":"permessage-deflate; server_max_window_bits=15; client_max_window_bits=15""#),
+        "the backend keeps its context: {logs}"
+    );
+    // A rule that reads the backend's messages: they are inflated, and the backend is asked to
+    // compress each on its own (peer_context_takeover = false).
+    let rules = r#"
+[[rules]]
+name = "iso-timestamps"
+kind = "timestamp"
+paths = ["timestamp"]
+
+[[rules]]
+name = "agent-aliases"
+kind = "rename"
+direction = "both"
+paths = ["type"]
+map = { execute_agent = "start_agent" }
+"#;
+    let wsnorm = Wsnorm::start(&backend.to_string(), rules).await;
+    converse(&wsnorm, &mut seen, true, true, 15, (true, false, false)).await;
+    let metrics = wsnorm.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"wsnorm_passthrough_bytes_total{direction="backend_to_client"}"#
+        ),
+        0.0
+    );
+    assert!(wsnorm.logs().contains("server_no_context_takeover"));
 }

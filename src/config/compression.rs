@@ -31,6 +31,15 @@ pub struct CompressionConfig {
     /// connection's life, quiet or not. What it costs: what clients send (short prompts)
     /// shrinks less, and what the backend sends only crosses the pod's loopback.
     pub peer_context_takeover: bool,
+    /// Pass the backend's compressed messages to the client as they came, never inflated, where
+    /// that is sound: both legs compressed and no rule for backend-to-client messages when the
+    /// connection opens (the backend is then offered the client's window and context). On: the
+    /// client's wire carries exactly the backend's own compression, and wsnorm spends no CPU
+    /// and keeps no memory on that direction's deflate. What it gives up for those messages:
+    /// the size limit applies to their compressed frames, their UTF-8 is left to the client
+    /// to check, and rules for that direction added by a reload apply to connections opened
+    /// after it.
+    pub passthrough: bool,
     /// zlib level, 0 (stored) to 9. 7: the lowest at which zlib-rs (a zlib-ng port) compresses
     /// agent output as well as the backend's zlib at its default, 6 (zlib-rs's 6 uses a faster
     /// matcher: 5 % more bytes on an agent run).
@@ -48,6 +57,7 @@ impl Default for CompressionConfig {
             window_bits: 15,
             context_takeover: true,
             peer_context_takeover: false,
+            passthrough: true,
             level: 7,
             min_message_bytes: 32,
         }
@@ -70,12 +80,13 @@ impl CompressionConfig {
     pub(super) fn describe(&self) -> String {
         format!(
             "compression: client = {}, backend = {}, window_bits = {}, context_takeover = {}, \
-             peer_context_takeover = {}, level = {}, min_message_bytes = {}\n",
+             peer_context_takeover = {}, passthrough = {}, level = {}, min_message_bytes = {}\n",
             self.client,
             self.backend,
             self.window_bits,
             self.context_takeover,
             self.peer_context_takeover,
+            self.passthrough,
             self.level,
             self.min_message_bytes
         )

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
-use super::extensions::{self, Agreed};
+use super::extensions::{self, Agreed, BackendOffer};
 use crate::config::{Address, CompressionConfig};
 use crate::headers::{OutgoingHeaders, OwnedHeaders};
 
@@ -76,7 +76,8 @@ pub struct HandshakeRequest<'a> {
     /// headers are added here.
     pub headers: &'a OutgoingHeaders,
     pub subprotocols: &'a [String],
-    /// What permessage-deflate to offer (and so to accept in the answer).
+    /// The permessage-deflate offer (and so what the answer may say).
+    pub deflate: Option<BackendOffer>,
     pub compression: &'a CompressionConfig,
 }
 
@@ -187,8 +188,8 @@ fn request_head(
     if !req.subprotocols.is_empty() {
         headers.push("Sec-WebSocket-Protocol", req.subprotocols.join(", "))?;
     }
-    if let Some(offer) = extensions::backend_offer(req.compression) {
-        headers.push("Sec-WebSocket-Extensions", offer)?;
+    if let Some(offer) = &req.deflate {
+        headers.push("Sec-WebSocket-Extensions", offer.header())?;
     }
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(b"GET ");
@@ -269,9 +270,12 @@ fn verify_switch(
         .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"))
         .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
         .collect();
-    let deflate =
-        extensions::check_backend_answer(answered.iter().map(String::as_str), req.compression)
-            .map_err(BackendError::BadResponse)?;
+    let deflate = extensions::check_backend_answer(
+        answered.iter().map(String::as_str),
+        req.deflate.as_ref(),
+        req.compression,
+    )
+    .map_err(BackendError::BadResponse)?;
     let protocol = match resp.headers.get("sec-websocket-protocol") {
         None => None,
         Some(p) => {
@@ -379,6 +383,7 @@ mod tests {
             path_and_query: &path,
             headers: &headers,
             subprotocols: &offered,
+            deflate: extensions::backend_offer(&compression, None),
             compression: &compression,
         };
         let check = |extra: &str, key: &str| verify_switch(&head(extra), key, &req);
@@ -404,12 +409,9 @@ mod tests {
             key
         )
         .is_err());
-        let off = CompressionConfig {
-            backend: false,
-            ..compression
-        };
+        // Nothing offered: any extension fails.
         let req = HandshakeRequest {
-            compression: &off,
+            deflate: None,
             ..req
         };
         assert!(verify_switch(

@@ -92,7 +92,7 @@ fn window_bits(value: &str) -> Option<u8> {
 
 /// The parameters of a `permessage-deflate` element, each known, valid and given once; `None`
 /// otherwise (such an offer is declined, such an answer fails the handshake).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Params {
     server_no_context_takeover: bool,
     client_no_context_takeover: bool,
@@ -206,20 +206,42 @@ pub fn accept_client_offer<'a>(
     })
 }
 
-/// The backend leg: what wsnorm offers (`None` when compression with the backend is off).
-pub fn backend_offer(config: &CompressionConfig) -> Option<String> {
+/// What wsnorm offers the backend, and so what the backend's answer may say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendOffer {
+    params: Params,
+}
+
+/// The backend leg's offer (`None` when compression with the backend is off). `passthrough`
+/// is the client leg's sending window when the backend's compressed messages are to reach the
+/// client as they are: the backend is then asked for no more than the client agreed to read
+/// (its window, and no context takeover if the client asked), and may keep its context
+/// whatever `peer_context_takeover` says, since wsnorm keeps no inflater for them.
+pub fn backend_offer(
+    config: &CompressionConfig,
+    passthrough: Option<Window>,
+) -> Option<BackendOffer> {
     if !config.backend {
         return None;
     }
-    let offer = Params {
-        server_no_context_takeover: !config.peer_context_takeover,
+    let bits = passthrough.map_or(config.window_bits, |client| client.bits);
+    let params = Params {
+        server_no_context_takeover: passthrough.map_or(!config.peer_context_takeover, |client| {
+            client.no_context_takeover
+        }),
         client_no_context_takeover: !config.context_takeover,
-        server_max_window_bits: (config.window_bits < MAX_WINDOW_BITS)
-            .then_some(config.window_bits),
+        server_max_window_bits: (bits < MAX_WINDOW_BITS).then_some(bits),
         // wsnorm can compress with any window the backend asks for.
         client_max_window_bits: Some(None),
     };
-    Some(offer.render())
+    Some(BackendOffer { params })
+}
+
+impl BackendOffer {
+    /// The `Sec-WebSocket-Extensions` value.
+    pub fn header(&self) -> String {
+        self.params.render()
+    }
 }
 
 /// Checks the backend's `Sec-WebSocket-Extensions` answer against what wsnorm offered (RFC 7692
@@ -227,33 +249,28 @@ pub fn backend_offer(config: &CompressionConfig) -> Option<String> {
 /// offered, more than one, or parameters the offer did not allow.
 pub fn check_backend_answer<'a>(
     values: impl IntoIterator<Item = &'a str>,
+    offer: Option<&BackendOffer>,
     config: &CompressionConfig,
 ) -> Result<Option<Agreed>, String> {
-    let extensions = parse(values);
-    let Some(first) = extensions.first() else {
-        return Ok(None);
-    };
+    let mut extensions = parse(values);
     if extensions.len() > 1 {
         return Err("backend enabled more than one extension".into());
     }
-    let answer = match first {
-        Some(e)
-            if backend_offer(config).is_some()
-                && e.name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE) =>
-        {
-            e
+    let (answer, offer) = match (extensions.pop(), offer) {
+        (None, _) => return Ok(None),
+        (Some(Some(e)), Some(offer)) if e.name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE) => {
+            (e, &offer.params)
         }
         _ => return Err("backend enabled an extension that was not offered".into()),
     };
-    let params = Params::read(answer).ok_or_else(|| {
+    let params = Params::read(&answer).ok_or_else(|| {
         "backend answered permessage-deflate with unknown, repeated or invalid parameters"
             .to_string()
     })?;
-    let asked_bits = (config.window_bits < MAX_WINDOW_BITS).then_some(config.window_bits);
-    if !config.peer_context_takeover && !params.server_no_context_takeover {
+    if offer.server_no_context_takeover && !params.server_no_context_takeover {
         return Err("backend ignored server_no_context_takeover, which was offered".into());
     }
-    match (asked_bits, params.server_max_window_bits) {
+    match (offer.server_max_window_bits, params.server_max_window_bits) {
         (Some(_), None) => {
             return Err("backend ignored server_max_window_bits, which was offered".into())
         }
@@ -273,7 +290,8 @@ pub fn check_backend_answer<'a>(
         // wsnorm is the client here: `client_*` is what it sends.
         send: Window {
             bits: client_bits.min(config.window_bits),
-            no_context_takeover: params.client_no_context_takeover || !config.context_takeover,
+            no_context_takeover: params.client_no_context_takeover
+                || offer.client_no_context_takeover,
         },
         receive: Window {
             bits: params.server_max_window_bits.unwrap_or(MAX_WINDOW_BITS),

@@ -66,7 +66,20 @@ pub async fn serve(
         Err(refusal) => return refuse(session, &refusal).await,
     };
     let client_ip = peer_addr(session).map(|a| a.ip());
-    let prepared = match prepare(session.req_header(), config, route, client_ip) {
+    // The backend's messages can pass to the client compressed as they are only where no rule
+    // would read them.
+    let backend_rules = !route.transparent
+        && state
+            .rules
+            .load()
+            .applies_to(crate::rules::Direction::BackendToClient);
+    let prepared = match prepare(
+        session.req_header(),
+        config,
+        route,
+        client_ip,
+        backend_rules,
+    ) {
         Ok(prepared) => prepared,
         Err(refusal) => return refuse(session, &refusal).await,
     };
@@ -155,6 +168,7 @@ pub async fn serve(
         deflate: relay::Deflate {
             client: client_deflate.map(|a| a.deflate),
             backend: backend.deflate.as_ref().map(|a| a.deflate),
+            passthrough: prepared.passthrough.is_some() && backend.deflate.is_some(),
             settings: relay::deflate::DeflateSettings {
                 level: ws.compression.level,
                 min_message_bytes: ws.compression.min_message_bytes,
@@ -280,6 +294,9 @@ struct Prepared {
     negotiation: Negotiation,
     /// The client's permessage-deflate offer wsnorm accepts, if any.
     client_deflate: Option<Agreed>,
+    /// The client leg's sending window, when the backend's compressed messages are to pass to
+    /// the client as they are (`[websocket.compression] passthrough`).
+    passthrough: Option<relay::deflate::Window>,
     backend: BackendRequest,
 }
 
@@ -290,6 +307,7 @@ fn prepare(
     config: &Config,
     route: &Route,
     client_ip: Option<IpAddr>,
+    backend_rules: bool,
 ) -> Result<Prepared, Refusal> {
     let client_upgrade = upgrade::validate(req)?;
     upgrade::check_origin(req, route)?;
@@ -317,11 +335,17 @@ fn prepare(
         .get_all("sec-websocket-extensions")
         .iter()
         .filter_map(|v| v.to_str().ok());
-    let client_deflate = extensions::accept_client_offer(offers, &config.websocket.compression);
+    let compression = &config.websocket.compression;
+    let client_deflate = extensions::accept_client_offer(offers, compression);
+    let passthrough = client_deflate
+        .as_ref()
+        .filter(|_| compression.passthrough && !backend_rules)
+        .map(|agreed| agreed.deflate.send);
     Ok(Prepared {
         key: client_upgrade.key,
         negotiation,
         client_deflate,
+        passthrough,
         backend: BackendRequest {
             path_and_query,
             headers,
@@ -335,6 +359,7 @@ async fn dial(config: &Config, prepared: &Prepared) -> Result<Connected, Backend
         path_and_query: &prepared.backend.path_and_query,
         headers: &prepared.backend.headers,
         subprotocols: &prepared.negotiation.backend_offer,
+        deflate: extensions::backend_offer(&config.websocket.compression, prepared.passthrough),
         compression: &config.websocket.compression,
     };
     backend::handshake(

@@ -84,10 +84,13 @@ struct Compression {
     compressing: bool,
     /// A message was compressed for the peer since the last keepalive check.
     deflated: bool,
+    /// The other leg's compressed messages are written here as they came, so wsnorm compresses
+    /// nothing of its own (its stream would interleave with theirs in the peer's inflater).
+    passthrough: bool,
 }
 
 impl Compression {
-    fn new(leg: LegDeflate, settings: DeflateSettings) -> Box<Compression> {
+    fn new(leg: LegDeflate, settings: DeflateSettings, passthrough: bool) -> Box<Compression> {
         Box::new(Compression {
             inflater: Inflater::new(leg.receive),
             deflater: Deflater::new(leg.send, settings.level),
@@ -95,6 +98,7 @@ impl Compression {
             inflated: Vec::new(),
             compressing: false,
             deflated: false,
+            passthrough,
         })
     }
 }
@@ -134,13 +138,15 @@ pub(super) struct LegState {
 }
 
 impl LegState {
+    /// `passthrough`: compressed messages from the other leg are written as they came.
     pub(super) fn new(
         role: Role,
         deflate: Option<LegDeflate>,
         settings: DeflateSettings,
+        passthrough: bool,
     ) -> LegState {
         LegState {
-            compression: deflate.map(|leg| Compression::new(leg, settings)),
+            compression: deflate.map(|leg| Compression::new(leg, settings, passthrough)),
             role,
             out: Vec::new(),
             mid_message: false,
@@ -182,12 +188,25 @@ impl LegState {
         payload: &[u8],
     ) -> Result<usize, DeflateError> {
         let wire = self.write_data(opcode, fin, payload)?;
+        self.frame_written(fin);
+        Ok(wire)
+    }
+
+    /// Queues one frame of a compressed message passed through from the other leg as it came
+    /// (RSV1 on its first frame).
+    pub(super) fn pass(&mut self, opcode: OpCode, fin: bool, first: bool, payload: &[u8]) {
+        let role = self.role;
+        frames::write_frame_rsv1(self.output(), role, opcode, fin, first, payload);
+        self.frame_written(fin);
+    }
+
+    /// After a relayed frame: the last one of a message releases the replies held meanwhile.
+    fn frame_written(&mut self, fin: bool) {
         self.mid_message = !fin;
         if fin && !self.held.is_empty() {
             self.out.append(&mut self.held);
             self.held = Vec::new();
         }
-        Ok(wire)
     }
 
     fn write_data(
@@ -207,7 +226,7 @@ impl LegState {
         } else {
             compression.compressing
         };
-        if !compress {
+        if !compress || compression.passthrough {
             self.send(opcode, fin, payload);
             return Ok(payload.len());
         }
@@ -261,8 +280,13 @@ impl Legs {
         let deflate = &ctx.deflate;
         Legs {
             states: [
-                LegState::new(Role::Server, deflate.client, deflate.settings),
-                LegState::new(Role::Client, deflate.backend, deflate.settings),
+                LegState::new(
+                    Role::Server,
+                    deflate.client,
+                    deflate.settings,
+                    deflate.passthrough,
+                ),
+                LegState::new(Role::Client, deflate.backend, deflate.settings, false),
             ],
             summary: Summary::default(),
             metrics: ctx.route_metrics.clone(),
@@ -363,6 +387,9 @@ impl Legs {
         fin: bool,
         ctx: &RelayContext,
     ) {
+        if ctx.deflate.passes(from.direction()) {
+            return self.on_passed(from, payload, text, first, fin);
+        }
         let limit = ctx.max_message_bytes;
         let state = &mut self.states[from as usize];
         // Binary is limited by what its earlier frames inflated to.
@@ -415,6 +442,37 @@ impl Legs {
         }
         free_if_large(&mut inflated);
         SCRATCH.set(inflated);
+    }
+
+    /// A frame of a compressed message passed through as it came: not inflated, so its size
+    /// counts as on the wire, and the message size histogram does not see it.
+    fn on_passed(&mut self, from: Leg, payload: &[u8], text: bool, first: bool, fin: bool) {
+        let dir = from.direction();
+        let kind = if text {
+            MessageKind::Text
+        } else {
+            MessageKind::Binary
+        };
+        if first {
+            self.summary.messages[from as usize] += 1;
+            self.metrics.message(dir, kind, payload.len());
+        } else {
+            self.metrics.fragment(dir, payload.len());
+        }
+        self.summary.bytes[from as usize] += payload.len() as u64;
+        let to = from.other();
+        let state = &mut self.states[to as usize];
+        if !state.writable() {
+            return;
+        }
+        let opcode = OpCode::Data(match (first, text) {
+            (false, _) => Data::Continue,
+            (true, true) => Data::Text,
+            (true, false) => Data::Binary,
+        });
+        state.pass(opcode, fin, first, payload);
+        self.metrics.sent(dir, payload.len());
+        self.metrics.passed(dir, payload.len());
     }
 
     fn on_inflated_text(&mut self, from: Leg, inflated: &[u8], ctx: &RelayContext) {

@@ -216,6 +216,11 @@ impl RouteMetrics {
         self.wire.count(leg, dir, payload, wire);
     }
 
+    /// One frame of a compressed message passed through as it came, `wire` bytes.
+    pub fn passed(&self, dir: Direction, wire: usize) {
+        self.wire.passed(dir, wire);
+    }
+
     /// Counted once per connection leg, so the label lookup is not on a per-message path.
     pub fn close(&self, code: u16, initiator: Initiator) {
         self.closes

@@ -9,6 +9,8 @@
 //!   whose rewrite would exceed `max_message_bytes` is answered or closes its sender's leg with
 //!   1009 (`on_oversized_rewrite`);
 //! - binary frames are forwarded one by one as they arrive, never reassembled;
+//! - with passthrough ([`Deflate::passthrough`]), the backend's compressed frames go to the
+//!   client as they came, never inflated, and the rules never see that direction;
 //! - pings are answered on the leg that sent them, not relayed (that would double the pongs);
 //! - a close is answered on its leg and forwarded to the other with its code and reason;
 //! - a leg that fails closes the other one: 1011 "backend error" towards the client when the
@@ -51,7 +53,8 @@ use metrics::RouteMetrics;
 /// What the relay needs from the rest of the process.
 pub struct RelayContext {
     /// The rules text messages go through (none on an unrouted path). Read on every message,
-    /// so a reload applies to open connections' next messages.
+    /// so a reload applies to open connections' next messages (not in a direction passed
+    /// through, which was decided by the rules at the handshake).
     pub rules: Option<Arc<ArcSwap<CompiledRules>>>,
     pub metrics: Arc<Metrics>,
     /// The connection's route's series, resolved once for it.
@@ -76,6 +79,18 @@ pub struct Deflate {
     pub client: Option<deflate::LegDeflate>,
     pub backend: Option<deflate::LegDeflate>,
     pub settings: deflate::DeflateSettings,
+    /// The backend's messages go to the client as they came, compressed ones never inflated
+    /// (both legs compressed, the backend's window within the client's, and no rule for that
+    /// direction when the connection opened): wsnorm then compresses nothing of its own for the
+    /// client, whose inflater follows the backend's stream.
+    pub passthrough: bool,
+}
+
+impl Deflate {
+    /// Whether messages of `dir` pass as they came, not read by the rules.
+    pub fn passes(&self, dir: crate::rules::Direction) -> bool {
+        self.passthrough && dir == crate::rules::Direction::BackendToClient
+    }
 }
 
 /// Liveness of the legs.

@@ -38,7 +38,8 @@ impl Forward {
 
 /// Applies the rules of `dir` to a text message.
 pub(super) fn transform(text: &str, dir: Direction, ctx: &RelayContext) -> Forward {
-    let rules = ctx.rules.as_ref().map(|rules| rules.load());
+    let rules = ctx.rules.as_ref().filter(|_| !ctx.deflate.passes(dir));
+    let rules = rules.map(|rules| rules.load());
     let Some(rules) = rules.filter(|rules| rules.applies_to(dir)) else {
         // No rule for this direction: not parsed, so not known to be JSON.
         ctx.route_metrics

@@ -68,6 +68,7 @@ pub(super) fn context(toml: &str) -> RelayContext {
         deflate: Deflate {
             client: None,
             backend: None,
+            passthrough: false,
             settings: deflate::DeflateSettings {
                 level: 6,
                 min_message_bytes: 0,

@@ -20,6 +20,8 @@ pub enum WireLeg {
 pub struct WireBytes {
     payload: [[IntCounter; 2]; 2],
     wire: [[IntCounter; 2]; 2],
+    /// By direction: compressed bytes passed through, in neither count above.
+    passed: [IntCounter; 2],
 }
 
 impl WireBytes {
@@ -45,6 +47,18 @@ impl WireBytes {
                  leg and direction.",
                 labels,
             )?),
+            passed: {
+                let vec = counter_vec(
+                    registry,
+                    "wsnorm_passthrough_bytes_total",
+                    "Compressed data bytes relayed as they came, never inflated \
+                     ([websocket.compression] passthrough), by direction; not counted in \
+                     wsnorm_payload_bytes_total or wsnorm_wire_bytes_total, whose ratio is what \
+                     wsnorm compressed itself.",
+                    &["direction"],
+                )?;
+                Direction::ALL.map(|d| vec.with_label_values(&[d.as_str()]))
+            },
         })
     }
 
@@ -53,5 +67,10 @@ impl WireBytes {
         let (l, d) = (leg as usize, dir.index());
         self.payload[l][d].inc_by(payload as u64);
         self.wire[l][d].inc_by(wire as u64);
+    }
+
+    /// Counts one frame of a compressed message passed through as it came.
+    pub fn passed(&self, dir: Direction, wire: usize) {
+        self.passed[dir.index()].inc_by(wire as u64);
     }
 }

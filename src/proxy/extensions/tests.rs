@@ -19,6 +19,19 @@ fn window(bits: u8, no_context_takeover: bool) -> Window {
     }
 }
 
+/// The backend offer's header when no passthrough is planned.
+fn offer(config: &CompressionConfig) -> String {
+    backend_offer(config, None).unwrap().header()
+}
+
+/// The backend's answer checked against that offer.
+fn answer<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    config: &CompressionConfig,
+) -> Result<Option<Agreed>, String> {
+    check_backend_answer(values, backend_offer(config, None).as_ref(), config)
+}
+
 fn accept(offer: &str) -> Option<Agreed> {
     accept_client_offer([offer], &peers_keep_context())
 }
@@ -149,10 +162,10 @@ fn by_default_peers_are_asked_to_compress_each_message_on_its_own() {
     );
     // The backend leg: asked in the offer, and an answer without it fails.
     assert_eq!(
-        backend_offer(&config()).unwrap(),
+        offer(&config()),
         "permessage-deflate; server_no_context_takeover; client_max_window_bits"
     );
-    let agreed = check_backend_answer(
+    let agreed = answer(
         ["permessage-deflate; server_no_context_takeover"],
         &config(),
     )
@@ -160,13 +173,13 @@ fn by_default_peers_are_asked_to_compress_each_message_on_its_own() {
     .unwrap();
     assert_eq!(agreed.deflate.send, window(15, false));
     assert_eq!(agreed.deflate.receive, window(15, true));
-    assert!(check_backend_answer(["permessage-deflate"], &config()).is_err());
+    assert!(answer(["permessage-deflate"], &config()).is_err());
 }
 
 #[test]
 fn the_backend_offer_follows_the_config() {
     assert_eq!(
-        backend_offer(&peers_keep_context()).unwrap(),
+        offer(&peers_keep_context()),
         "permessage-deflate; client_max_window_bits"
     );
     let small = CompressionConfig {
@@ -175,7 +188,7 @@ fn the_backend_offer_follows_the_config() {
         ..config()
     };
     assert_eq!(
-        backend_offer(&small).unwrap(),
+        offer(&small),
         "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
          server_max_window_bits=10; client_max_window_bits"
     );
@@ -183,13 +196,13 @@ fn the_backend_offer_follows_the_config() {
         backend: false,
         ..config()
     };
-    assert_eq!(backend_offer(&off), None);
+    assert_eq!(backend_offer(&off, None), None);
 }
 
 #[test]
 fn the_backend_answer_must_keep_to_the_offer() {
-    let check = |answer: &str| check_backend_answer([answer], &peers_keep_context());
-    assert_eq!(check_backend_answer([], &config()), Ok(None));
+    let check = |value: &str| answer([value], &peers_keep_context());
+    assert_eq!(answer([], &config()), Ok(None));
     let python = check("permessage-deflate; server_max_window_bits=12; client_max_window_bits=12")
         .unwrap()
         .unwrap();
@@ -221,18 +234,45 @@ fn the_backend_answer_must_keep_to_the_offer() {
         ..config()
     };
     let both = "permessage-deflate; server_no_context_takeover; server_max_window_bits=10";
-    assert!(check_backend_answer([both], &small).unwrap().is_some());
+    assert!(answer([both], &small).unwrap().is_some());
     for bad in [
         "permessage-deflate; server_max_window_bits=10",
         "permessage-deflate; server_no_context_takeover",
         "permessage-deflate; server_no_context_takeover; server_max_window_bits=11",
     ] {
-        assert!(check_backend_answer([bad], &small).is_err(), "{bad}");
+        assert!(answer([bad], &small).is_err(), "{bad}");
     }
     // Nothing offered: any extension fails.
     let off = CompressionConfig {
         backend: false,
         ..config()
     };
-    assert!(check_backend_answer(["permessage-deflate"], &off).is_err());
+    assert!(answer(["permessage-deflate"], &off).is_err());
+}
+
+#[test]
+fn passthrough_offers_the_backend_what_the_client_reads() {
+    // The client agreed to read a 12-bit window with context: so may the backend write.
+    let client = window(12, false);
+    let offered = backend_offer(&config(), Some(client)).unwrap();
+    assert_eq!(
+        offered.header(),
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits"
+    );
+    let agreed = check_backend_answer(
+        ["permessage-deflate; server_max_window_bits=12"],
+        Some(&offered),
+        &config(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(agreed.deflate.receive, window(12, false));
+    assert!(check_backend_answer(["permessage-deflate"], Some(&offered), &config()).is_err());
+    // A client that asked for no context: the backend is asked the same.
+    let offered = backend_offer(&config(), Some(window(15, true))).unwrap();
+    assert_eq!(
+        offered.header(),
+        "permessage-deflate; server_no_context_takeover; client_max_window_bits"
+    );
+    assert!(check_backend_answer(["permessage-deflate"], Some(&offered), &config()).is_err());
 }
