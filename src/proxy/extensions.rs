@@ -206,6 +206,14 @@ pub fn accept_client_offer<'a>(
     })
 }
 
+/// The window the backend would be offered for its compressed messages to pass to the client as
+/// they are: the client leg's sending window, unless that is 8 bits, which zlib-based backends
+/// cannot be asked for (python's zlib refuses a raw 8-bit deflater).
+pub fn passthrough_window(client: &Agreed) -> Option<Window> {
+    let send = client.deflate.send;
+    (send.bits > 8).then_some(send)
+}
+
 /// What wsnorm offers the backend, and so what the backend's answer may say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendOffer {

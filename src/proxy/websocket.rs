@@ -340,7 +340,7 @@ fn prepare(
     let passthrough = client_deflate
         .as_ref()
         .filter(|_| compression.passthrough && !backend_rules)
-        .map(|agreed| agreed.deflate.send);
+        .and_then(extensions::passthrough_window);
     Ok(Prepared {
         key: client_upgrade.key,
         negotiation,

@@ -275,4 +275,9 @@ fn passthrough_offers_the_backend_what_the_client_reads() {
         "permessage-deflate; server_no_context_takeover; client_max_window_bits"
     );
     assert!(check_backend_answer(["permessage-deflate"], Some(&offered), &config()).is_err());
+    // A client that reads 8 bits: not passed through (zlib cannot write raw 8-bit streams).
+    let eight = accept("permessage-deflate; server_max_window_bits=8").unwrap();
+    assert_eq!(passthrough_window(&eight), None);
+    let twelve = accept("permessage-deflate; server_max_window_bits=12").unwrap();
+    assert_eq!(passthrough_window(&twelve), Some(window(12, false)));
 }
