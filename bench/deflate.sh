@@ -4,7 +4,8 @@
 # (`permessage-deflate; client_max_window_bits`) and compresses each message (`wsnorm-load
 # --deflate`); the echo backend accepts the offer and sends the compressed frames back as they
 # came (`wsnorm-load echo --deflate`), so nginx and HAProxy pass the same compressed frames
-# through both ways, while wsnorm inflates, rewrites and deflates on both legs.
+# through both ways, while wsnorm negotiates each leg itself and inflates, rewrites and deflates
+# what its rules read.
 #
 #   bench/deflate.sh [--quick] [--rounds N] [--idle-conns N] [--quiet-secs S] [--no-python]
 #     [--out FILE] [--no-build]
@@ -16,9 +17,9 @@
 #   * ping-pong, 50 connections, 1 message in flight, then 16, the ~256 B agent_chat JSON:
 #     round trips/s, p50/p99 and the proxy's CPU time per round trip, for nginx, HAProxy,
 #     wsnorm (default rules; every echo checked exactly rewritten) and wsnorm with no rules
-#     ("passthrough", still inflating and deflating). Rounds (--rounds, default 5) interleaved
-#     with fresh proxies each round and the order reversed every other round, medians and
-#     per-round ratios, as compare.sh. Goal: wsnorm <= 1.5x nginx in CPU per round trip;
+#     ("passthrough", compare.sh's name). Rounds (--rounds, default 5) interleaved with fresh
+#     proxies each round and the order reversed every other round, medians and per-round
+#     ratios, as compare.sh. Goal: wsnorm <= 1.5x nginx in CPU per round trip;
 #   * memory per idle connection: --idle-conns connections (default 5,000) through wsnorm,
 #     fresh, to the same echo backend, each touched (one round trip, compressed both ways on
 #     both legs) and then quiet for --quiet-secs (default 25: past two of wsnorm's keepalive
@@ -153,11 +154,11 @@ jq -r -L "$root/bench" 'include "lib";
     "| \($t) (\($what)) CPU per round trip, K=1 / K=16 (not goals) | \(f($r.cpu_per_msg_k1; 2)) (per round: \(f($r.cpu_per_msg_k1_paired; 2))) / \(f($r.cpu_per_msg_k16; 2)) (per round: \(f($r.cpu_per_msg_k16_paired; 2))) | - | - | - |";
   machine_line,
   "",
-  "permessage-deflate on both legs: \(.connections) connections offering it as browsers do, every message compressed; nginx and HAProxy pass the compressed frames through; wsnorm inflates, rewrites (default rules) and deflates on both legs",
+  "permessage-deflate on both legs: \(.connections) connections offering it as browsers do, every message compressed; nginx and HAProxy pass the compressed frames through; wsnorm negotiates each leg and rewrites (default rules)",
   "",
   pingpong_table(["nginx", "haproxy", "wsnorm", "passthrough"]),
   "",
-  "(passthrough: wsnorm with no rules, still inflating and deflating)",
+  "(passthrough: wsnorm with no rules)",
   "",
   "| idle, compressed, \(.idle.quiet_secs) s quiet after one round trip | RSS before KiB | open KiB | after 1 msg + quiet KiB | KiB/conn open | KiB/conn after 1 msg + quiet |",
   "|---|---:|---:|---:|---:|---:|",
