@@ -73,11 +73,10 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+bench_round_trips "$quick"
 if [ "$quick" = 1 ]; then
-  rounds=1; m1=300; m16=600
   : "${idle_list:=1000}" "${paced_conns:=300}" "${paced_secs:=3}"
 else
-  m1=${M1:-2000}; m16=${M16:-5000}
   : "${idle_list:=5000 9000}" "${paced_conns:=2000}" "${paced_secs:=10}"
 fi
 conns=50
@@ -88,23 +87,13 @@ echo_port=$((port_base + 1))
 mkdir -p "$(dirname "$out")"
 
 # --- prerequisites ---------------------------------------------------------------------------
-install_missing nginx:nginx haproxy:haproxy jq:jq taskset:util-linux
-[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
+bench_prerequisites
 
 bench_binaries "$build"
 
 most=$paced_conns
 for n in $idle_list; do [ "$n" -gt "$most" ] && most=$n; done
-need_fds=$((2 * most + 100))
-want_fds=$((need_fds + 900))
-[ "$want_fds" -ge 10240 ] || want_fds=10240
-hard=$(ulimit -Hn)
-if [ "$hard" != unlimited ]; then
-  [ "$hard" -ge "$need_fds" ] || die "ulimit -Hn is $hard: $most connections need $need_fds \
-file descriptors in the proxy, so at most $(((hard - 100) / 2)) connections here"
-  [ "$want_fds" -le "$hard" ] || want_fds=$hard
-fi
-ulimit -n "$want_fds"
+bench_fd_limit "$most"
 
 # --- processes -------------------------------------------------------------------------------
 tmp=$scratch
@@ -132,11 +121,7 @@ target_args() {
 }
 
 pingpong() { # target k messages label outfile
-  # shellcheck disable=SC2046
-  timeout 150 taskset -c 1 "$load_bin" pingpong $(target_args "$1") --clk-tck "$clk_tck" \
-    -n "$conns" -k "$2" -m "$3" --warmup 50 --max-secs 120 --label "$4" >"$5" \
-    || die "load run $4 failed (exit $?)"
-  check_report "$5" "$4"
+  bench_pingpong "$(target_args "$1")" "$2" "$3" "$4" "$5"
 }
 
 paced() { # target label outfile
@@ -157,8 +142,6 @@ warm_up() {
   done
 }
 
-fmt_run='"\(.label): \(.msg_per_s|floor) msg/s p50 \(.p50_us) us p99 \(.p99_us) us cpu/msg \(.proxy_cpu_us_per_msg // 0 | .*100|round/100) us"'
-
 # --- ping-pong and paced, interleaved rounds -------------------------------------------------
 started=$(date +%s)
 if [ "$long_lived" = 1 ]; then
@@ -167,30 +150,18 @@ if [ "$long_lived" = 1 ]; then
   log "all targets answer correctly (wsnorm rewrites every message exactly); long-lived processes"
 fi
 # The proxies run back to back at each K, nginx next to both wsnorm and HAProxy, and their
-# order is reversed every round: this VM's speed drifts over seconds, and a fixed order with
-# another load in between charged the drift to one side.
+# order is reversed every other round (bench_order).
 for r in $(seq 1 "$rounds"); do
   if [ "$long_lived" = 0 ]; then
     bench_targets_start
     warm_up
     [ "$r" = 1 ] && log "all targets answer correctly (wsnorm rewrites every message exactly)"
   fi
-  proxies="haproxy nginx wsnorm passthrough tcp_relay"
-  [ $((r % 2)) = 0 ] && proxies="tcp_relay passthrough wsnorm nginx haproxy"
-  for k in 1 16; do
-    for t in direct $proxies; do
-      m=$m1; [ "$k" = 16 ] && m=$m16
-      f="$tmp/pp-$t-k$k-r$r.json"
-      pingpong "$t" "$k" "$m" "$t k=$k round $r" "$f"
-      log "$(jq -r "$fmt_run" "$f")"
-    done
-  done
-  paced_order="haproxy nginx wsnorm"
-  [ $((r % 2)) = 0 ] && paced_order="wsnorm nginx haproxy"
-  for t in $paced_order; do
+  bench_pingpong_round "$r" direct haproxy nginx wsnorm passthrough tcp_relay
+  for t in $(bench_order "$r" haproxy nginx wsnorm); do
     f="$tmp/paced-$t-r$r.json"
     paced "$t" "$t paced round $r" "$f"
-    log "$(jq -r "$fmt_run" "$f")"
+    log "$(jq -r "$bench_fmt_run" "$f")"
   done
   [ "$long_lived" = 1 ] || bench_targets_stop
 done
@@ -198,32 +169,8 @@ done
 # --- idle memory -----------------------------------------------------------------------------
 # The load tool reads the proxy's VmRSS before opening and once each stage has settled.
 idle_run() { # target connections
-  local t=$1 n=$2 f="$tmp/idle-$1-$2.jsonl" stages=3
-  [ "$burst" -gt 0 ] && stages=4
-  sleep 1
   # shellcheck disable=SC2046
-  timeout $((stages * 150 + 30)) taskset -c 1 "$load_bin" idle \
-    $(bench_target_args "$t" --measure-pid) -n "$n" --touch --burst "$burst" \
-    --burst-bytes 65536 --settle-secs 2 --quiet-secs 12 --stage-timeout-secs 120 \
-    --hold-secs 0 >"$f" 2>"$tmp/idle-$t-$n.err" || die "idle $t x$n failed (exit $?)"
-  jq -s --arg t "$t" --argjson n "$n" '
-    def at($e): map(select(.event == $e))[0];
-    def per($e): if at($e) == null then null else (at($e).rss_kib - at("start").rss_kib) / $n end;
-    { target: $t, connections: $n, connections_ok: at("open").connections_ok,
-      touched_ok: at("touched").connections_ok, burst_ok: (at("burst").connections_ok // null),
-      first_error: ([.[] | .first_error // empty][0] // null),
-      burst_messages: (at("burst").messages // 0), burst_bytes: (at("burst").message_bytes // null),
-      rss_before_kib: at("start").rss_kib, rss_open_kib: at("open").rss_kib,
-      rss_touched_kib: at("touched").rss_kib, rss_burst_kib: (at("burst").rss_kib // null),
-      hwm_burst_kib: (at("burst").hwm_kib // null),
-      kib_per_conn_open: per("open"), kib_per_conn_touched: per("touched"),
-      kib_per_conn_burst: per("burst") }' "$f" >"$tmp/idle-$t-$n.json"
-  jq -e --argjson n "$n" --argjson burst "$burst" '.connections_ok == $n and .touched_ok == $n
-      and ($burst == 0 or .burst_ok == $n)' "$tmp/idle-$t-$n.json" >/dev/null \
-    || die "idle $t x$n: $(jq -r '"\(.connections_ok) opened, \(.touched_ok) touched, \(.burst_ok) burst: \(.first_error)"' "$tmp/idle-$t-$n.json") (KEEP_TMP=1 keeps the proxies' logs)"
-  # Let the proxy see the closes before the next measurement.
-  sleep 3
-  log "$(jq -r 'def f: . * 100 | round / 100; "idle \(.target) x\(.connections): RSS \(.rss_before_kib) -> \(.rss_open_kib) -> \(.rss_touched_kib) -> \(.rss_burst_kib // "-") KiB: \(.kib_per_conn_open | f) KiB/conn open, \(.kib_per_conn_touched | f) after one message, \(.kib_per_conn_burst // "-" | if type == "number" then f else . end) after a burst and quiet"' "$tmp/idle-$t-$n.json")"
+  bench_idle "$1" "$2" "$burst" $(bench_target_args "$1" --measure-pid) --quiet-secs 12
 }
 for n in $idle_list; do
   [ "$long_lived" = 1 ] || bench_targets_start
@@ -233,55 +180,18 @@ done
 elapsed=$(($(date +%s) - started))
 
 # --- summary ---------------------------------------------------------------------------------
-cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 jq -s '.' "$tmp"/idle-*-*.json >"$tmp/idle.json"
-jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
-  --arg cpu "$cpu_model" --argjson nproc "$(nproc)" --argjson rounds "$rounds" \
+jq -s -L "$root/bench" --argjson head "$(bench_header)" --argjson rounds "$rounds" \
   --argjson quick "$quick" --arg processes "$processes" \
-  --arg nginx "$("$nginx_bin" -v 2>&1 | sed 's/.*nginx\///')" \
-  --arg haproxy "$("$haproxy_bin" -v | awk 'NR == 1 {print $3}')" \
   --argjson paced_conns "$paced_conns" --argjson paced_rate "$paced_rate" \
   --argjson paced_secs "$paced_secs" \
-  --argjson elapsed "$elapsed" --arg wsnorm_bin "$wsnorm_bin" --slurpfile idle "$tmp/idle.json" '
-  def median: sort | if length == 0 then null elif length % 2 == 1 then .[length/2|floor]
-    else (.[length/2 - 1] + .[length/2]) / 2 end;
-  def summary: { runs: length,
-      msg_per_s: (map(.msg_per_s) | median),
-      p50_us: (map(.p50_us) | median),
-      p99_us: (map(.p99_us) | median),
-      max_us: (map(.max_us) | median),
-      cpu_us_per_msg: (map(.proxy_cpu_us_per_msg) | median),
-      sched_us_per_msg: (map(.proxy_sched_us_per_msg) | median),
-      cpu_us_per_msg_all: map(.proxy_cpu_us_per_msg) };
-  # $w the label of a run less its target, e.g. "k=1" or "paced".
-  def target($t; $w): map(select(.label | startswith("\($t) \($w) round "))) | summary;
-  def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b end;
-  # $t/$ref within each round (they ran close together), then the median over rounds.
-  def paired($t; $ref; $w): [range(1; $rounds + 1) as $r |
-      (map(select(.label == "\($t) \($w) round \($r)"))[0].proxy_cpu_us_per_msg) as $a |
-      (map(select(.label == "\($ref) \($w) round \($r)"))[0].proxy_cpu_us_per_msg) as $b |
-      select($a != null and $b != null and $b > 0) | $a / $b] | median;
-  # The least disturbed round of each: this VM reports no steal time, so time the hypervisor
-  # takes from CPU 0 is counted as the running proxy and only ever adds.
-  def best($t; $ref; $w): ratio(target($t; $w).cpu_us_per_msg_all | min;
-      target($ref; $w).cpu_us_per_msg_all | min);
-  def cpu($runs; $t; $ref; $w): ratio($runs | target($t; $w).cpu_us_per_msg;
-      $runs | target($ref; $w).cpu_us_per_msg);
-  def p99($runs; $t; $ref; $w): ratio($runs | target($t; $w).p99_us; $runs | target($ref; $w).p99_us);
+  --argjson elapsed "$elapsed" --slurpfile idle "$tmp/idle.json" 'include "lib";
   # $t against $ref: CPU per message (medians, per round, best rounds) and p99 for ping-pong
   # at both K and for the paced run; idle memory per connection at each count.
-  def versus($runs; $t; $ref): {
-    cpu_per_msg_k1: cpu($runs; $t; $ref; "k=1"),
-    cpu_per_msg_k1_paired: ($runs | paired($t; $ref; "k=1")),
-    cpu_per_msg_k1_best: ($runs | best($t; $ref; "k=1")),
-    cpu_per_msg_k16: cpu($runs; $t; $ref; "k=16"),
-    cpu_per_msg_k16_paired: ($runs | paired($t; $ref; "k=16")),
-    cpu_per_msg_k16_best: ($runs | best($t; $ref; "k=16")),
-    p99_k1: p99($runs; $t; $ref; "k=1"),
-    p99_k16: p99($runs; $t; $ref; "k=16"),
-    paced_cpu_per_msg: cpu($runs; $t; $ref; "paced"),
+  def versus($runs; $t; $ref): ($runs | pingpong_versus($t; $ref)) + {
+    paced_cpu_per_msg: ($runs | cpu($t; $ref; "paced")),
     paced_cpu_per_msg_paired: ($runs | paired($t; $ref; "paced")),
-    paced_p99: p99($runs; $t; $ref; "paced"),
+    paced_p99: ($runs | p99($t; $ref; "paced")),
     idle: ($idle[0] | group_by(.connections) | map(
       (map(select(.target == $t))[0]) as $a | (map(select(.target == $ref))[0]) as $b |
       { key: (.[0].connections | tostring),
@@ -290,13 +200,9 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
                  rss_per_conn_burst: ratio($a.kib_per_conn_burst; $b.kib_per_conn_burst) } })
       | from_entries) };
   . as $runs |
-  { date: $date, machine: { nproc: $nproc, cpu: $cpu, kernel: $kernel },
-    nginx_version: $nginx, haproxy_version: $haproxy, wsnorm_bin: $wsnorm_bin,
+  $head + {
     processes: $processes, rounds: $rounds, quick: ($quick == 1), seconds: $elapsed,
-    pingpong: ([1, 16] | map(. as $k | { key: "k\($k)", value:
-      (["direct", "nginx", "haproxy", "wsnorm", "passthrough", "tcp_relay"] |
-       map(. as $t | { key: $t, value: ($runs | target($t; "k=\($k)")) }) | from_entries) })
-      | from_entries),
+    pingpong: pingpong_summary(["direct", "nginx", "haproxy", "wsnorm", "passthrough", "tcp_relay"]),
     paced: ({ connections: $paced_conns, target_msg_per_s: $paced_rate, secs: $paced_secs } +
       (["nginx", "haproxy", "wsnorm"] | map(. as $t | { key: $t, value: ($runs | target($t; "paced")) })
         | from_entries)),
@@ -307,24 +213,16 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
     runs: $runs }
   ' "$tmp"/pp-*.json "$tmp"/paced-*.json >"$out"
 
-jq -r '
-  def f($x; $d): if $x == null then "-" else ($x * pow(10; $d) | round) / pow(10; $d) | tostring end;
-  def verdict($x; $goal): if $x == null then "-" elif $x <= $goal then "met" else "NOT met" end;
-  def row($k; $t): .pingpong[$k][$t] as $r |
-    "| \($k) | \($t) | \(f($r.msg_per_s; 0)) | \(f($r.p50_us; 0)) | \(f($r.p99_us; 0)) | \(f($r.cpu_us_per_msg; 2)) |";
+jq -r -L "$root/bench" 'include "lib";
   def paced_row($t): .paced[$t] as $r |
     "| \($t) | \(f($r.msg_per_s; 0)) | \(f($r.p50_us; 0)) | \(f($r.p99_us; 0)) | \(f($r.cpu_us_per_msg; 2)) |";
   def both(what): "\(f(.wsnorm_vs.nginx | what; 2)) | \(f(.wsnorm_vs.haproxy | what; 2))";
-  def cpu_row($title; $k): .wsnorm_vs as $v |
-    "| \($title) | \(f($v.nginx["cpu_per_msg_\($k)"]; 2)) (per round: \(f($v.nginx["cpu_per_msg_\($k)_paired"]; 2)); best rounds: \(f($v.nginx["cpu_per_msg_\($k)_best"]; 2))) | \(f($v.haproxy["cpu_per_msg_\($k)"]; 2)) (per round: \(f($v.haproxy["cpu_per_msg_\($k)_paired"]; 2))) | <= 1.2x nginx | \(verdict($v.nginx["cpu_per_msg_\($k)"]; 1.2)) |";
   def reference_row($t; $what): .references_vs_nginx[$t] as $r |
     "| \($t) (\($what)) CPU, K=1 / K=16 / paced; p99 K=1 (not goals) | \(f($r.cpu_per_msg_k1; 2)) (per round: \(f($r.cpu_per_msg_k1_paired; 2))) / \(f($r.cpu_per_msg_k16; 2)) / \(f($r.paced_cpu_per_msg; 2)); \(f($r.p99_k1; 2)) | - | - | - |";
   . as $all |
-  "machine: \(.machine.nproc) CPUs, \(.machine.cpu), kernel \(.machine.kernel); nginx \(.nginx_version), HAProxy \(.haproxy_version); \(.rounds) round(s), medians; \(.processes) processes",
+  machine_line,
   "",
-  "| load | target | round trips/s | p50 us | p99 us | proxy CPU us/round trip |",
-  "|---|---|---:|---:|---:|---:|",
-  (("k1", "k16") as $k | ("direct", "nginx", "haproxy", "wsnorm", "passthrough", "tcp_relay") | . as $t | $all | row($k; $t)),
+  pingpong_table(["direct", "nginx", "haproxy", "wsnorm", "passthrough", "tcp_relay"]),
   "",
   "(direct: the CPU column is the echo backend itself; passthrough: wsnorm with no rules; tcp_relay: a plain tokio TCP relay)",
   "",
@@ -342,8 +240,8 @@ jq -r '
   "",
   "| goal | wsnorm/nginx | wsnorm/HAProxy | goal | verdict |",
   "|---|---:|---:|---|---|",
-  cpu_row("proxy CPU per round trip, K=1"; "k1"),
-  cpu_row("proxy CPU per round trip, K=16"; "k16"),
+  cpu_row("proxy CPU per round trip, K=1"; "k1"; 1.2),
+  cpu_row("proxy CPU per round trip, K=16"; "k16"; 1.2),
   "| p99 round trip, K=1 | \(both(.p99_k1)) | <= 1.0x nginx | \(verdict(.wsnorm_vs.nginx.p99_k1; 1.0)) |",
   "| p99 round trip, K=16 (not a goal) | \(both(.p99_k16)) | - | - |",
   "| proxy CPU per message, paced | \(f(.wsnorm_vs.nginx.paced_cpu_per_msg; 2)) (per round: \(f(.wsnorm_vs.nginx.paced_cpu_per_msg_paired; 2))) | \(f(.wsnorm_vs.haproxy.paced_cpu_per_msg; 2)) | <= 1.2x nginx | \(verdict(.wsnorm_vs.nginx.paced_cpu_per_msg; 1.2)) |",

@@ -173,3 +173,130 @@ bench_target_pids() {
     tcp_relay) echo "$relay_pid" ;;
   esac
 }
+
+# Raises the descriptor limit (ulimit -n) for MOST proxied connections, or fails when the hard
+# limit cannot allow them: each takes two descriptors in the proxy (9,000 need 18,000), and the
+# load tool and the echo backend hold one per connection under the same limit.
+# bench_fd_limit MOST sets want_fds (what the proxies are configured for).
+bench_fd_limit() {
+  local need_fds=$((2 * $1 + 100)) hard
+  want_fds=$((need_fds + 900))
+  [ "$want_fds" -ge 10240 ] || want_fds=10240
+  hard=$(ulimit -Hn)
+  if [ "$hard" != unlimited ]; then
+    [ "$hard" -ge "$need_fds" ] || die "ulimit -Hn is $hard: $1 connections need $need_fds \
+file descriptors in the proxy, so at most $(((hard - 100) / 2)) connections here"
+    [ "$want_fds" -le "$hard" ] || want_fds=$hard
+  fi
+  ulimit -n "$want_fds"
+}
+
+# One ping-pong run of the load tool on CPU 1 ($conns connections, 50 warm-up round trips
+# each), its report checked (every echo right):
+# bench_pingpong "LOAD_OPTIONS" K ROUND_TRIPS LABEL OUTFILE
+bench_pingpong() {
+  # shellcheck disable=SC2086
+  timeout 150 taskset -c 1 "$load_bin" pingpong $1 --clk-tck "$clk_tck" \
+    -n "$conns" -k "$2" -m "$3" --warmup 50 --max-secs 120 --label "$4" >"$5" \
+    || die "load run $4 failed (exit $?)"
+  check_report "$5" "$4"
+}
+# A ping-pong report in one line.
+bench_fmt_run='"\(.label): \(.msg_per_s|floor) msg/s p50 \(.p50_us) us p99 \(.p99_us) us cpu/msg \(.proxy_cpu_us_per_msg // 0 | .*100|round/100) us"'
+
+# Idle memory: `wsnorm-load idle` on CPU 1 opens N connections, touches each (one round trip)
+# and, with BURST > 0, sends a burst on each (64 KiB messages); it reads the measured processes'
+# VmRSS before opening and once each stage has settled. Writes $scratch/idle-NAME-N.json (RSS
+# at each stage, and per connection) and fails unless every connection passed every stage and
+# was still open at the last reading.
+# bench_idle NAME N BURST LOAD_OPTIONS... (the target's URL and --measure-pid options, and e.g.
+# --quiet-secs, --touch-quiet-secs, --deflate)
+bench_idle() {
+  local t=$1 n=$2 burst=$3 f="$scratch/idle-$1-$2.jsonl" stages=3
+  shift 3
+  [ "$burst" -gt 0 ] && stages=4
+  sleep 1
+  timeout $((stages * 150 + 30)) taskset -c 1 "$load_bin" idle "$@" -n "$n" --touch \
+    --burst "$burst" --burst-bytes 65536 --settle-secs 2 --stage-timeout-secs 120 \
+    --hold-secs 0 >"$f" 2>"$scratch/idle-$t-$n.err" || die "idle $t x$n failed (exit $?)"
+  jq -s --arg t "$t" --argjson n "$n" '
+    def at($e): map(select(.event == $e))[0];
+    def per($e): if at($e) == null then null else (at($e).rss_kib - at("start").rss_kib) / $n end;
+    { target: $t, connections: $n, connections_ok: at("open").connections_ok,
+      open_at_last: (map(select(.event == "open" or .event == "touched" or .event == "burst"))
+        | last | .connections_open),
+      touched_ok: at("touched").connections_ok, burst_ok: (at("burst").connections_ok // null),
+      first_error: ([.[] | .first_error // empty][0] // null),
+      burst_messages: (at("burst").messages // 0), burst_bytes: (at("burst").message_bytes // null),
+      rss_before_kib: at("start").rss_kib, rss_open_kib: at("open").rss_kib,
+      rss_touched_kib: at("touched").rss_kib, rss_burst_kib: (at("burst").rss_kib // null),
+      hwm_burst_kib: (at("burst").hwm_kib // null),
+      kib_per_conn_open: per("open"), kib_per_conn_touched: per("touched"),
+      kib_per_conn_burst: per("burst") }' "$f" >"$scratch/idle-$t-$n.json"
+  jq -e --argjson n "$n" --argjson burst "$burst" '.connections_ok == $n and .touched_ok == $n
+      and ($burst == 0 or .burst_ok == $n) and .open_at_last == $n' "$scratch/idle-$t-$n.json" >/dev/null \
+    || die "idle $t x$n: $(jq -r '"\(.connections_ok) opened, \(.touched_ok) touched, \(.burst_ok) burst, \(.open_at_last) still open at the last reading: \(.first_error)"' "$scratch/idle-$t-$n.json") (KEEP_TMP=1 keeps the proxies' logs)"
+  # Let the proxy see the closes before the next measurement.
+  sleep 3
+  log "$(jq -r 'def f: . * 100 | round / 100; "idle \(.target) x\(.connections): RSS \(.rss_before_kib) -> \(.rss_open_kib) -> \(.rss_touched_kib) -> \(.rss_burst_kib // "-") KiB: \(.kib_per_conn_open | f) KiB/conn open, \(.kib_per_conn_touched | f) after one message, \(.kib_per_conn_burst // "-" | if type == "number" then f else . end) after a burst and quiet"' "$scratch/idle-$t-$n.json")"
+}
+
+# What every result file starts with (JSON): the date, the machine, the proxies' versions and
+# the wsnorm binary. After bench_targets_configure.
+bench_header() {
+  jq -n --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
+    --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
+    --argjson nproc "$(nproc)" --arg nginx "$("$nginx_bin" -v 2>&1 | sed 's/.*nginx\///')" \
+    --arg haproxy "$("$haproxy_bin" -v | awk 'NR == 1 {print $3}')" --arg wsnorm_bin "$wsnorm_bin" \
+    '{ date: $date, machine: { nproc: $nproc, cpu: $cpu, kernel: $kernel },
+       nginx_version: $nginx, haproxy_version: $haproxy, wsnorm_bin: $wsnorm_bin }'
+}
+
+# TARGETS in round R's order: as given in odd rounds, reversed in even ones. This VM's speed
+# drifts over seconds, and a fixed order with another load in between charged the drift to one
+# side. bench_order R TARGET...
+bench_order() {
+  local r=$1 i out=()
+  shift
+  if [ $((r % 2)) = 1 ]; then
+    out=("$@")
+  else
+    for ((i = $#; i >= 1; i--)); do out+=("${!i}"); done
+  fi
+  echo "${out[@]}"
+}
+
+# Round R of ping-pong: at K=1 ($m1 round trips per connection) then K=16 ($m16), FIRST (a
+# target or "") and then each TARGET in round R's order, each run by the script's own
+# `pingpong TARGET K ROUND_TRIPS LABEL OUTFILE` into $scratch/pp-TARGET-kK-rR.json and logged.
+# bench_pingpong_round R FIRST TARGET...
+bench_pingpong_round() {
+  local r=$1 first=$2 k t m f
+  shift 2
+  for k in 1 16; do
+    m=$m1; [ "$k" = 16 ] && m=$m16
+    for t in $first $(bench_order "$r" "$@"); do
+      f="$scratch/pp-$t-k$k-r$r.json"
+      pingpong "$t" "$k" "$m" "$t k=$k round $r" "$f"
+      log "$(jq -r "$bench_fmt_run" "$f")"
+    done
+  done
+}
+
+# What the comparisons need: nginx, HAProxy, jq and taskset (and any more CMD:PKG given),
+# installed when missing, and 2 CPUs. bench_prerequisites [CMD:PKG...]
+bench_prerequisites() {
+  install_missing nginx:nginx haproxy:haproxy jq:jq taskset:util-linux "$@"
+  [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
+}
+
+# Round trips per connection in each ping-pong run at K=1 and K=16 (sets m1 and m16): with
+# QUICK = 1, 300 and 600, and one round (rounds=1); else M1 and M16, default 2,000 and 5,000.
+# bench_round_trips QUICK
+bench_round_trips() {
+  if [ "$1" = 1 ]; then
+    rounds=1; m1=300; m16=600
+  else
+    m1=${M1:-2000}; m16=${M16:-5000}
+  fi
+}

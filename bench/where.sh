@@ -40,8 +40,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$out" ] || out="$root/target/bench-results/where-$(date -u +%Y%m%d-%H%M%S).json"
 mkdir -p "$(dirname "$out")"
-install_missing nginx:nginx haproxy:haproxy jq:jq taskset:util-linux perf:linux-perf
-[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
+bench_prerequisites perf:linux-perf
 perf record -e cpu-clock -o "$scratch/probe.data" true >/dev/null 2>&1 \
   || die "perf record is not permitted here (kernel.perf_event_paranoid?)"
 bench_binaries "$build"

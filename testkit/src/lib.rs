@@ -17,7 +17,11 @@
 //! Both are run by the `wsnorm-demo backend` / `wsnorm-demo client` commands (the first-run demo
 //! of `scripts/run.sh`) and, started in-process on port 0, as the real server in wsnorm's
 //! integration tests.
+//!
+//! [`deflate_ws`] is the load tool's permessage-deflate path (a client and an echo), beside
+//! tungstenite, which cannot carry compressed frames.
 
 pub mod backend;
 pub mod client;
+pub mod deflate_ws;
 pub mod oracle;

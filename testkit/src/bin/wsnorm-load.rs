@@ -1,4 +1,5 @@
-//! `wsnorm-load`: the load generator and echo backend behind `bench/compare.sh`.
+//! `wsnorm-load`: the load generator and echo backend behind `bench/compare.sh` and
+//! `bench/deflate.sh`.
 //!
 //! * `pingpong` — N connections, M round trips each, K messages in flight per connection.
 //!   Every message is the ~256 B incident-style `agent_chat` JSON (`execute_agent` with a naive
@@ -14,9 +15,17 @@
 //! * `idle` — opens N connections and holds them; optionally M round trips on each (`--touch`),
 //!   then a burst of large messages on each (`--burst`). With `--measure-pid` it reads those
 //!   processes' memory (VmRSS, VmHWM) and CPU time before opening and after each stage, once
-//!   the proxy has settled, and prints one JSON line per stage.
+//!   the proxy has settled (after the round trips: `--touch-quiet-secs`), and prints one JSON
+//!   line per stage.
+//! * `--deflate` (the three above): permessage-deflate (RFC 7692). The handshake offers what
+//!   browsers send and fails unless the 101 accepts it; messages of 32 bytes or more go
+//!   compressed with the parameters answered, echoes are inflated and checked as without it.
+//!   tungstenite cannot carry RSV1, so these connections take the small frame path of
+//!   `wsnorm_testkit::deflate_ws`, compressing with wsnorm's own `relay::deflate`.
 //! * `echo` — a lean echo backend: any path, no auth, no subprotocol, text and binary echoed,
-//!   16 KiB read buffers.
+//!   16 KiB read buffers. `--deflate`: it accepts permessage-deflate offers and echoes every
+//!   frame as it came, RSV1 and compressed payload included, so proxies that cannot look inside
+//!   (nginx, HAProxy) pass compressed frames end to end.
 //! * `relay` — a plain TCP relay (tokio's `copy_bidirectional`, 4 KiB buffers), WebSocket
 //!   handshake and frames passed through as bytes: what any proxy on tokio costs before it looks
 //!   at a message, measured beside nginx and wsnorm as a reference.
@@ -25,6 +34,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +50,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
+use wsnorm_testkit::deflate_ws::{self, DeflateWs};
 
 /// The message sent, split around the sequence number (`message_id`).
 const SENT_HEAD: &str = concat!(
@@ -55,6 +66,9 @@ const SEQ_DIGITS: usize = 10;
 /// arrive in one read, so neither side splits a burst because of its own buffer (with 4 KiB,
 /// the unrewritten 257 B messages took two reads at K=16 and the rewritten 246 B ones one).
 const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Largest message the load tool reads (and, by default, the echo backend).
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -100,6 +114,11 @@ struct ClientOpts {
     /// Time allowed for one connection's TCP connect + handshake.
     #[arg(long, default_value_t = 10.0)]
     connect_timeout_secs: f64,
+    /// Offer permessage-deflate as browsers do (`permessage-deflate; client_max_window_bits`),
+    /// fail unless the 101 accepts it, and compress every message of 32 bytes or more with the
+    /// parameters it answered; echoes are inflated, then checked as without it.
+    #[arg(long)]
+    deflate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +218,11 @@ struct Idle {
     /// Seconds between the end of opening or of the round trips and the reading.
     #[arg(long, default_value_t = 2.0)]
     settle_secs: f64,
+    /// Seconds the connections stay quiet after the round trips before the reading, instead of
+    /// `--settle-secs` (e.g. past wsnorm's keepalive checks, which let quiet legs free their
+    /// compressors).
+    #[arg(long)]
+    touch_quiet_secs: Option<f64>,
     /// Seconds the connections stay quiet after the burst before the reading.
     #[arg(long, default_value_t = 12.0)]
     quiet_secs: f64,
@@ -216,8 +240,12 @@ struct Echo {
     #[arg(long, default_value = "127.0.0.1:9001")]
     bind: SocketAddr,
     /// Largest message accepted.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
+    /// Accept permessage-deflate offers and echo every frame as it came, RSV1 and compressed
+    /// payload included (see `wsnorm_testkit::deflate_ws::echo`).
+    #[arg(long)]
+    deflate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -323,14 +351,81 @@ fn seq_of(conn: usize, i: u64) -> u64 {
 
 type Ws = WebSocketStream<TcpStream>;
 
-async fn connect(opts: &ClientOpts) -> Result<Ws> {
+/// A client connection: tungstenite's, or with `--deflate` the permessage-deflate frame path
+/// (tungstenite cannot carry RSV1). Every subcommand speaks through this, either way.
+enum Conn {
+    Plain(Box<Ws>),
+    Deflate(Box<DeflateWs<TcpStream>>),
+}
+
+impl Conn {
+    /// Queues a text message (compressed on a compressed connection).
+    async fn feed(&mut self, text: Utf8Bytes) -> Result<()> {
+        match self {
+            Conn::Plain(ws) => ws.feed(Message::Text(text)).await.context("write failed"),
+            Conn::Deflate(ws) => ws.feed(&text),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        match self {
+            Conn::Plain(ws) => ws.flush().await.context("write failed"),
+            Conn::Deflate(ws) => ws.flush().await,
+        }
+    }
+
+    async fn send(&mut self, text: Utf8Bytes) -> Result<()> {
+        self.feed(text).await?;
+        self.flush().await
+    }
+
+    /// The next text or binary message; pings are answered. A close, the end of the stream or
+    /// a read error is an error. Cancel-safe.
+    async fn next_data(&mut self) -> Result<Message> {
+        let ws = match self {
+            Conn::Deflate(ws) => return ws.next_data().await,
+            Conn::Plain(ws) => ws,
+        };
+        loop {
+            match ws.next().await {
+                None => bail!("connection closed"),
+                Some(Err(e)) => bail!("read failed: {e}"),
+                Some(Ok(Message::Close(f))) => bail!("peer closed: {f:?}"),
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return Ok(m),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Lets a quiet connection free what it keeps for compressing (nothing without deflate).
+    fn quiet(&mut self) {
+        if let Conn::Deflate(ws) = self {
+            ws.release_compressor();
+        }
+    }
+
+    /// A polite close, bounded.
+    async fn close(self) {
+        let bound = Duration::from_secs(2);
+        match self {
+            Conn::Plain(mut ws) => {
+                let _ = tokio::time::timeout(bound, Ws::close(&mut ws, None)).await;
+            }
+            Conn::Deflate(mut ws) => {
+                let _ = tokio::time::timeout(bound, ws.close()).await;
+            }
+        }
+    }
+}
+
+async fn connect(opts: &ClientOpts) -> Result<Conn> {
     let timeout = Duration::from_secs_f64(opts.connect_timeout_secs);
     tokio::time::timeout(timeout, connect_inner(opts))
         .await
         .context("connect timed out")?
 }
 
-async fn connect_inner(opts: &ClientOpts) -> Result<Ws> {
+async fn connect_inner(opts: &ClientOpts) -> Result<Conn> {
     let mut request = opts.url.as_str().into_client_request().context("bad URL")?;
     let host = request
         .uri()
@@ -354,11 +449,20 @@ async fn connect_inner(opts: &ClientOpts) -> Result<Ws> {
         .await
         .with_context(|| format!("connecting to {host}:{port}"))?;
     tcp.set_nodelay(true)?;
-    let (ws, _resp) =
-        tokio_tungstenite::client_async_with_config(request, tcp, Some(ws_config(16 << 20)))
+    if opts.deflate {
+        let ws = DeflateWs::handshake(request, tcp, MAX_MESSAGE_BYTES)
             .await
-            .context("WebSocket handshake")?;
-    Ok(ws)
+            .context("WebSocket handshake with permessage-deflate")?;
+        return Ok(Conn::Deflate(Box::new(ws)));
+    }
+    let (ws, _resp) = tokio_tungstenite::client_async_with_config(
+        request,
+        tcp,
+        Some(ws_config(MAX_MESSAGE_BYTES)),
+    )
+    .await
+    .context("WebSocket handshake")?;
+    Ok(Conn::Plain(Box::new(ws)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -573,6 +677,7 @@ async fn pingpong(opts: PingPong) -> Result<()> {
         "inflight": opts.inflight,
         "messages_per_connection": opts.messages,
         "expect_rewrite": opts.load.check.expect_rewrite,
+        "deflate": opts.load.client.deflate,
         "message_bytes": msgs.sent(0).len(),
         "elapsed_s": elapsed,
     });
@@ -642,12 +747,12 @@ async fn pingpong_conn(
     )
     .await;
     result.finish(run, stats);
-    close(ws).await;
+    ws.close().await;
     result
 }
 
 /// Opens one connection through the gate; a failure is recorded in `result`.
-async fn open_conn(client: &ClientOpts, gate: &Semaphore, result: &mut ConnResult) -> Option<Ws> {
+async fn open_conn(client: &ClientOpts, gate: &Semaphore, result: &mut ConnResult) -> Option<Conn> {
     let ws = {
         let _permit = gate.acquire().await;
         connect(client).await
@@ -663,11 +768,6 @@ async fn open_conn(client: &ClientOpts, gate: &Semaphore, result: &mut ConnResul
             None
         }
     }
-}
-
-/// A polite close, bounded.
-async fn close(mut ws: Ws) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
 }
 
 struct Stats {
@@ -731,24 +831,18 @@ impl ConnResult {
     }
 }
 
-/// The next text or binary message (pings are answered by tungstenite), within `until`.
-async fn next_data(ws: &mut Ws, until: tokio::time::Instant) -> Result<Message> {
-    loop {
-        match tokio::time::timeout_at(until, ws.next()).await {
-            Err(_) => bail!("no echo within the time allowed"),
-            Ok(None) => bail!("connection closed"),
-            Ok(Some(Err(e))) => bail!("read failed: {e}"),
-            Ok(Some(Ok(Message::Close(f)))) => bail!("peer closed: {f:?}"),
-            Ok(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => return Ok(m),
-            Ok(Some(Ok(_))) => {}
-        }
+/// The next text or binary message (pings are answered), within `until`.
+async fn next_data(ws: &mut Conn, until: tokio::time::Instant) -> Result<Message> {
+    match tokio::time::timeout_at(until, ws.next_data()).await {
+        Err(_) => bail!("no echo within the time allowed"),
+        Ok(r) => r,
     }
 }
 
 /// `count` round trips with `inflight` messages outstanding; echoes are checked in order.
 #[allow(clippy::too_many_arguments)]
 async fn run_round_trips(
-    ws: &mut Ws,
+    ws: &mut Conn,
     conn: usize,
     first: u64,
     count: u64,
@@ -769,7 +863,7 @@ async fn run_round_trips(
     // Fill the window.
     while next < end && outstanding.len() < inflight {
         let seq = seq_of(conn, next);
-        ws.feed(Message::text(msgs.sent(seq))).await?;
+        ws.feed(msgs.sent(seq).into()).await?;
         outstanding.push_back((seq, Instant::now()));
         next += 1;
     }
@@ -786,7 +880,7 @@ async fn run_round_trips(
         done += 1;
         if next < end {
             let seq = seq_of(conn, next);
-            ws.send(Message::text(msgs.sent(seq))).await?;
+            ws.send(msgs.sent(seq).into()).await?;
             outstanding.push_back((seq, Instant::now()));
             next += 1;
         }
@@ -863,6 +957,7 @@ async fn paced(opts: Paced) -> Result<()> {
         "url": opts.load.client.url,
         "connections": n,
         "expect_rewrite": opts.load.check.expect_rewrite,
+        "deflate": opts.load.client.deflate,
         "message_bytes": msgs.sent(0).len(),
         "target_msg_per_s": opts.rate,
         "secs": opts.secs,
@@ -898,14 +993,14 @@ async fn paced_conn(
     let run = paced_run(&mut ws, conn, opts, msgs, at, &mut stats).await;
     drained.wait().await;
     result.finish(run, stats);
-    close(ws).await;
+    ws.close().await;
     result
 }
 
 /// Sends on this connection's timer from `at.begin` until `at.end`, reading echoes in between;
 /// echoes of messages sent in the measured window are counted and timed.
 async fn paced_run(
-    ws: &mut Ws,
+    ws: &mut Conn,
     conn: usize,
     opts: &Paced,
     msgs: &Messages,
@@ -937,17 +1032,11 @@ async fn paced_run(
                 }
                 let seq = seq_of(conn, next);
                 next += 1;
-                ws.send(Message::text(msgs.sent(seq))).await?;
+                ws.send(msgs.sent(seq).into()).await?;
                 outstanding.push_back((seq, tokio::time::Instant::now(), t >= at.measure));
             }
-            msg = ws.next() => {
-                let msg = match msg {
-                    None => bail!("connection closed"),
-                    Some(Err(e)) => bail!("read failed: {e}"),
-                    Some(Ok(Message::Close(f))) => bail!("peer closed: {f:?}"),
-                    Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
-                    Some(Ok(_)) => continue,
-                };
+            msg = ws.next_data() => {
+                let msg = msg?;
                 let Some((seq, sent_at, measured)) = outstanding.pop_front() else {
                     bail!("unsolicited message");
                 };
@@ -994,21 +1083,27 @@ async fn idle(opts: Idle) -> Result<()> {
     let (burst_tx, mut burst_rx) = tokio::sync::mpsc::channel::<StageResult>(n.max(1));
     let stage_timeout = Duration::from_secs_f64(opts.stage_timeout_secs);
     let settle = Duration::from_secs_f64(opts.settle_secs);
-    let mut probe = Probe::new(&opts.measure_pids);
-    probe.event("start", json!({ "connections": n }));
+    let open_now = Arc::new(AtomicUsize::new(0));
+    let mut probe = Probe::new(&opts.measure_pids, open_now.clone());
+    probe.event(
+        "start",
+        json!({ "connections": n, "deflate": opts.client.deflate }),
+    );
 
     let t0 = Instant::now();
     for conn in 0..n {
-        let (opts, gate, burst_gate, msgs, stage) = (
+        let (opts, gate, burst_gate, msgs, stage, open_now) = (
             opts.clone(),
             gate.clone(),
             burst_gate.clone(),
             msgs.clone(),
             stage_rx.clone(),
+            open_now.clone(),
         );
         let txs = [open_tx.clone(), touch_tx.clone(), burst_tx.clone()];
         tokio::spawn(async move {
-            idle_conn(conn, &opts, &gate, &burst_gate, &msgs, stage, txs).await;
+            let gates = (&*gate, &*burst_gate);
+            idle_conn(conn, &opts, gates, &msgs, stage, txs, &open_now).await;
         });
     }
     drop((open_tx, touch_tx, burst_tx));
@@ -1030,7 +1125,8 @@ async fn idle(opts: Idle) -> Result<()> {
             &mut touch_rx,
             opts.touch,
             msgs.sent(0).len(),
-            settle,
+            opts.touch_quiet_secs
+                .map_or(settle, Duration::from_secs_f64),
         ),
         (
             Stage::Burst,
@@ -1071,20 +1167,25 @@ struct Probe {
     pids: Vec<u32>,
     tck: u64,
     cpu: CpuSample,
+    /// Connections open now (opened, and neither failed nor closed since).
+    open: Arc<AtomicUsize>,
 }
 
 impl Probe {
-    fn new(pids: &[u32]) -> Probe {
+    fn new(pids: &[u32], open: Arc<AtomicUsize>) -> Probe {
         Probe {
             pids: pids.to_vec(),
             tck: clk_tck(),
             cpu: cpu_sample(pids),
+            open,
         }
     }
 
-    /// Prints one JSON line: `{"event": name, ...fields, rss_kib, hwm_kib, cpu_us}`.
+    /// Prints one JSON line: `{"event": name, ...fields, connections_open, rss_kib, hwm_kib,
+    /// cpu_us}`.
     fn event(&mut self, name: &str, mut fields: serde_json::Value) {
         fields["event"] = json!(name);
+        fields["connections_open"] = json!(self.open.load(Ordering::Relaxed));
         if !self.pids.is_empty() {
             let (rss, hwm) = mem_kib(&self.pids);
             let cpu = cpu_sample(&self.pids);
@@ -1098,17 +1199,26 @@ impl Probe {
     }
 }
 
+/// Counts a connection in `open_now` while it lives.
+struct OpenGuard<'a>(&'a AtomicUsize);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One idle connection: opened, then each stage the options ask for when it is announced, then
 /// held. Results go to the stage's channel; a connection that failed takes part in no later
-/// stage.
+/// stage. It is counted in `open_now` from its opening until it fails or is closed.
 async fn idle_conn(
     conn: usize,
     opts: &Idle,
-    gate: &Semaphore,
-    burst_gate: &Semaphore,
+    (gate, burst_gate): (&Semaphore, &Semaphore),
     msgs: &Messages,
     mut stage: tokio::sync::watch::Receiver<Stage>,
     [open_tx, touch_tx, burst_tx]: [tokio::sync::mpsc::Sender<StageResult>; 3],
+    open_now: &AtomicUsize,
 ) {
     let ws = {
         let _permit = gate.acquire().await;
@@ -1121,12 +1231,16 @@ async fn idle_conn(
             return;
         }
     };
+    open_now.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(open_now);
     let _ = open_tx.send(Ok(())).await;
     drop(open_tx);
     let reply_timeout = Duration::from_secs_f64(opts.check.reply_timeout_secs);
     let touched = opts.touch == 0
         || stage_step(&mut ws, &mut stage, Stage::Touch, touch_tx, async |ws| {
-            touch(ws, conn, opts.touch, msgs, reply_timeout).await
+            touch(ws, conn, opts.touch, msgs, reply_timeout).await?;
+            ws.quiet();
+            Ok(())
         })
         .await;
     let burst_done = touched
@@ -1138,18 +1252,18 @@ async fn idle_conn(
             .await);
     if burst_done {
         // Held, answering pings, until the process ends.
-        while let Some(Ok(_)) = ws.next().await {}
+        while ws.next_data().await.is_ok() {}
     }
 }
 
 /// Takes part in one stage: waits for it, does `work` and reports to `tx`. False when this
 /// connection is done with (it failed, or the run is over).
 async fn stage_step(
-    ws: &mut Ws,
+    ws: &mut Conn,
     stage: &mut tokio::sync::watch::Receiver<Stage>,
     want: Stage,
     tx: tokio::sync::mpsc::Sender<StageResult>,
-    work: impl AsyncFnOnce(&mut Ws) -> Result<()>,
+    work: impl AsyncFnOnce(&mut Conn) -> Result<()>,
 ) -> bool {
     let r = match wait_stage(ws, stage, want).await {
         Ok(true) => work(ws).await,
@@ -1164,25 +1278,23 @@ async fn stage_step(
 /// Waits for `want` while reading, so pings are answered and a close is noticed; false when
 /// the run is over.
 async fn wait_stage(
-    ws: &mut Ws,
+    ws: &mut Conn,
     stage: &mut tokio::sync::watch::Receiver<Stage>,
     want: Stage,
 ) -> Result<bool> {
     loop {
         tokio::select! {
             s = stage.wait_for(|s| *s >= want) => return Ok(s.is_ok()),
-            msg = ws.next() => match msg {
-                None | Some(Ok(Message::Close(_))) => bail!("closed while idle"),
-                Some(Err(e)) => bail!("read failed while idle: {e}"),
-                Some(Ok(_)) => {}
-            },
+            msg = ws.next_data() => {
+                msg.context("while idle")?;
+            }
         }
     }
 }
 
 /// `count` round trips one at a time, every echo checked.
 async fn touch(
-    ws: &mut Ws,
+    ws: &mut Conn,
     conn: usize,
     count: u64,
     msgs: &Messages,
@@ -1209,12 +1321,12 @@ async fn touch(
 }
 
 /// `--burst` messages of `--burst-bytes` written at once, then every echo read and compared.
-async fn burst(ws: &mut Ws, conn: usize, opts: &Idle, reply_timeout: Duration) -> Result<()> {
+async fn burst(ws: &mut Conn, conn: usize, opts: &Idle, reply_timeout: Duration) -> Result<()> {
     let sent = (0..opts.burst)
         .map(|i| burst_message(opts.burst_bytes, seq_of(conn, i)))
         .collect::<Result<Vec<_>>>()?;
     for m in &sent {
-        ws.feed(Message::Text(m.clone())).await?;
+        ws.feed(m.clone()).await?;
     }
     ws.flush().await?;
     for (i, m) in sent.iter().enumerate() {
@@ -1297,12 +1409,23 @@ async fn echo(opts: Echo) -> Result<()> {
     let listener = TcpListener::bind(opts.bind)
         .await
         .with_context(|| format!("binding {}", opts.bind))?;
-    eprintln!("wsnorm-load echo listening on {}", opts.bind);
+    let with = if opts.deflate {
+        " (permessage-deflate)"
+    } else {
+        ""
+    };
+    eprintln!("wsnorm-load echo listening on {}{with}", opts.bind);
     let config = ws_config(opts.max_message_bytes);
     loop {
         let tcp = accept(&listener).await;
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
+            if opts.deflate {
+                // Its handshake is bounded as tungstenite's below; then it runs until closed.
+                let _ =
+                    deflate_ws::echo(tcp, opts.max_message_bytes, Duration::from_secs(10)).await;
+                return;
+            }
             let handshake = tokio::time::timeout(
                 Duration::from_secs(10),
                 tokio_tungstenite::accept_async_with_config(tcp, Some(config)),
