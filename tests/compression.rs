@@ -271,6 +271,39 @@ fn conversation() -> Vec<(u8, Vec<u8>, Vec<u8>)> {
     ]
 }
 
+/// The `[websocket.compression]` keys a conversation runs with (the rest at their defaults).
+#[derive(Clone, Copy, Debug)]
+struct Setting {
+    context_takeover: bool,
+    peer_context_takeover: bool,
+    passthrough: bool,
+    compress_to_backend: bool,
+}
+
+impl Setting {
+    /// The defaults.
+    const DEFAULT: Setting = Setting {
+        context_takeover: true,
+        peer_context_takeover: false,
+        passthrough: true,
+        compress_to_backend: false,
+    };
+
+    fn toml(self) -> String {
+        let Setting {
+            context_takeover,
+            peer_context_takeover,
+            passthrough,
+            compress_to_backend,
+        } = self;
+        format!(
+            "[websocket.compression]\ncontext_takeover = {context_takeover}\n\
+             peer_context_takeover = {peer_context_takeover}\npassthrough = {passthrough}\n\
+             compress_to_backend = {compress_to_backend}\n"
+        )
+    }
+}
+
 /// One connection through `wsnorm`: the client offers permessage-deflate or not, the backend
 /// accepts it or not; every message is checked on both sockets.
 async fn converse(
@@ -279,9 +312,16 @@ async fn converse(
     client_deflate: bool,
     backend_deflate: bool,
     bits: u8,
-    (context_takeover, peer_context_takeover, passthrough): (bool, bool, bool),
+    setting: Setting,
 ) {
-    let label = format!("client {client_deflate}, backend {backend_deflate}, bits {bits}, context takeover {context_takeover}, peers' {peer_context_takeover}, passthrough {passthrough}");
+    let Setting {
+        context_takeover,
+        peer_context_takeover,
+        passthrough,
+        compress_to_backend,
+    } = setting;
+    let label =
+        format!("client {client_deflate}, backend {backend_deflate}, bits {bits}, {setting:?}");
     // Passed through, the backend's compressed echoes reach the client as the backend wrote
     // them: a compressor like the backend's, fed the same messages, writes the same bytes.
     let mut backend_mirror = (passthrough && client_deflate && backend_deflate)
@@ -348,7 +388,7 @@ async fn converse(
         );
         assert_eq!(
             got.compressed,
-            backend_deflate && expected.len() >= 32,
+            backend_deflate && compress_to_backend && expected.len() >= 32,
             "{label}: message {i} on the backend's wire"
         );
         let echoed = read_message(&mut client, &mut pmd)
@@ -379,7 +419,7 @@ async fn converse(
                     assert_eq!(wire, expected.len(), "{label}");
                 }
             };
-            leg_wire(backend_deflate, got.wire);
+            leg_wire(backend_deflate && compress_to_backend, got.wire);
             leg_wire(client_deflate, echoed.wire);
         }
     }
@@ -398,14 +438,16 @@ async fn every_combination_of_legs_windows_and_context_takeover() {
     let (backend, mut seen) = start_deflate_backend().await;
     for context_takeover in [true, false] {
         for bits in 9..=15u8 {
-            // The peers' context and passthrough alternate with the window: with each value of
-            // context_takeover, every pair of theirs is met.
-            let peer_context_takeover = bits % 2 == 1;
-            let passthrough = (bits / 2) % 2 == 0;
-            let config = format!(
-                "[websocket.compression]\nwindow_bits = {bits}\ncontext_takeover = {context_takeover}\n\
-                 peer_context_takeover = {peer_context_takeover}\npassthrough = {passthrough}\n"
-            );
+            // The other keys alternate with the window: with each value of context_takeover,
+            // every pair of the peers' context and passthrough is met, and compressing to the
+            // backend on and off with each.
+            let setting = Setting {
+                context_takeover,
+                peer_context_takeover: bits % 2 == 1,
+                passthrough: (bits / 2) % 2 == 0,
+                compress_to_backend: bits % 3 != 0,
+            };
+            let config = format!("{}window_bits = {bits}\n", setting.toml());
             let wsnorm = Wsnorm::start(&backend.to_string(), &config).await;
             for client_deflate in [true, false] {
                 for backend_deflate in [true, false] {
@@ -415,7 +457,7 @@ async fn every_combination_of_legs_windows_and_context_takeover() {
                         client_deflate,
                         backend_deflate,
                         bits,
-                        (context_takeover, peer_context_takeover, passthrough),
+                        setting,
                     )
                     .await;
                 }
@@ -427,9 +469,14 @@ async fn every_combination_of_legs_windows_and_context_takeover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_is_counted_and_logged_per_leg() {
     let (backend, mut seen) = start_deflate_backend().await;
-    let no_passthrough = "[websocket.compression]\npassthrough = false\n";
-    let wsnorm = Wsnorm::start(&backend.to_string(), no_passthrough).await;
-    converse(&wsnorm, &mut seen, true, true, 15, (true, false, false)).await;
+    // wsnorm compresses for both legs.
+    let setting = Setting {
+        passthrough: false,
+        compress_to_backend: true,
+        ..Setting::DEFAULT
+    };
+    let wsnorm = Wsnorm::start(&backend.to_string(), &setting.toml()).await;
+    converse(&wsnorm, &mut seen, true, true, 15, setting).await;
     let metrics = wsnorm.metrics().await;
     let series = |name: &str, leg: &str, dir: &str| {
         metric(
@@ -515,7 +562,8 @@ async fn a_quiet_leg_gives_its_deflater_back() {
     // Keepalive checks every 0.5 s.
     let wsnorm = Wsnorm::start(
         &backend.to_string(),
-        "[websocket]\nping_interval_secs = 1\n[websocket.compression]\npassthrough = false\n",
+        "[websocket]\nping_interval_secs = 1\n[websocket.compression]\npassthrough = false\n\
+         compress_to_backend = true\n",
     )
     .await;
     let extra = "x-backend-deflate: yes\r\nSec-WebSocket-Extensions: permessage-deflate\r\n";
@@ -579,7 +627,7 @@ async fn a_quiet_leg_gives_its_deflater_back() {
 async fn the_backends_compressed_messages_pass_to_the_client_as_they_came() {
     let (backend, mut seen) = start_deflate_backend().await;
     let wsnorm = Wsnorm::start(&backend.to_string(), "").await;
-    converse(&wsnorm, &mut seen, true, true, 15, (true, false, true)).await;
+    converse(&wsnorm, &mut seen, true, true, 15, Setting::DEFAULT).await;
     let metrics = wsnorm.metrics().await;
     let passed = metric(
         &metrics,
@@ -613,7 +661,11 @@ paths = ["type"]
 map = { execute_agent = "start_agent" }
 "#;
     let wsnorm = Wsnorm::start(&backend.to_string(), rules).await;
-    converse(&wsnorm, &mut seen, true, true, 15, (true, false, false)).await;
+    let inflated = Setting {
+        passthrough: false,
+        ..Setting::DEFAULT
+    };
+    converse(&wsnorm, &mut seen, true, true, 15, inflated).await;
     let metrics = wsnorm.metrics().await;
     assert_eq!(
         metric(

@@ -40,6 +40,12 @@ pub struct CompressionConfig {
     /// to check, and rules for that direction added by a reload apply to connections opened
     /// after it.
     pub passthrough: bool,
+    /// Compress what wsnorm sends the backend. Off: the backend leg is the pod's loopback, where
+    /// compressing only costs CPU at both ends; messages go to it uncompressed (RSV1 clear, as
+    /// RFC 7692 allows per message) and no deflater is kept for it. The backend still compresses
+    /// what it sends, and with `passthrough` that is what the client gets. On: for a backend
+    /// across a network.
+    pub compress_to_backend: bool,
     /// zlib level, 0 (stored) to 9. 7: the lowest at which zlib-rs (a zlib-ng port) compresses
     /// agent output as well as the backend's zlib at its default, 6 (zlib-rs's 6 uses a faster
     /// matcher: 5 % more bytes on an agent run).
@@ -58,6 +64,7 @@ impl Default for CompressionConfig {
             context_takeover: true,
             peer_context_takeover: false,
             passthrough: true,
+            compress_to_backend: false,
             level: 7,
             min_message_bytes: 32,
         }
@@ -80,13 +87,15 @@ impl CompressionConfig {
     pub(super) fn describe(&self) -> String {
         format!(
             "compression: client = {}, backend = {}, window_bits = {}, context_takeover = {}, \
-             peer_context_takeover = {}, passthrough = {}, level = {}, min_message_bytes = {}\n",
+             peer_context_takeover = {}, passthrough = {}, compress_to_backend = {}, level = {}, \
+             min_message_bytes = {}\n",
             self.client,
             self.backend,
             self.window_bits,
             self.context_takeover,
             self.peer_context_takeover,
             self.passthrough,
+            self.compress_to_backend,
             self.level,
             self.min_message_bytes
         )

@@ -169,6 +169,7 @@ pub async fn serve(
             client: client_deflate.map(|a| a.deflate),
             backend: backend.deflate.as_ref().map(|a| a.deflate),
             passthrough: prepared.passthrough.is_some() && backend.deflate.is_some(),
+            compress_to_backend: ws.compression.compress_to_backend,
             settings: relay::deflate::DeflateSettings {
                 level: ws.compression.level,
                 min_message_bytes: ws.compression.min_message_bytes,

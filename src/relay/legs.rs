@@ -84,13 +84,14 @@ struct Compression {
     compressing: bool,
     /// A message was compressed for the peer since the last keepalive check.
     deflated: bool,
-    /// The other leg's compressed messages are written here as they came, so wsnorm compresses
-    /// nothing of its own (its stream would interleave with theirs in the peer's inflater).
-    passthrough: bool,
+    /// wsnorm compresses what it sends on this leg: not where the other leg's compressed
+    /// messages are passed through (its stream would interleave with theirs in the peer's
+    /// inflater), nor to the backend unless `compress_to_backend`.
+    sends_compressed: bool,
 }
 
 impl Compression {
-    fn new(leg: LegDeflate, settings: DeflateSettings, passthrough: bool) -> Box<Compression> {
+    fn new(leg: LegDeflate, settings: DeflateSettings, sends_compressed: bool) -> Box<Compression> {
         Box::new(Compression {
             inflater: Inflater::new(leg.receive),
             deflater: Deflater::new(leg.send, settings.level),
@@ -98,7 +99,7 @@ impl Compression {
             inflated: Vec::new(),
             compressing: false,
             deflated: false,
-            passthrough,
+            sends_compressed,
         })
     }
 }
@@ -138,15 +139,15 @@ pub(super) struct LegState {
 }
 
 impl LegState {
-    /// `passthrough`: compressed messages from the other leg are written as they came.
+    /// `sends_compressed`: whether wsnorm compresses what it sends on this leg, if negotiated.
     pub(super) fn new(
         role: Role,
         deflate: Option<LegDeflate>,
         settings: DeflateSettings,
-        passthrough: bool,
+        sends_compressed: bool,
     ) -> LegState {
         LegState {
-            compression: deflate.map(|leg| Compression::new(leg, settings, passthrough)),
+            compression: deflate.map(|leg| Compression::new(leg, settings, sends_compressed)),
             role,
             out: Vec::new(),
             mid_message: false,
@@ -226,7 +227,7 @@ impl LegState {
         } else {
             compression.compressing
         };
-        if !compress || compression.passthrough {
+        if !compress || !compression.sends_compressed {
             self.send(opcode, fin, payload);
             return Ok(payload.len());
         }
@@ -284,9 +285,14 @@ impl Legs {
                     Role::Server,
                     deflate.client,
                     deflate.settings,
-                    deflate.passthrough,
+                    !deflate.passthrough,
                 ),
-                LegState::new(Role::Client, deflate.backend, deflate.settings, false),
+                LegState::new(
+                    Role::Client,
+                    deflate.backend,
+                    deflate.settings,
+                    deflate.compress_to_backend,
+                ),
             ],
             summary: Summary::default(),
             metrics: ctx.route_metrics.clone(),

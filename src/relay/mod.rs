@@ -84,6 +84,8 @@ pub struct Deflate {
     /// direction when the connection opened): wsnorm then compresses nothing of its own for the
     /// client, whose inflater follows the backend's stream.
     pub passthrough: bool,
+    /// What wsnorm sends the backend is compressed (where the backend leg is).
+    pub compress_to_backend: bool,
 }
 
 impl Deflate {

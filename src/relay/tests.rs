@@ -69,6 +69,7 @@ pub(super) fn context(toml: &str) -> RelayContext {
             client: None,
             backend: None,
             passthrough: false,
+            compress_to_backend: true,
             settings: deflate::DeflateSettings {
                 level: 6,
                 min_message_bytes: 0,
