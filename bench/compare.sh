@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side performance comparison: the echo backend directly, nginx 1.22 and HAProxy 2.6 as
 # pass-through WebSocket proxies, and wsnorm (threads = 1, default rules rewriting every
-# message), all in one run; also wsnorm with no rules ("passthrough"), so the run shows what the
+# message), all in one run; also wsnorm with no rules ("no_rules"), so the run shows what the
 # rewriting itself costs, and a plain tokio TCP relay ("tcp_relay", `wsnorm-load relay`): what a
 # proxy on tokio costs before it looks at a frame.
 #
@@ -137,7 +137,7 @@ paced() { # target label outfile
 # Functional check and warm-up for every target, after every start.
 warm_up() {
   local t
-  for t in direct nginx haproxy wsnorm passthrough tcp_relay; do
+  for t in direct nginx haproxy wsnorm no_rules tcp_relay; do
     pingpong "$t" 1 200 "warmup-$t" "$tmp/warmup-$t.json"
   done
 }
@@ -157,7 +157,7 @@ for r in $(seq 1 "$rounds"); do
     warm_up
     [ "$r" = 1 ] && log "all targets answer correctly (wsnorm rewrites every message exactly)"
   fi
-  bench_pingpong_round "$r" direct haproxy nginx wsnorm passthrough tcp_relay
+  bench_pingpong_round "$r" direct haproxy nginx wsnorm no_rules tcp_relay
   for t in $(bench_order "$r" haproxy nginx wsnorm); do
     f="$tmp/paced-$t-r$r.json"
     paced "$t" "$t paced round $r" "$f"
@@ -202,14 +202,14 @@ jq -s -L "$root/bench" --argjson head "$(bench_header)" --argjson rounds "$round
   . as $runs |
   $head + {
     processes: $processes, rounds: $rounds, quick: ($quick == 1), seconds: $elapsed,
-    pingpong: pingpong_summary(["direct", "nginx", "haproxy", "wsnorm", "passthrough", "tcp_relay"]),
+    pingpong: pingpong_summary(["direct", "nginx", "haproxy", "wsnorm", "no_rules", "tcp_relay"]),
     paced: ({ connections: $paced_conns, target_msg_per_s: $paced_rate, secs: $paced_secs } +
       (["nginx", "haproxy", "wsnorm"] | map(. as $t | { key: $t, value: ($runs | target($t; "paced")) })
         | from_entries)),
     idle: $idle[0],
     wsnorm_vs: { nginx: versus($runs; "wsnorm"; "nginx"), haproxy: versus($runs; "wsnorm"; "haproxy") },
     references_vs_nginx: { haproxy: versus($runs; "haproxy"; "nginx"),
-      passthrough: versus($runs; "passthrough"; "nginx"), tcp_relay: versus($runs; "tcp_relay"; "nginx") },
+      no_rules: versus($runs; "no_rules"; "nginx"), tcp_relay: versus($runs; "tcp_relay"; "nginx") },
     runs: $runs }
   ' "$tmp"/pp-*.json "$tmp"/paced-*.json >"$out"
 
@@ -222,9 +222,9 @@ jq -r -L "$root/bench" 'include "lib";
   . as $all |
   machine_line,
   "",
-  pingpong_table(["direct", "nginx", "haproxy", "wsnorm", "passthrough", "tcp_relay"]),
+  pingpong_table(["direct", "nginx", "haproxy", "wsnorm", "no_rules", "tcp_relay"]),
   "",
-  "(direct: the CPU column is the echo backend itself; passthrough: wsnorm with no rules; tcp_relay: a plain tokio TCP relay)",
+  "(direct: the CPU column is the echo backend itself; no_rules: wsnorm with no rules; tcp_relay: a plain tokio TCP relay)",
   "",
   "paced: \(.paced.connections) connections, \(.paced.target_msg_per_s) messages/s in total for \(.paced.secs) s",
   "",
@@ -252,7 +252,7 @@ jq -r -L "$root/bench" 'include "lib";
     "| RSS per idle connection, \($w.connections) connections (wsnorm \(f($w.kib_per_conn_open; 2)) KiB) | \(f($n.rss_per_conn_open; 2)) | \(f($h.rss_per_conn_open; 2)) | <= 1.0x HAProxy | \(verdict($h.rss_per_conn_open; 1.0)) |",
     "| the same after a burst and quiet (wsnorm \(f($w.kib_per_conn_burst; 2)) KiB) | \(f($n.rss_per_conn_burst; 2)) | \(f($h.rss_per_conn_burst; 2)) | <= 1.5x HAProxy | \(verdict($h.rss_per_conn_burst; 1.5)) |"),
   reference_row("haproxy"; "pass-through"),
-  reference_row("passthrough"; "no rules"),
+  reference_row("no_rules"; "no rules"),
   reference_row("tcp_relay"; "tokio, bytes only"),
   "",
   "took \(.seconds) s"

@@ -2,10 +2,11 @@
 # permessage-deflate (RFC 7692) on both legs: issue 21's CPU and memory goals, measured as
 # bench/compare.sh measures them without compression. Every connection offers what browsers send
 # (`permessage-deflate; client_max_window_bits`) and compresses each message (`wsnorm-load
-# --deflate`); the echo backend accepts the offer and sends the compressed frames back as they
-# came (`wsnorm-load echo --deflate`), so nginx and HAProxy pass the same compressed frames
-# through both ways, while wsnorm negotiates each leg itself and inflates, rewrites and deflates
-# what its rules read.
+# --deflate`); the echo backend accepts the offer, inflates and compresses its echoes with its own
+# stream as a python `websockets` backend does (`wsnorm-load echo --deflate`), so nginx and
+# HAProxy pass compressed frames through both ways, while wsnorm negotiates each leg itself,
+# inflates, rewrites and sends on what its rules read, and passes the backend's compressed
+# echoes to the client as they came (its defaults: passthrough, compress_to_backend = false).
 #
 #   bench/deflate.sh [--quick] [--rounds N] [--idle-conns N] [--quiet-secs S] [--no-python]
 #     [--out FILE] [--no-build]
@@ -17,7 +18,7 @@
 #   * ping-pong, 50 connections, 1 message in flight, then 16, the ~256 B agent_chat JSON:
 #     round trips/s, p50/p99 and the proxy's CPU time per round trip, for nginx, HAProxy,
 #     wsnorm (default rules; every echo checked exactly rewritten) and wsnorm with no rules
-#     ("passthrough", compare.sh's name). Rounds (--rounds, default 5) interleaved with fresh
+#     ("no_rules", compare.sh's name). Rounds (--rounds, default 5) interleaved with fresh
 #     proxies each round and the order reversed every other round, medians and per-round
 #     ratios, as compare.sh. Goal: wsnorm <= 1.5x nginx in CPU per round trip;
 #   * memory per idle connection: --idle-conns connections (default 5,000) through wsnorm,
@@ -84,7 +85,7 @@ wait_port "$echo_port"
 bench_targets_configure "$scratch" "$port_base" "$echo_port" "$want_fds"
 clk_tck=$(getconf CLK_TCK)
 
-targets="nginx haproxy wsnorm passthrough"
+targets="nginx haproxy wsnorm no_rules"
 pingpong() { # target k messages label outfile
   bench_pingpong "$(bench_target_args "$1") --deflate" "$2" "$3" "$4" "$5"
 }
@@ -106,7 +107,7 @@ for r in $(seq 1 "$rounds"); do
     log "all targets answer correctly, permessage-deflate on both legs (wsnorm rewrites every message exactly)"
   fi
   # The proxies back to back at each K, nginx next to both wsnorm and HAProxy.
-  bench_pingpong_round "$r" "" haproxy nginx wsnorm passthrough
+  bench_pingpong_round "$r" "" haproxy nginx wsnorm no_rules
   bench_targets_stop
 done
 
@@ -139,12 +140,12 @@ jq -s -L "$root/bench" --argjson head "$(bench_header)" --argjson rounds "$round
     processes: "fresh", rounds: $rounds, quick: ($quick == 1), seconds: $elapsed,
     deflate: "both legs; the client offers permessage-deflate; client_max_window_bits",
     connections: $conns, websockets_version: $websockets,
-    pingpong: pingpong_summary(["nginx", "haproxy", "wsnorm", "passthrough"]),
+    pingpong: pingpong_summary(["nginx", "haproxy", "wsnorm", "no_rules"]),
     idle: { quiet_secs: $quiet, runs: $idle[0] },
     wsnorm_vs: { nginx: pingpong_versus("wsnorm"; "nginx"),
       haproxy: pingpong_versus("wsnorm"; "haproxy") },
     references_vs_nginx: { haproxy: pingpong_versus("haproxy"; "nginx"),
-      passthrough: pingpong_versus("passthrough"; "nginx") },
+      no_rules: pingpong_versus("no_rules"; "nginx") },
     runs: $runs }
   ' "$scratch"/pp-*.json >"$out"
 
@@ -156,9 +157,9 @@ jq -r -L "$root/bench" 'include "lib";
   "",
   "permessage-deflate on both legs: \(.connections) connections offering it as browsers do, every message compressed; nginx and HAProxy pass the compressed frames through; wsnorm negotiates each leg and rewrites (default rules)",
   "",
-  pingpong_table(["nginx", "haproxy", "wsnorm", "passthrough"]),
+  pingpong_table(["nginx", "haproxy", "wsnorm", "no_rules"]),
   "",
-  "(passthrough: wsnorm with no rules)",
+  "(no_rules: wsnorm with no rules)",
   "",
   "| idle, compressed, \(.idle.quiet_secs) s quiet after one round trip | RSS before KiB | open KiB | after 1 msg + quiet KiB | KiB/conn open | KiB/conn after 1 msg + quiet |",
   "|---|---:|---:|---:|---:|---:|",
@@ -174,7 +175,7 @@ jq -r -L "$root/bench" 'include "lib";
   (idle("wsnorm") as $w | idle("websockets") as $p |
     "| RSS per idle connection, both legs compressed, \($w.connections) connections, touched then \(.idle.quiet_secs) s quiet: wsnorm \(f($w.kib_per_conn_touched; 2)) KiB | - | - | <= 24 KiB (python websockets, one leg: \(f($p.kib_per_conn_touched; 2)) KiB) | \(verdict($w.kib_per_conn_touched; 24)) |"),
   reference_row("haproxy"; "pass-through"),
-  reference_row("passthrough"; "no rules"),
+  reference_row("no_rules"; "no rules"),
   "",
   "took \(.seconds) s"
 ' "$out"

@@ -89,19 +89,19 @@ bench_binaries() {
 
 # The proxies compared, each a fresh process on CPU 0 in front of the echo backend: nginx
 # (1 worker), HAProxy (1 thread), wsnorm (the shipped config with threads = 1), wsnorm with no
-# rules ("passthrough": frames are still parsed, checked and re-framed, messages not parsed) and
+# rules ("no_rules": frames are still parsed, checked and re-framed, messages not parsed) and
 # a plain tokio TCP relay (`wsnorm-load relay`: what a proxy on tokio costs before it looks at a
 # frame). bench_targets_configure DIR PORT_BASE ECHO_PORT FDS writes their configs under DIR
 # and takes the ports PORT_BASE+2..+8; then bench_targets_start (sets nginx_pid, nginx_worker,
-# haproxy_pid, wsnorm_pid, pass_pid, relay_pid), bench_targets_stop, bench_target_args TARGET:
+# haproxy_pid, wsnorm_pid, no_rules_pid, relay_pid), bench_targets_stop, bench_target_args TARGET:
 # the load tool's options for TARGET (its URL, subprotocol, check and CPU pids), and
 # bench_target_pids TARGET: its processes (nginx: master and worker).
 bench_targets_configure() {
   targets_dir=$1; targets_echo_port=$3
   nginx_port=$(($2 + 2)); wsnorm_port=$(($2 + 3)); wsnorm_admin_port=$(($2 + 4))
-  pass_port=$(($2 + 5)); pass_admin_port=$(($2 + 6)); relay_port=$(($2 + 7))
+  no_rules_port=$(($2 + 5)); no_rules_admin_port=$(($2 + 6)); relay_port=$(($2 + 7))
   haproxy_port=$(($2 + 8))
-  ports_free $nginx_port $wsnorm_port $wsnorm_admin_port $pass_port $pass_admin_port $relay_port \
+  ports_free $nginx_port $wsnorm_port $wsnorm_admin_port $no_rules_port $no_rules_admin_port $relay_port \
     $haproxy_port
   nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
   haproxy_bin=$(command -v haproxy || echo /usr/sbin/haproxy)
@@ -113,7 +113,7 @@ bench_targets_configure() {
   grep -q '^threads = 1$' "$1/wsnorm.toml" || die "could not set threads = 1"
   { echo 'rules = []'
     awk '/^\[\[rules\]\]/ { skip = 1; next } /^\[/ { skip = 0 } !skip' "$1/wsnorm.toml"
-  } >"$1/passthrough.toml"
+  } >"$1/no_rules.toml"
 }
 bench_start_wsnorm() { # pid-variable config port admin-port log
   taskset -c 0 "$wsnorm_bin" --config "$2" --listen "127.0.0.1:$3" --admin "127.0.0.1:$4" \
@@ -138,14 +138,14 @@ bench_targets_start() {
   haproxy_pid=$!; pids+=("$haproxy_pid")
   wait_port "$haproxy_port"
   bench_start_wsnorm wsnorm_pid "$d/wsnorm.toml" "$wsnorm_port" "$wsnorm_admin_port" "$d/wsnorm.log"
-  bench_start_wsnorm pass_pid "$d/passthrough.toml" "$pass_port" "$pass_admin_port" "$d/passthrough.log"
+  bench_start_wsnorm no_rules_pid "$d/no_rules.toml" "$no_rules_port" "$no_rules_admin_port" "$d/no_rules.log"
   taskset -c 0 "$load_bin" relay --bind "127.0.0.1:$relay_port" \
     --backend "127.0.0.1:$targets_echo_port" 2>>"$d/relay.log" &
   relay_pid=$!; pids+=("$relay_pid")
   wait_port "$relay_port"
 }
 bench_targets_stop() {
-  stop_procs "$nginx_pid" "$haproxy_pid" "$wsnorm_pid" "$pass_pid" "$relay_pid" || true
+  stop_procs "$nginx_pid" "$haproxy_pid" "$wsnorm_pid" "$no_rules_pid" "$relay_pid" || true
 }
 # Only wsnorm is offered agent_chat (the echo backend selects none) and only wsnorm with rules
 # rewrites; the others echo as sent. bench_target_args TARGET [PID_OPTION]: TARGET's processes
@@ -156,7 +156,7 @@ bench_target_args() {
     nginx) port=$nginx_port ;;
     haproxy) port=$haproxy_port ;;
     wsnorm) port=$wsnorm_port; sp=--subprotocol=agent_chat; check=" --expect-rewrite" ;;
-    passthrough) port=$pass_port; sp=--subprotocol=agent_chat ;;
+    no_rules) port=$no_rules_port; sp=--subprotocol=agent_chat ;;
     tcp_relay) port=$relay_port ;;
     *) die "unknown target $1" ;;
   esac
@@ -169,7 +169,7 @@ bench_target_pids() {
     nginx) echo "$nginx_pid $nginx_worker" ;;
     haproxy) echo "$haproxy_pid" ;;
     wsnorm) echo "$wsnorm_pid" ;;
-    passthrough) echo "$pass_pid" ;;
+    no_rules) echo "$no_rules_pid" ;;
     tcp_relay) echo "$relay_pid" ;;
   esac
 }

@@ -10,7 +10,7 @@
 #   epoll    in epoll_wait, of which sleep: blocked in schedule() until woken;
 #   other    everything else in the kernel (other syscalls, interrupts).
 #
-#   bench/where.sh [--no-build] [--rounds N] [-k "1 16"] [--targets "nginx wsnorm passthrough tcp_relay"]
+#   bench/where.sh [--no-build] [--rounds N] [-k "1 16"] [--targets "nginx wsnorm no_rules tcp_relay"]
 #     [--out FILE]   (haproxy is a target too)
 #   (WSNORM_BIN / LOAD_BIN as in bench/compare.sh; FREQ: samples per second, default 499)
 #
@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 . bench/lib.sh
-build=1; rounds=2; ks="1 16"; targets="nginx wsnorm passthrough tcp_relay"; out=""
+build=1; rounds=2; ks="1 16"; targets="nginx wsnorm no_rules tcp_relay"; out=""
 freq=${FREQ:-499}
 while [ $# -gt 0 ]; do
   case "$1" in

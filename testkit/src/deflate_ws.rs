@@ -5,8 +5,9 @@
 //!   fails unless the 101 accepts permessage-deflate, and the parameters of the answer (window
 //!   bits, no context takeover) are honoured both ways. Text messages of at least
 //!   [`MIN_COMPRESSED_BYTES`] go compressed (RSV1 set), shorter ones as they are.
-//! * [`echo`] is the echo backend's side: it accepts an offer it can honour and sends every frame
-//!   back as it came, RSV1 and payload bytes included.
+//! * [`echo`] is the echo backend's side, a server like python `websockets` at its defaults: it
+//!   accepts the first offer it can honour, inflates what it reads and compresses what it
+//!   echoes (messages of at least [`MIN_COMPRESSED_BYTES`]) with its own stream.
 //!
 //! Deflate itself is wsnorm's own sans-IO compressor ([`wsnorm::relay::deflate`]), frame headers
 //! are tungstenite's [`FrameHeader`] and the handshakes' HTTP heads are read with httparse.
@@ -101,35 +102,42 @@ impl Params {
         Ok(offer)
     }
 
-    /// What the echo answers, or `None` when it cannot honour this offer. The echo sends the
-    /// client's own compressed frames back, so what the answer lets the server send must cover
-    /// what the client will send: the client's window no larger than the server's, and the
-    /// client without context takeover whenever the server is asked for none (a server may
-    /// always ask that of the client, RFC 7692 §7.1.1.2).
-    fn echo_answer(&self) -> Option<String> {
+    /// The echo's answer to this offer, everything it asks honoured, and the windows that
+    /// follow from the server's side: how it compresses (`send`) and how the client does.
+    fn echo_answer(&self) -> (String, LegDeflate) {
         let mut answer = vec!["permessage-deflate".to_string()];
         if self.server_no_context_takeover {
-            answer.push("server_no_context_takeover; client_no_context_takeover".into());
-        } else if self.client_no_context_takeover {
+            answer.push("server_no_context_takeover".into());
+        }
+        if self.client_no_context_takeover {
             answer.push("client_no_context_takeover".into());
         }
         if let Some(bits) = self.server_max_window_bits {
-            // The client's window can only be bounded when it says it supports that.
-            let bits = self.client_max_window_bits?.map_or(bits, |c| c.min(bits));
-            answer.push(format!(
-                "server_max_window_bits={bits}; client_max_window_bits={bits}"
-            ));
+            answer.push(format!("server_max_window_bits={bits}"));
         }
-        Some(answer.join("; "))
+        if let Some(Some(bits)) = self.client_max_window_bits {
+            answer.push(format!("client_max_window_bits={bits}"));
+        }
+        let windows = LegDeflate {
+            send: Window {
+                bits: self.server_max_window_bits.unwrap_or(15),
+                no_context_takeover: self.server_no_context_takeover,
+            },
+            receive: Window {
+                bits: self.client_max_window_bits.flatten().unwrap_or(15),
+                no_context_takeover: self.client_no_context_takeover,
+            },
+        };
+        (answer.join("; "), windows)
     }
 }
 
-/// The echo's answer to an offer (a `Sec-WebSocket-Extensions` value): for the first
-/// `permessage-deflate` element it can honour, or `None`.
-pub fn echo_answer(offer: &str) -> Option<String> {
+/// The echo's answer to an offer (a `Sec-WebSocket-Extensions` value) and its windows, for the
+/// first valid `permessage-deflate` element; `None` when there is none.
+pub fn echo_answer(offer: &str) -> Option<(String, LegDeflate)> {
     Params::all(offer)
         .into_iter()
-        .find_map(|offer| offer?.ok()?.echo_answer())
+        .find_map(|offer| Some(offer?.ok()?.echo_answer()))
 }
 
 /// Reads the server's answer to [`CLIENT_OFFER`] (every `Sec-WebSocket-Extensions` value of the
@@ -382,9 +390,25 @@ pub struct DeflateWs<S> {
     message: Vec<u8>,
     compressed: Vec<u8>,
     max_message: usize,
+    /// The peer sent a close frame (what ended `next_data`).
+    closed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> DeflateWs<S> {
+    fn new(frames: Frames<S>, negotiated: LegDeflate, max_message: usize) -> Self {
+        DeflateWs {
+            frames,
+            deflater: Deflater::new(negotiated.send, CLIENT_LEVEL),
+            inflater: Inflater::new(negotiated.receive),
+            negotiated,
+            reading: None,
+            message: Vec::new(),
+            compressed: Vec::new(),
+            max_message,
+            closed: false,
+        }
+    }
+
     /// Opens a compressed connection over `io` with tungstenite's client `request` (the URL, the
     /// key and the caller's headers), offering [`CLIENT_OFFER`]. Fails unless the 101 accepts
     /// permessage-deflate and selects the subprotocol offered, if any (as tungstenite does).
@@ -420,29 +444,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> DeflateWs<S> {
         let negotiated =
             read_answer(header(response.headers, "Sec-WebSocket-Extensions")?.as_deref())?;
         buf.drain(..head_len);
-        Ok(DeflateWs {
-            frames: Frames::new(io, buf, true, max_message),
-            deflater: Deflater::new(negotiated.send, CLIENT_LEVEL),
-            inflater: Inflater::new(negotiated.receive),
-            negotiated,
-            reading: None,
-            message: Vec::new(),
-            compressed: Vec::new(),
-            max_message,
-        })
+        let frames = Frames::new(io, buf, true, max_message);
+        Ok(DeflateWs::new(frames, negotiated, max_message))
+    }
+
+    /// The server's side of a handshake over `io`: accepts the first permessage-deflate offer
+    /// it can honour ([`echo_answer`]) and no subprotocol; fails without an offer.
+    async fn accept(mut io: S, max_message: usize) -> Result<Self> {
+        let mut buf = Vec::with_capacity(READ_BUFFER_BYTES);
+        let head_len = read_head(&mut io, &mut buf).await?;
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut headers);
+        request
+            .parse(&buf[..head_len])
+            .context("parsing the request")?;
+        let key = header(request.headers, "Sec-WebSocket-Key")?.context("no Sec-WebSocket-Key")?;
+        let offer = header(request.headers, "Sec-WebSocket-Extensions")?;
+        let (answer, negotiated) = offer
+            .as_deref()
+            .and_then(echo_answer)
+            .with_context(|| format!("no permessage-deflate offer it can honour: {offer:?}"))?;
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: {answer}\r\n\r\n",
+            derive_accept_key(key.as_bytes())
+        );
+        io.write_all(response.as_bytes())
+            .await
+            .context("sending the 101")?;
+        buf.drain(..head_len);
+        let frames = Frames::new(io, buf, false, max_message);
+        Ok(DeflateWs::new(frames, negotiated, max_message))
     }
 
     /// Queues a text message, compressed when it has at least [`MIN_COMPRESSED_BYTES`].
     pub fn feed(&mut self, text: &str) -> Result<()> {
-        let opcode = OpCode::Data(Data::Text);
-        if text.len() < MIN_COMPRESSED_BYTES {
+        self.send(Data::Text, text.as_bytes())
+    }
+
+    /// Queues a text or binary message, compressed when it has at least
+    /// [`MIN_COMPRESSED_BYTES`].
+    fn send(&mut self, kind: Data, payload: &[u8]) -> Result<()> {
+        let opcode = OpCode::Data(kind);
+        if payload.len() < MIN_COMPRESSED_BYTES {
             self.frames
-                .queue(opcode, true, false, Payload::Bytes(text.as_bytes()));
+                .queue(opcode, true, false, Payload::Bytes(payload));
             return Ok(());
         }
         self.compressed.clear();
         self.deflater
-            .compress(text.as_bytes(), true, &mut self.compressed)
+            .compress(payload, true, &mut self.compressed)
             .context("compressing")?;
         self.frames
             .queue(opcode, true, true, Payload::Bytes(&self.compressed));
@@ -468,6 +519,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> DeflateWs<S> {
                 }
                 (OpCode::Control(Control::Pong), _) => continue,
                 (OpCode::Control(Control::Close), _) => {
+                    self.closed = true;
                     bail!(
                         "peer closed: {}",
                         describe_close(self.frames.payload(&frame))
@@ -522,71 +574,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> DeflateWs<S> {
 // ---------------------------------------------------------------------------------------------
 // Echo
 
-/// Serves one echo connection: the handshake within `handshake_timeout` (accepting the first
-/// permessage-deflate offer [`echo_answer`] can honour, no subprotocol), then every frame sent
-/// back as it came (opcode, FIN, RSV1, payload bytes; unmasked), pings answered, a close echoed.
-///
-/// Valid RFC 7692 for an echo: the server-to-client messages are exactly the client-to-server
-/// ones, in order, so the client's inflater reads the very stream its deflater wrote, against
-/// the same history; [`echo_answer`] makes sure the server's negotiated limits cover it.
+/// Serves one echo connection: the handshake within `handshake_timeout` (the first
+/// permessage-deflate offer it can honour, no subprotocol), then every data message echoed,
+/// inflated on the way in and compressed on the way out as a real backend's stack does, pings
+/// answered, a close echoed.
 pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
-    max_frame: usize,
+    max_message: usize,
     handshake_timeout: Duration,
 ) -> Result<()> {
-    let (mut frames, compressed) = tokio::time::timeout(handshake_timeout, accept(io, max_frame))
+    let mut ws = tokio::time::timeout(handshake_timeout, DeflateWs::accept(io, max_message))
         .await
         .context("handshake timed out")??;
     loop {
-        let frame = frames.next().await?;
-        let (opcode, fin, rsv1) = (
-            frame.header.opcode,
-            frame.header.is_final,
-            frame.header.rsv1,
-        );
-        let reply = match opcode {
-            OpCode::Control(Control::Pong) => continue,
-            OpCode::Control(Control::Ping) => OpCode::Control(Control::Pong),
-            _ if rsv1 && !compressed => bail!("RSV1 set without permessage-deflate"),
-            other => other,
-        };
-        frames.queue(reply, fin, rsv1, Payload::Read(frame.payload));
-        if opcode == OpCode::Control(Control::Close) {
-            return frames.flush().await;
+        // What is queued goes out before the next read.
+        match ws.next_data().await {
+            Ok(Message::Text(text)) => ws.send(Data::Text, text.as_bytes())?,
+            Ok(Message::Binary(bytes)) => ws.send(Data::Binary, &bytes)?,
+            Ok(_) => {}
+            Err(_) if ws.closed => {
+                let close = OpCode::Control(Control::Close);
+                ws.frames
+                    .queue(close, true, false, Payload::Bytes(&1000u16.to_be_bytes()));
+                return ws.flush().await;
+            }
+            Err(e) => return Err(e),
         }
     }
-}
-
-/// The echo's handshake: its frames, and whether permessage-deflate was agreed.
-async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
-    mut io: S,
-    max_frame: usize,
-) -> Result<(Frames<S>, bool)> {
-    let mut buf = Vec::with_capacity(READ_BUFFER_BYTES);
-    let head_len = read_head(&mut io, &mut buf).await?;
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut request = httparse::Request::new(&mut headers);
-    request
-        .parse(&buf[..head_len])
-        .context("parsing the request")?;
-    let key = header(request.headers, "Sec-WebSocket-Key")?.context("no Sec-WebSocket-Key")?;
-    let answer = header(request.headers, "Sec-WebSocket-Extensions")?
-        .as_deref()
-        .and_then(echo_answer);
-    let mut response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n",
-        derive_accept_key(key.as_bytes())
-    );
-    if let Some(answer) = &answer {
-        response.push_str(&format!("Sec-WebSocket-Extensions: {answer}\r\n"));
-    }
-    response.push_str("\r\n");
-    io.write_all(response.as_bytes())
-        .await
-        .context("sending the 101")?;
-    buf.drain(..head_len);
-    Ok((Frames::new(io, buf, false, max_frame), answer.is_some()))
 }
 
 #[cfg(test)]

@@ -23,9 +23,9 @@
 //!   tungstenite cannot carry RSV1, so these connections take the small frame path of
 //!   `wsnorm_testkit::deflate_ws`, compressing with wsnorm's own `relay::deflate`.
 //! * `echo` — a lean echo backend: any path, no auth, no subprotocol, text and binary echoed,
-//!   16 KiB read buffers. `--deflate`: it accepts permessage-deflate offers and echoes every
-//!   frame as it came, RSV1 and compressed payload included, so proxies that cannot look inside
-//!   (nginx, HAProxy) pass compressed frames end to end.
+//!   16 KiB read buffers. `--deflate`: it accepts permessage-deflate offers, inflates what it
+//!   reads and compresses what it echoes, as a backend's python `websockets` does, so proxies
+//!   that cannot look inside (nginx, HAProxy) pass compressed frames end to end.
 //! * `relay` — a plain TCP relay (tokio's `copy_bidirectional`, 4 KiB buffers), WebSocket
 //!   handshake and frames passed through as bytes: what any proxy on tokio costs before it looks
 //!   at a message, measured beside nginx and wsnorm as a reference.
@@ -242,8 +242,8 @@ struct Echo {
     /// Largest message accepted.
     #[arg(long, default_value_t = MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
-    /// Accept permessage-deflate offers and echo every frame as it came, RSV1 and compressed
-    /// payload included (see `wsnorm_testkit::deflate_ws::echo`).
+    /// Accept permessage-deflate offers (and nothing else), inflate what is read and compress
+    /// what is echoed (see `wsnorm_testkit::deflate_ws::echo`).
     #[arg(long)]
     deflate: bool,
 }

@@ -62,42 +62,34 @@ fn answers_are_read_strictly() {
 
 #[test]
 fn the_echo_answers_what_it_can_honour() {
+    let answer = |offer: &str| {
+        echo_answer(offer).map(|(answer, windows)| (answer, windows.send, windows.receive))
+    };
     // Chrome's and wsnorm's default offers.
     assert_eq!(
-        echo_answer(CLIENT_OFFER).as_deref(),
-        Some("permessage-deflate")
+        answer(CLIENT_OFFER),
+        Some((
+            "permessage-deflate".into(),
+            window(15, false),
+            window(15, false)
+        ))
     );
-    // wsnorm asking the backend for no context takeover (peer_context_takeover = false, or
-    // context_takeover = false): the client must not keep context either.
+    // Everything asked is honoured: wsnorm asking for no context takeover, bounded windows.
     assert_eq!(
-        echo_answer(
+        answer(
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
-             client_max_window_bits"
-        )
-        .as_deref(),
-        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
-    );
-    assert_eq!(
-        echo_answer("permessage-deflate; server_no_context_takeover").as_deref(),
-        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
-    );
-    // A bounded server window needs the client's bounded as much.
-    assert_eq!(
-        echo_answer("permessage-deflate; server_max_window_bits=10; client_max_window_bits")
-            .as_deref(),
-        Some("permessage-deflate; server_max_window_bits=10; client_max_window_bits=10")
-    );
-    assert_eq!(
-        echo_answer("permessage-deflate; server_max_window_bits=12; client_max_window_bits=9")
-            .as_deref(),
-        Some("permessage-deflate; server_max_window_bits=9; client_max_window_bits=9")
-    );
-    assert_eq!(
-        echo_answer("permessage-deflate; server_max_window_bits=10"),
-        None
+             server_max_window_bits=10; client_max_window_bits=12"
+        ),
+        Some((
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             server_max_window_bits=10; client_max_window_bits=12"
+                .into(),
+            window(10, true),
+            window(12, true)
+        ))
     );
     // The first offer it can honour; invalid ones are skipped.
-    for (offer, answer) in [
+    for (offer, expected) in [
         (
             "foo, permessage-deflate; bar, permessage-deflate; client_no_context_takeover",
             Some("permessage-deflate; client_no_context_takeover"),
@@ -108,7 +100,11 @@ fn the_echo_answers_what_it_can_honour() {
         ),
         ("x-webkit-deflate-frame", None),
     ] {
-        assert_eq!(echo_answer(offer).as_deref(), answer, "{offer}");
+        assert_eq!(
+            echo_answer(offer).map(|(a, _)| a).as_deref(),
+            expected,
+            "{offer}"
+        );
     }
 }
 
