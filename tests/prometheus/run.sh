@@ -17,6 +17,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WSNORM=${WSNORM_BIN:-$ROOT/target/release/wsnorm}
 # The demo backend and client (the testkit crate), from the same build as the tests.
 DEMO=$ROOT/target/release/wsnorm-demo
+# The load tool, for compressed traffic (its echo backend compresses, as the backend's stack does).
+LOAD=$ROOT/target/release/wsnorm-load
 DASHBOARD=$ROOT/dashboards/wsnorm.json
 ALERTS=$ROOT/dashboards/alerts.yml
 HELPER=$ROOT/tests/prometheus/helper.py
@@ -118,6 +120,7 @@ log "$(prometheus --version 2>&1 | head -n 1)"
 
 [[ -x $WSNORM ]] || die "$WSNORM not found: run cargo build --release first"
 [[ -x $DEMO ]] || die "$DEMO not found: run cargo build --release first"
+[[ -x $LOAD ]] || die "$LOAD not found: run cargo build --release first"
 
 # ------------------------------------------------------------------------------------------------
 # Static checks
@@ -139,7 +142,8 @@ fi
 # ------------------------------------------------------------------------------------------------
 # wsnorm, its demo backend, Prometheus
 # ------------------------------------------------------------------------------------------------
-read -r BACKEND_PORT PROXY_PORT ADMIN_PORT PROM_PORT < <("$PYTHON" "$HELPER" ports 4)
+read -r BACKEND_PORT PROXY_PORT ADMIN_PORT PROM_PORT ECHO_PORT PROXY2_PORT ADMIN2_PORT \
+    < <("$PYTHON" "$HELPER" ports 7)
 PROXY=127.0.0.1:$PROXY_PORT
 ADMIN=127.0.0.1:$ADMIN_PORT
 PROM=http://127.0.0.1:$PROM_PORT
@@ -162,6 +166,28 @@ else
     die "wsnorm did not become ready"
 fi
 
+# A second wsnorm (its own job, so the checks on job="wsnorm" see only the first) in front of a
+# backend that compresses: both legs negotiate permessage-deflate and the backend's messages pass
+# to the client compressed (wsnorm_passthrough_bytes_total).
+"$LOAD" echo --deflate --bind "127.0.0.1:$ECHO_PORT" >"$TMP/deflate-echo.log" 2>&1 &
+PIDS+=($!)
+"$WSNORM" --config "$TMP/wsnorm.toml" --listen "127.0.0.1:$PROXY2_PORT" \
+    --admin "127.0.0.1:$ADMIN2_PORT" --backend "127.0.0.1:$ECHO_PORT" --log-format json \
+    >"$TMP/wsnorm-deflate.log" 2>&1 &
+PIDS+=($!)
+"$PYTHON" "$HELPER" wait-http "http://127.0.0.1:$ADMIN2_PORT/readyz" 30 \
+    || die "the second wsnorm (compressing backend) did not become ready"
+compressed_traffic() { # ROUND
+    if timeout 60 "$LOAD" pingpong --deflate --url "ws://127.0.0.1:$PROXY2_PORT/ws" \
+        --expect-rewrite -n 2 -m 20 --warmup 0 >"$TMP/deflate-$1.json" 2>"$TMP/deflate-$1.log" \
+        && "$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(r["errors"] or r["mismatches"] or r["round_trips"] != 40)' "$TMP/deflate-$1.json"; then
+        ok "$1: 40 compressed round trips through the second wsnorm, every echo rewritten exactly"
+    else
+        cat "$TMP/deflate-$1.log" "$TMP/deflate-$1.json" 2>/dev/null
+        fail "$1: compressed round trips through the second wsnorm"
+    fi
+}
+
 cat >"$TMP/prometheus.yml" <<EOF
 global:
   scrape_interval: 1s
@@ -173,6 +199,9 @@ scrape_configs:
   - job_name: wsnorm
     static_configs:
       - targets: ["$ADMIN"]
+  - job_name: wsnorm-deflate
+    static_configs:
+      - targets: ["127.0.0.1:$ADMIN2_PORT"]
   # The job name deploy/kubernetes's annotation-based scrape produces: the alerts must not
   # depend on a job called wsnorm.
   - job_name: kubernetes-pods
@@ -225,6 +254,7 @@ demo_clients() { # ROUND COUNT
 log "traffic round 1: wsnorm-demo client, raw WebSocket/HTTP client (1011 close, invalid timestamp, failed handshakes)"
 demo_clients round1 3
 helper traffic "$PROXY" round1 || true
+compressed_traffic round1
 
 log "traffic: config reloads (SIGHUP, a broken file, the file restored)"
 kill -HUP "$WSNORM_PID"
@@ -239,7 +269,8 @@ if "$PYTHON" "$HELPER" wait-prom "$PROM" 30 \
     'wsnorm_timestamp_inputs_total{job="wsnorm",format="invalid"}' \
     'wsnorm_http_requests_total{job="wsnorm",status_class="4xx"}' \
     'wsnorm_subprotocols_total{job="wsnorm",protocol="agent_chat"}' \
-    'wsnorm_config_reloads_total{job="wsnorm",result="error"}'; then
+    'wsnorm_config_reloads_total{job="wsnorm",result="error"}' \
+    'wsnorm_passthrough_bytes_total{job="wsnorm-deflate",direction="backend_to_client"}'; then
     ok "prometheus scraped round 1"
 else
     fail "prometheus did not see round 1 in time"
@@ -250,13 +281,15 @@ log "traffic round 2 (and one WebSocket held open for the active-connections gau
 PIDS+=($!)
 demo_clients round2 3
 helper traffic "$PROXY" round2 || true
+compressed_traffic round2
 
 log "waiting for Prometheus to scrape the results"
 if "$PYTHON" "$HELPER" wait-prom "$PROM" 30 \
     'wsnorm_connections_active{job="wsnorm"}' \
     'wsnorm_closes_total{job="wsnorm",code="1011"} >= 2' \
     'wsnorm_conversion_duration_seconds_count{job="wsnorm"}' \
-    'wsnorm_config_reloads_total{job="wsnorm",result="ok"}'; then
+    'wsnorm_config_reloads_total{job="wsnorm",result="ok"}' \
+    'rate(wsnorm_passthrough_bytes_total{job="wsnorm-deflate",direction="backend_to_client"}[1m]) > 0'; then
     ok "prometheus scraped round 2"
 else
     fail "prometheus did not see round 2 in time"
