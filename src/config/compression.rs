@@ -46,8 +46,8 @@ pub struct CompressionConfig {
     /// what it sends, and with `passthrough` that is what the client gets. On: for a backend
     /// across a network.
     pub compress_to_backend: bool,
-    /// zlib level, 0 (stored) to 9. 7: the lowest at which zlib-rs (a zlib-ng port) compresses
-    /// agent output as well as the backend's zlib at its default, 6 (zlib-rs's 6 uses a faster
+    /// zlib level, 0 (stored) to 9. 7: the lowest at which zlib-ng compresses agent output as
+    /// well as the backend's zlib at its default, 6 (zlib-ng's 6 uses a faster
     /// matcher: 5 % more bytes on an agent run).
     pub level: u32,
     /// Messages shorter than this are sent uncompressed (RSV1 is set per message). 32: below it

@@ -1,5 +1,5 @@
 //! permessage-deflate (RFC 7692) for one leg, without IO: the inflater for what its peer sends
-//! and the deflater for what wsnorm sends it. Raw deflate from `flate2` (the zlib-rs backend);
+//! and the deflater for what wsnorm sends it. Raw deflate from `flate2` (zlib-ng);
 //! a message's compressed bytes are the deflate stream up to a sync flush, without the flush's
 //! `00 00 ff ff` tail (RFC 7692 §7.2.1), which the receiver appends back (§7.2.2).
 //!
