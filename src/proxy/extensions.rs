@@ -93,12 +93,25 @@ fn window_bits(value: &str) -> Option<u8> {
 /// The parameters of a `permessage-deflate` element, each known, valid and given once; `None`
 /// otherwise (such an offer is declined, such an answer fails the handshake).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Params {
-    server_no_context_takeover: bool,
-    client_no_context_takeover: bool,
+pub struct Params {
+    pub server_no_context_takeover: bool,
+    pub client_no_context_takeover: bool,
+    pub server_max_window_bits: Option<u8>,
     /// `Some(None)`: given without a value (only allowed for `client_max_window_bits`).
-    server_max_window_bits: Option<u8>,
-    client_max_window_bits: Option<Option<u8>>,
+    pub client_max_window_bits: Option<Option<u8>>,
+}
+
+/// Each element of `Sec-WebSocket-Extensions` values, in order: the parameters of a valid
+/// `permessage-deflate` one, `None` for any other (another extension, bad syntax, unknown,
+/// repeated or invalid parameters). For peers written outside wsnorm (the load tool).
+pub fn deflate_elements<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Option<Params>> {
+    parse(values)
+        .into_iter()
+        .map(|e| {
+            e.filter(|e| e.name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE))
+                .and_then(|e| Params::read(&e))
+        })
+        .collect()
 }
 
 impl Params {
@@ -127,7 +140,7 @@ impl Params {
     }
 
     /// The header value, parameters in a fixed order.
-    fn render(&self) -> String {
+    pub fn render(&self) -> String {
         let mut out = PERMESSAGE_DEFLATE.to_string();
         if self.server_no_context_takeover {
             out.push_str("; server_no_context_takeover");

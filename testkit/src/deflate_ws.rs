@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use wsnorm::proxy::extensions::{deflate_elements, Params};
 use wsnorm::relay::deflate::{Deflater, Inflater, LegDeflate, Window};
 
 /// What the client offers: what Chrome and Firefox send.
@@ -41,103 +42,34 @@ const READ_BUFFER_BYTES: usize = 16 * 1024;
 // ---------------------------------------------------------------------------------------------
 // Negotiation
 
-/// The parameters of one `permessage-deflate` offer or answer (RFC 7692 §7.1).
-#[derive(Debug, Default)]
-struct Params {
-    server_no_context_takeover: bool,
-    client_no_context_takeover: bool,
-    server_max_window_bits: Option<u8>,
-    /// `Some(None)`: given without a value (the client says it supports it).
-    client_max_window_bits: Option<Option<u8>>,
-}
-
-impl Params {
-    /// The elements of a `Sec-WebSocket-Extensions` value, in order: `None` for an extension
-    /// other than `permessage-deflate`, `Err` for one whose parameters are unknown, repeated or
-    /// invalid.
-    fn all(value: &str) -> Vec<Option<Result<Params, String>>> {
-        value
-            .split(',')
-            .filter(|element| !element.trim().is_empty())
-            .map(|element| {
-                let mut parts = element.split(';');
-                let name = parts.next().unwrap_or_default().trim();
-                name.eq_ignore_ascii_case("permessage-deflate")
-                    .then(|| Params::read(parts))
-            })
-            .collect()
-    }
-
-    fn read<'a>(parts: impl Iterator<Item = &'a str>) -> Result<Params, String> {
-        let mut offer = Params::default();
-        let mut seen = Vec::new();
-        for part in parts {
-            let (key, value) = match part.split_once('=') {
-                Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
-                None => (part.trim(), None),
-            };
-            if seen.contains(&key) {
-                return Err(format!("{key} given twice"));
-            }
-            seen.push(key);
-            let bits = |v: &str| {
-                v.parse::<u8>()
-                    .ok()
-                    .filter(|b| (8..=15).contains(b) && !v.starts_with('0'))
-                    .ok_or_else(|| format!("{key}={v}: not a window size (8..15)"))
-            };
-            match (key, value) {
-                ("server_no_context_takeover", None) => offer.server_no_context_takeover = true,
-                ("client_no_context_takeover", None) => offer.client_no_context_takeover = true,
-                ("server_max_window_bits", Some(v)) => {
-                    offer.server_max_window_bits = Some(bits(v)?);
-                }
-                ("client_max_window_bits", None) => offer.client_max_window_bits = Some(None),
-                ("client_max_window_bits", Some(v)) => {
-                    offer.client_max_window_bits = Some(Some(bits(v)?));
-                }
-                _ => return Err(format!("unknown or malformed parameter `{}`", part.trim())),
-            }
-        }
-        Ok(offer)
-    }
-
-    /// The echo's answer to this offer, everything it asks honoured, and the windows that
-    /// follow from the server's side: how it compresses (`send`) and how the client does.
-    fn echo_answer(&self) -> (String, LegDeflate) {
-        let mut answer = vec!["permessage-deflate".to_string()];
-        if self.server_no_context_takeover {
-            answer.push("server_no_context_takeover".into());
-        }
-        if self.client_no_context_takeover {
-            answer.push("client_no_context_takeover".into());
-        }
-        if let Some(bits) = self.server_max_window_bits {
-            answer.push(format!("server_max_window_bits={bits}"));
-        }
-        if let Some(Some(bits)) = self.client_max_window_bits {
-            answer.push(format!("client_max_window_bits={bits}"));
-        }
-        let windows = LegDeflate {
-            send: Window {
-                bits: self.server_max_window_bits.unwrap_or(15),
-                no_context_takeover: self.server_no_context_takeover,
-            },
-            receive: Window {
-                bits: self.client_max_window_bits.flatten().unwrap_or(15),
-                no_context_takeover: self.client_no_context_takeover,
-            },
-        };
-        (answer.join("; "), windows)
-    }
+/// The echo's answer to `offer`, everything it asks honoured, and the windows that follow from
+/// the server's side: how it compresses (`send`) and how the client does.
+fn answer_to(offer: &Params) -> (String, LegDeflate) {
+    // `client_max_window_bits` without a value only says the client supports it.
+    let client_bits = offer.client_max_window_bits.flatten();
+    let answer = Params {
+        client_max_window_bits: client_bits.map(Some),
+        ..offer.clone()
+    };
+    let windows = LegDeflate {
+        send: Window {
+            bits: offer.server_max_window_bits.unwrap_or(15),
+            no_context_takeover: offer.server_no_context_takeover,
+        },
+        receive: Window {
+            bits: client_bits.unwrap_or(15),
+            no_context_takeover: offer.client_no_context_takeover,
+        },
+    };
+    (answer.render(), windows)
 }
 
 /// The echo's answer to an offer (a `Sec-WebSocket-Extensions` value) and its windows, for the
 /// first valid `permessage-deflate` element; `None` when there is none.
 pub fn echo_answer(offer: &str) -> Option<(String, LegDeflate)> {
-    Params::all(offer)
+    deflate_elements([offer])
         .into_iter()
-        .find_map(|offer| Some(offer?.ok()?.echo_answer()))
+        .find_map(|offer| Some(answer_to(&offer?)))
 }
 
 /// Reads the server's answer to [`CLIENT_OFFER`] (every `Sec-WebSocket-Extensions` value of the
@@ -147,10 +79,11 @@ pub fn read_answer(answer: Option<&str>) -> Result<LegDeflate> {
     let Some(answer) = answer else {
         bail!("permessage-deflate not negotiated: the 101 has no Sec-WebSocket-Extensions");
     };
-    let params = match Params::all(answer).as_mut_slice() {
-        [Some(Ok(params))] => std::mem::take(params),
-        [Some(Err(e))] => bail!("the 101 answered permessage-deflate with {e}: `{answer}`"),
-        _ => bail!("the 101 answered extensions other than one permessage-deflate: `{answer}`"),
+    let params = match deflate_elements([answer]).as_mut_slice() {
+        [Some(params)] => std::mem::take(params),
+        _ => {
+            bail!("the 101 answered something other than one valid permessage-deflate: `{answer}`")
+        }
     };
     let client_bits = match params.client_max_window_bits {
         Some(Some(bits)) => bits,
