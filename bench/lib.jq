@@ -56,6 +56,9 @@ def pingpong_versus($t; $ref): {
   cpu_per_msg_k16_best: best($t; $ref; "k=16"),
   p99_k1: p99($t; $ref; "k=1"),
   p99_k16: p99($t; $ref; "k=16") };
+# The head of a goals table, its first column named $title.
+def goals_head($title): "| \($title) | wsnorm/nginx | wsnorm/HAProxy | goal | verdict |",
+  "|---|---:|---:|---|---|";
 # A goal row of CPU per round trip at $k ("k1", "k16"): wsnorm against nginx (the goal: at most
 # $goal times) and HAProxy, from .wsnorm_vs.
 def cpu_row($title; $k; $goal): .wsnorm_vs as $v |

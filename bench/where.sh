@@ -2,7 +2,8 @@
 # Where each proxy's CPU goes per round trip, nginx beside wsnorm: a sampled CPU profile
 # (`perf record -e cpu-clock -g`, kernel call chains) of each proxy under compare.sh's ping-pong
 # load, the samples split by what the proxy was doing and scaled to its CPU per round trip:
-#   user     its own code and libc, everything outside the kernel;
+#   user     its own code and libc, everything outside the kernel, of which
+#            zlib: in zlib-ng (inflating and deflating, permessage-deflate);
 #   recv     in recvfrom, of which
 #            ack: sending the ACK that the read itself triggers (tcp_recvmsg -> __tcp_transmit_skb),
 #            backlog: processing packets that arrived while the read held the socket (release_sock);
@@ -11,7 +12,9 @@
 #   other    everything else in the kernel (other syscalls, interrupts).
 #
 #   bench/where.sh [--no-build] [--rounds N] [-k "1 16"] [--targets "nginx wsnorm no_rules tcp_relay"]
-#     [--out FILE]   (haproxy is a target too)
+#     [--deflate] [--out FILE]   (haproxy is a target too)
+#   --deflate: every connection and the echo backend compress, as bench/deflate.sh runs them
+#   (nginx and HAProxy pass the compressed frames through; tcp_relay is then left out).
 #   (WSNORM_BIN / LOAD_BIN as in bench/compare.sh; FREQ: samples per second, default 499)
 #
 # Same set-up as compare.sh: each proxy a fresh process every round on CPU 0, the echo backend
@@ -24,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 . bench/lib.sh
-build=1; rounds=2; ks="1 16"; targets="nginx wsnorm no_rules tcp_relay"; out=""
+build=1; rounds=2; ks="1 16"; targets="nginx wsnorm no_rules tcp_relay"; out=""; deflate=""
 freq=${FREQ:-499}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,6 +36,7 @@ while [ $# -gt 0 ]; do
     -k) ks=$2; shift ;;
     --targets) targets=$2; shift ;;
     --out) out=$2; shift ;;
+    --deflate) deflate=--deflate ;;
     -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -48,7 +52,9 @@ bench_binaries "$build"
 port_base=${PORT_BASE:-19500}
 echo_port=$((port_base + 1))
 ports_free "$echo_port"
-taskset -c 1 "$load_bin" echo --bind "127.0.0.1:$echo_port" 2>"$scratch/echo.log" &
+[ -z "$deflate" ] || targets=$(echo "$targets" | tr ' ' '\n' | grep -vx tcp_relay | paste -sd' ')
+# shellcheck disable=SC2086
+taskset -c 1 "$load_bin" echo $deflate --bind "127.0.0.1:$echo_port" 2>"$scratch/echo.log" &
 pids+=("$!")
 wait_port "$echo_port"
 bench_targets_configure "$scratch" "$port_base" "$echo_port" 1024
@@ -60,7 +66,11 @@ split_samples() { # perf-data cpu-us-per-round-trip
     {
       n++
       split($1, leaf, " ")
-      if (leaf[1] !~ /^ffffffff/) { c["user"]++; next }
+      if (leaf[1] !~ /^ffffffff/) {
+        c["user"]++
+        if (leaf[2] ~ /zng_|inflate|deflate|chunk(copy|memset|unroll)|longest_match|compare256|adler32|crc32/) c["user_zlib"]++
+        next
+      }
       chain = " "
       for (i = 1; i <= NF; i++) { split($i, f, " "); chain = chain f[2] " " }
       if (chain ~ / __x64_sys_recvfrom /) {
@@ -75,8 +85,8 @@ split_samples() { # perf-data cpu-us-per-round-trip
     }
     END {
       printf "{\"samples\": %d", n
-      split("user recv recv_ack recv_backlog send epoll epoll_sleep other", k, " ")
-      for (i = 1; i <= 8; i++) printf ", \"%s\": %.4f", k[i], (n ? c[k[i]] / n * us : 0)
+      split("user user_zlib recv recv_ack recv_backlog send epoll epoll_sleep other", k, " ")
+      for (i = 1; i <= 9; i++) printf ", \"%s\": %.4f", k[i], (n ? c[k[i]] / n * us : 0)
       print "}"
     }'
 }
@@ -89,7 +99,7 @@ for r in $(seq 1 "$rounds"); do
   for k in $ks; do
     m=3000; [ "$k" -gt 1 ] && m=16000
     for t in $order; do
-      args=$(bench_target_args "$t")
+      args="$(bench_target_args "$t") $deflate"
       cpu_pids=$(echo "$args" | grep -o -- '--cpu-pid [0-9]*' | awk '{print $2}' | paste -sd,)
       # shellcheck disable=SC2086
       timeout 60 taskset -c 1 "$load_bin" pingpong $args -n 50 -k 1 -m 200 --warmup 10 \
@@ -117,14 +127,15 @@ done
 
 jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" --argjson freq "$freq" \
-  '{date: $date, cpu: $cpu, sample_hz: $freq, runs: .}' "$runs" >"$out"
+  --argjson deflate "$([ -n "$deflate" ] && echo true || echo false)" \
+  '{date: $date, cpu: $cpu, sample_hz: $freq, deflate: $deflate, runs: .}' "$runs" >"$out"
 echo "CPU per round trip in µs, mean of $rounds round(s), by where it went ($freq samples/s):"
 jq -r '
   def f: . * 100 | round / 100 | tostring;
-  "| K | target | round trips/s | CPU | user | recv | recv: ack | recv: backlog | send | epoll | epoll: sleep | other |",
-  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  "| K | target | round trips/s | CPU | user | user: zlib | recv | recv: ack | recv: backlog | send | epoll | epoll: sleep | other |",
+  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   (.runs | group_by([.k, .target])[] | . as $g | ($g | length) as $n |
     def mean($f): ($g | map(.[$f]) | add / $n);
-    "| \($g[0].k) | \($g[0].target) | \(mean("round_trips_per_s") | floor) | \(mean("cpu_us") | f) | \(mean("user") | f) | \(mean("recv") | f) | \(mean("recv_ack") | f) | \(mean("recv_backlog") | f) | \(mean("send") | f) | \(mean("epoll") | f) | \(mean("epoll_sleep") | f) | \(mean("other") | f) |")
+    "| \($g[0].k) | \($g[0].target) | \(mean("round_trips_per_s") | floor) | \(mean("cpu_us") | f) | \(mean("user") | f) | \(mean("user_zlib") | f) | \(mean("recv") | f) | \(mean("recv_ack") | f) | \(mean("recv_backlog") | f) | \(mean("send") | f) | \(mean("epoll") | f) | \(mean("epoll_sleep") | f) | \(mean("other") | f) |")
 ' "$out"
 log "results: $out"

@@ -7,6 +7,11 @@
 //! runs the 256 B message with the caches emptied before each run, as the proxy meets it when
 //! the kernel's network path ran in between (not a goal: it shows what the hot loop hides).
 //!
+//! The `permessage_deflate` group puts the same message's inflating beside it, as a browser
+//! compresses it (zlib's default level, each message on its own) and wsnorm reads it from a
+//! compressed client leg (`relay::deflate::Inflater`, the pooled stream), and its deflating at
+//! wsnorm's default level (the backend's leg with `compress_to_backend`).
+//!
 //! `cargo bench --bench rules -- --test` runs every benchmark once (a few seconds), for CI.
 
 use std::hint::black_box;
@@ -14,6 +19,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
+use wsnorm::relay::deflate::{Deflater, Inflater, Window};
 use wsnorm::rules::timestamp::{convert_timestamp, write_unix_seconds, TimestampInput};
 use wsnorm::rules::{
     default_rules, CompiledRules, Direction, EpochUnit, LeapSecond, NaiveTimezone, Outcome,
@@ -195,6 +201,42 @@ fn timestamps(c: &mut Criterion) {
     group.finish();
 }
 
+fn permessage_deflate(c: &mut Criterion) {
+    let fresh = Window {
+        bits: 15,
+        no_context_takeover: true,
+    };
+    let mut compressed = Vec::new();
+    Deflater::new(fresh, 6)
+        .compress(MATCHING.as_bytes(), true, &mut compressed)
+        .expect("the message compresses");
+    let mut inflater = Inflater::new(fresh);
+    let mut out = Vec::with_capacity(4096);
+    let mut inflate = |out: &mut Vec<u8>| {
+        out.clear();
+        inflater
+            .inflate(black_box(&compressed), true, out, 1 << 20)
+            .expect("the message inflates");
+    };
+    inflate(&mut out);
+    assert_eq!(out, MATCHING.as_bytes());
+    let mut group = c.benchmark_group("permessage_deflate");
+    group.throughput(Throughput::Bytes(MATCHING.len() as u64));
+    group.bench_function(BenchmarkId::new("inflate", compressed.len()), |b| {
+        b.iter(|| inflate(&mut out))
+    });
+    let mut deflater = Deflater::new(fresh, 7);
+    group.bench_function(BenchmarkId::new("deflate_level_7", MATCHING.len()), |b| {
+        b.iter(|| {
+            out.clear();
+            deflater
+                .compress(black_box(MATCHING.as_bytes()), true, &mut out)
+                .expect("the message compresses");
+        })
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -205,6 +247,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = messages, timestamps
+    targets = messages, timestamps, permessage_deflate
 }
 criterion_main!(benches);

@@ -72,7 +72,7 @@ pub fn echo_answer(offer: &str) -> Option<(String, LegDeflate)> {
         .find_map(|offer| Some(answer_to(&offer?)))
 }
 
-/// Reads the server's answer to [`CLIENT_OFFER`] (every `Sec-WebSocket-Extensions` value of the
+/// Reads the server's answer to the client's offer (every `Sec-WebSocket-Extensions` value of the
 /// 101, joined): exactly one `permessage-deflate`, with valid parameters (RFC 7692 §7.1). Its
 /// windows: how the client compresses (`send`) and how the server does (`receive`).
 pub fn read_answer(answer: Option<&str>) -> Result<LegDeflate> {
@@ -343,12 +343,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> DeflateWs<S> {
     }
 
     /// Opens a compressed connection over `io` with tungstenite's client `request` (the URL, the
-    /// key and the caller's headers), offering [`CLIENT_OFFER`]. Fails unless the 101 accepts
-    /// permessage-deflate and selects the subprotocol offered, if any (as tungstenite does).
-    pub async fn handshake(mut request: Request, mut io: S, max_message: usize) -> Result<Self> {
+    /// key and the caller's headers), offering `offer` (a `Sec-WebSocket-Extensions` value, such
+    /// as [`CLIENT_OFFER`]). Fails unless the 101 accepts permessage-deflate and selects the
+    /// subprotocol offered, if any (as tungstenite does).
+    pub async fn handshake(
+        mut request: Request,
+        mut io: S,
+        offer: &str,
+        max_message: usize,
+    ) -> Result<Self> {
         request.headers_mut().insert(
             "Sec-WebSocket-Extensions",
-            HeaderValue::from_static(CLIENT_OFFER),
+            HeaderValue::from_str(offer).context("bad permessage-deflate offer")?,
         );
         let protocol = match request.headers().get("Sec-WebSocket-Protocol") {
             Some(v) => Some(v.to_str().context("bad Sec-WebSocket-Protocol")?.to_owned()),

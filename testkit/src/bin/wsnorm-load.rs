@@ -18,7 +18,7 @@
 //!   the proxy has settled (after the round trips: `--touch-quiet-secs`), and prints one JSON
 //!   line per stage.
 //! * `--deflate` (the three above): permessage-deflate (RFC 7692). The handshake offers what
-//!   browsers send and fails unless the 101 accepts it; messages of 32 bytes or more go
+//!   browsers send (or `--deflate-offer`) and fails unless the 101 accepts it; messages of 32 bytes or more go
 //!   compressed with the parameters answered, echoes are inflated and checked as without it.
 //!   tungstenite cannot carry RSV1, so these connections take the small frame path of
 //!   `wsnorm_testkit::deflate_ws`, compressing with wsnorm's own `relay::deflate`.
@@ -119,6 +119,11 @@ struct ClientOpts {
     /// parameters it answered; echoes are inflated, then checked as without it.
     #[arg(long)]
     deflate: bool,
+    /// With `--deflate`, the offer to make instead of the browsers' (a `Sec-WebSocket-Extensions`
+    /// value), e.g. `permessage-deflate; client_no_context_takeover; server_no_context_takeover;
+    /// client_max_window_bits` for every message compressed on its own both ways.
+    #[arg(long, requires = "deflate", default_value = deflate_ws::CLIENT_OFFER)]
+    deflate_offer: String,
 }
 
 #[derive(Debug, Args)]
@@ -450,7 +455,7 @@ async fn connect_inner(opts: &ClientOpts) -> Result<Conn> {
         .with_context(|| format!("connecting to {host}:{port}"))?;
     tcp.set_nodelay(true)?;
     if opts.deflate {
-        let ws = DeflateWs::handshake(request, tcp, MAX_MESSAGE_BYTES)
+        let ws = DeflateWs::handshake(request, tcp, &opts.deflate_offer, MAX_MESSAGE_BYTES)
             .await
             .context("WebSocket handshake with permessage-deflate")?;
         return Ok(Conn::Deflate(Box::new(ws)));

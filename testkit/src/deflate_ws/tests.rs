@@ -115,7 +115,7 @@ fn the_echo_answers_what_it_can_honour() {
 async fn a_client_and_the_echo_round_trip_compressed_messages() {
     let (client_io, server_io) = duplex(64 * 1024);
     let server = tokio::spawn(echo(server_io, 1 << 20, Duration::from_secs(5)));
-    let mut ws = DeflateWs::handshake(request_without_protocol(), client_io, 1 << 20)
+    let mut ws = DeflateWs::handshake(request_without_protocol(), client_io, CLIENT_OFFER, 1 << 20)
         .await
         .unwrap();
     assert_eq!(ws.negotiated.send, window(15, false));
@@ -171,7 +171,7 @@ async fn fake_server(
         let mut sink = Vec::new();
         let _ = server_io.read_to_end(&mut sink).await;
     });
-    DeflateWs::handshake(request(), client_io, 1 << 20).await
+    DeflateWs::handshake(request(), client_io, CLIENT_OFFER, 1 << 20).await
 }
 
 #[tokio::test]
