@@ -94,8 +94,7 @@ bench_targets_configure "$scratch" "$port_base" "$echo_port" "$want_fds"
 clk_tck=$(getconf CLK_TCK)
 
 targets="nginx haproxy wsnorm no_rules"
-# The two sets' client offers (one word each: the load tool's options are split on spaces).
-per_message_offer="permessage-deflate;client_no_context_takeover;server_no_context_takeover;client_max_window_bits"
+# The two sets' client offers (per_message_offer: bench/lib.sh).
 context_offer="permessage-deflate;client_max_window_bits"
 offer=""
 pingpong() { # target k messages label outfile

@@ -290,6 +290,11 @@ bench_prerequisites() {
   [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, load on CPU 1)"
 }
 
+# permessage-deflate offered with every message compressed on its own both ways: what wsnorm's
+# defaults negotiate whatever a client offers (one word: the load tool's options are split on
+# spaces).
+per_message_offer="permessage-deflate;client_no_context_takeover;server_no_context_takeover;client_max_window_bits"
+
 # Round trips per connection in each ping-pong run at K=1 and K=16 (sets m1 and m16): with
 # QUICK = 1, 300 and 600, and one round (rounds=1); else M1 and M16, default 2,000 and 5,000.
 # bench_round_trips QUICK

@@ -13,8 +13,9 @@
 #
 #   bench/where.sh [--no-build] [--rounds N] [-k "1 16"] [--targets "nginx wsnorm no_rules tcp_relay"]
 #     [--deflate] [--out FILE]   (haproxy is a target too)
-#   --deflate: every connection and the echo backend compress, as bench/deflate.sh runs them
-#   (nginx and HAProxy pass the compressed frames through; tcp_relay is then left out).
+#   --deflate: every connection and the echo backend compress each message on its own, as in
+#   bench/deflate.sh's per_message set (the frames wsnorm's defaults negotiate, so nginx and
+#   HAProxy pass the same ones through; tcp_relay is then left out).
 #   (WSNORM_BIN / LOAD_BIN as in bench/compare.sh; FREQ: samples per second, default 499)
 #
 # Same set-up as compare.sh: each proxy a fresh process every round on CPU 0, the echo backend
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
     -k) ks=$2; shift ;;
     --targets) targets=$2; shift ;;
     --out) out=$2; shift ;;
-    --deflate) deflate=--deflate ;;
+    --deflate) deflate="--deflate --deflate-offer $per_message_offer" ;;
     -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -54,7 +55,7 @@ echo_port=$((port_base + 1))
 ports_free "$echo_port"
 [ -z "$deflate" ] || targets=$(echo "$targets" | tr ' ' '\n' | grep -vx tcp_relay | paste -sd' ')
 # shellcheck disable=SC2086
-taskset -c 1 "$load_bin" echo $deflate --bind "127.0.0.1:$echo_port" 2>"$scratch/echo.log" &
+taskset -c 1 "$load_bin" echo ${deflate:+--deflate} --bind "127.0.0.1:$echo_port" 2>"$scratch/echo.log" &
 pids+=("$!")
 wait_port "$echo_port"
 bench_targets_configure "$scratch" "$port_base" "$echo_port" 1024
