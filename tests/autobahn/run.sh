@@ -8,7 +8,7 @@
 #   (b) wsnorm in front of the same echo server (agent URL ws://127.0.0.1:P/ws): the client
 #       leg compressed (permessage-deflate, which the echo server does not negotiate), and
 #   (e) with permessage-deflate cases only, wsnorm in front of a python `websockets` echo server
-#       (deflate_echo.py, venv in target/autobahn-py3): both legs compressed. By default every
+#       (deflate_echo.py, venv in target/python-websockets): both legs compressed. By default every
 #       parameter set with payloads of 16 B to 8 KiB (12.*.[1-6], 13.*.[1-6]: 72 cases): the
 #       python echo server takes ~14 s per case of 1000 large messages, so all 216 would add
 #       ~50 min; the 12.*/13.* patterns given with --cases run as given.
@@ -26,13 +26,15 @@
 # install failed, a process did not start).
 #
 # Needs: Python 2.7 (autobahntestsuite 25.10.1 runs on nothing newer; found via $AUTOBAHN_PYTHON,
-# pyenv, or PATH), Python 3.9+ for the deflate echo server, PyPI for the first installs (cached in
-# target/autobahn-venv and target/autobahn-py3), cargo.
+# pyenv, or PATH), Python 3.9+ for the deflate echo server ($AUTOBAHN_PYTHON3, PATH, or pyenv),
+# PyPI for the first installs (cached in target/autobahn-venv and target/python-websockets), cargo.
 # Results: target/autobahn/<run>/index.json and index.html.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 HERE=$ROOT/tests/autobahn
+# first_python and websockets_venv (which sets VENV, hence SUITE_VENV below).
+source tests/python/venv.sh
 
 MODE=both
 CASES='*'
@@ -51,26 +53,12 @@ while [ $# -gt 0 ]; do
 done
 
 OUT=$ROOT/target/autobahn
-VENV=$ROOT/target/autobahn-venv
+SUITE_VENV=$ROOT/target/autobahn-venv
 mkdir -p "$OUT"
 
 die() { echo "autobahn: $*" >&2; exit 2; }
 
 # --- Python 2.7 --------------------------------------------------------------------------------
-# first_python CHECK CANDIDATES...: the first executable candidate for which `python -c CHECK`
-# exits 0.
-first_python() {
-    local check=$1 c
-    shift
-    for c in "$@"; do
-        [ -n "$c" ] && [ -x "$c" ] || continue
-        if "$c" -c "$check" 2>/dev/null; then
-            echo "$c"
-            return 0
-        fi
-    done
-    return 1
-}
 find_python27() {
     first_python 'import sys; sys.exit(0 if sys.version_info[:2] == (2, 7) else 1)' \
         "${AUTOBAHN_PYTHON:-}" \
@@ -88,47 +76,34 @@ PY=$(find_python27) || die "Python 2.7 not found.
       (needs build-essential libssl-dev zlib1g-dev libffi-dev libbz2-dev libreadline-dev libsqlite3-dev)"
 echo "autobahn: Python 2.7 at $PY"
 
-# --- the suite, installed once into target/autobahn-venv ---------------------------------------
+# --- the suite, installed once into target/autobahn-venv (SUITE_VENV) --------------------------
 PINS=(txaio==2.1.0 incremental==16.10.1 pyOpenSSL==19.1.0 cryptography==3.3.2 Twisted==19.10.0
       zope.interface==4.6.0 jinja2==2.11.3 markupsafe==1.1.1 Werkzeug==1.0.1 klein==17.10.0
       service_identity==18.1.0 unittest2==1.1.0 six==1.16.0 setuptools==44.0.0
       'autobahn[accelerate,twisted]==0.10.9' autobahntestsuite==25.10.1)
 STAMP="$PY ${PINS[*]}"
-if [ ! -f "$VENV/.installed" ] || [ "$(cat "$VENV/.installed")" != "$STAMP" ]; then
-    echo "autobahn: installing autobahntestsuite into $VENV (once)"
-    rm -rf "$VENV"
-    mkdir -p "$VENV"
+if [ ! -f "$SUITE_VENV/.installed" ] || [ "$(cat "$SUITE_VENV/.installed")" != "$STAMP" ]; then
+    echo "autobahn: installing autobahntestsuite into $SUITE_VENV (once)"
+    rm -rf "$SUITE_VENV"
+    mkdir -p "$SUITE_VENV"
     "$PY" -m pip --version >/dev/null 2>&1 || "$PY" -m ensurepip >/dev/null 2>&1 ||
         die "$PY has no pip and ensurepip failed"
     if ! "$PY" -m pip install --disable-pip-version-check --no-warn-script-location \
-            --target "$VENV/site" "${PINS[@]}" >"$VENV/pip.log" 2>&1; then
-        tail -30 "$VENV/pip.log" >&2
-        die "pip install failed (log: $VENV/pip.log)"
+            --target "$SUITE_VENV/site" "${PINS[@]}" >"$SUITE_VENV/pip.log" 2>&1; then
+        tail -30 "$SUITE_VENV/pip.log" >&2
+        die "pip install failed (log: $SUITE_VENV/pip.log)"
     fi
-    echo "$STAMP" >"$VENV/.installed"
+    echo "$STAMP" >"$SUITE_VENV/.installed"
 fi
 wstest() {
-    "$PY" "$HERE/wstest.py" "$VENV/site" "$@"
+    "$PY" "$HERE/wstest.py" "$SUITE_VENV/site" "$@"
 }
 wstest --autobahnversion 2>&1 | sed 's/^/autobahn: /' | head -3 || true
 
-# --- python websockets, for the echo server that compresses (target/autobahn-py3) --------------
-PY3_PINS=(websockets==15.0.1)
-find_python3() {
-    first_python 'import sys, venv; sys.exit(0 if sys.version_info >= (3, 9) else 1)' \
-        "${AUTOBAHN_PYTHON3:-}" "$(command -v python3 2>/dev/null || true)" \
-        "$( (pyenv root 2>/dev/null || echo "$HOME/.pyenv") )"/versions/3.1[1-3]*/bin/python3
-}
-PY3VENV=$ROOT/target/autobahn-py3
-PY3=$(find_python3) || die "no Python 3.9+ with venv for the deflate echo server"
-if [ ! -f "$PY3VENV/.installed" ] || [ "$(cat "$PY3VENV/.installed")" != "$PY3 ${PY3_PINS[*]}" ]; then
-    echo "autobahn: installing ${PY3_PINS[*]} into $PY3VENV (once)"
-    rm -rf "$PY3VENV"
-    "$PY3" -m venv "$PY3VENV" || die "$PY3 -m venv failed"
-    "$PY3VENV/bin/python" -m pip install --disable-pip-version-check -q "${PY3_PINS[@]}" \
-        >"$OUT/py3-pip.log" 2>&1 || { tail -20 "$OUT/py3-pip.log" >&2; die "pip install ${PY3_PINS[*]} failed"; }
-    echo "$PY3 ${PY3_PINS[*]}" >"$PY3VENV/.installed"
-fi
+# --- python websockets, for the echo server that compresses (tests/python/venv.sh) ------------
+PYTHON3=${AUTOBAHN_PYTHON3:-${PYTHON3:-}} websockets_venv
+PY3=$VENV/bin/python
+echo "autobahn: Python 3 at $PY3 (deflate echo server)"
 
 # --- binaries -----------------------------------------------------------------------------------
 if [ "$BUILD" = 1 ]; then
@@ -200,7 +175,7 @@ wait_port() {
 
 start_deflate_echo() { # -> DEFLATE_ECHO_PORT
     free_port DEFLATE_ECHO_PORT
-    "$PY3VENV/bin/python" "$HERE/deflate_echo.py" "$DEFLATE_ECHO_PORT" >"$OUT/deflate-echo.log" 2>&1 &
+    "$PY3" "$HERE/deflate_echo.py" "$DEFLATE_ECHO_PORT" >"$OUT/deflate-echo.log" 2>&1 &
     PIDS+=($!)
     wait_port "$DEFLATE_ECHO_PORT" "$!" deflate-echo
 }
@@ -296,7 +271,7 @@ fuzzingclient() {
 EOF
     echo "autobahn: fuzzingclient -> $label at $url"
     start=$(date +%s)
-    (cd "$dir" && exec "$PY" "$HERE/wstest.py" "$VENV/site" -m fuzzingclient -s "$dir/spec.json") \
+    (cd "$dir" && exec "$PY" "$HERE/wstest.py" "$SUITE_VENV/site" -m fuzzingclient -s "$dir/spec.json") \
         >"$dir/wstest.log" 2>&1 &
     run_waiting $! || { tail -20 "$dir/wstest.log" >&2; die "wstest -m fuzzingclient failed for $label (log: $dir/wstest.log)"; }
     echo "autobahn: $label took $(( $(date +%s) - start )) s"
@@ -323,7 +298,7 @@ fuzzingserver() {
   "exclude-agent-cases": {}
 }
 EOF
-    (cd "$dir" && AUTOBAHN_EXTERNAL_PORT=$external exec "$PY" "$HERE/wstest.py" "$VENV/site" \
+    (cd "$dir" && AUTOBAHN_EXTERNAL_PORT=$external exec "$PY" "$HERE/wstest.py" "$SUITE_VENV/site" \
         -m fuzzingserver -s "$dir/spec.json" -u 0) >"$dir/wstest.log" 2>&1 &
     pid=$!
     PIDS+=($pid)
