@@ -257,11 +257,6 @@ impl Deflater {
     pub fn release(&mut self) {
         self.stream = None;
     }
-
-    /// Whether a stream is kept (its ~260 KiB at 15 window bits).
-    pub fn holds_stream(&self) -> bool {
-        self.stream.is_some()
-    }
 }
 
 /// Compresses `data` into `out`; `fin` flushes and drops the flush's tail (the message's end).

@@ -76,7 +76,10 @@ impl Leg {
 /// permessage-deflate on one leg: the peer's messages inflated, ours deflated.
 struct Compression {
     inflater: Inflater,
-    deflater: Deflater,
+    /// How wsnorm compresses what it sends on this leg; none where it sends uncompressed: where
+    /// the other leg's compressed messages are passed through (its stream would interleave with
+    /// theirs in the peer's inflater), and to the backend unless `compress_to_backend`.
+    deflater: Option<Deflater>,
     min_message_bytes: usize,
     /// A compressed text message from the peer being inflated: its text so far.
     inflated: Vec<u8>,
@@ -84,22 +87,17 @@ struct Compression {
     compressing: bool,
     /// A message was compressed for the peer since the last keepalive check.
     deflated: bool,
-    /// wsnorm compresses what it sends on this leg: not where the other leg's compressed
-    /// messages are passed through (its stream would interleave with theirs in the peer's
-    /// inflater), nor to the backend unless `compress_to_backend`.
-    sends_compressed: bool,
 }
 
 impl Compression {
     fn new(leg: LegDeflate, settings: DeflateSettings, sends_compressed: bool) -> Box<Compression> {
         Box::new(Compression {
             inflater: Inflater::new(leg.receive),
-            deflater: Deflater::new(leg.send, settings.level),
+            deflater: sends_compressed.then(|| Deflater::new(leg.send, settings.level)),
             min_message_bytes: settings.min_message_bytes,
             inflated: Vec::new(),
             compressing: false,
             deflated: false,
-            sends_compressed,
         })
     }
 }
@@ -227,15 +225,15 @@ impl LegState {
         } else {
             compression.compressing
         };
-        if !compress || !compression.sends_compressed {
+        let Some(deflater) = compression.deflater.as_mut().filter(|_| compress) else {
             self.send(opcode, fin, payload);
             return Ok(payload.len());
-        }
+        };
         compression.compressing = !fin;
         compression.deflated = true;
         let mut compressed = SCRATCH.take();
         compressed.clear();
-        let result = compression.deflater.compress(payload, fin, &mut compressed);
+        let result = deflater.compress(payload, fin, &mut compressed);
         if result.is_ok() {
             let role = self.role;
             frames::write_frame_rsv1(self.output(), role, opcode, fin, first, &compressed);
@@ -361,24 +359,31 @@ impl Legs {
     }
 
     fn on_binary(&mut self, from: Leg, payload: &[u8], first: bool, fin: bool) {
-        let dir = from.direction();
+        self.count_frame(from, MessageKind::Binary, first, payload.len());
         let sender = &mut self.states[from as usize];
         if first {
-            self.summary.messages[from as usize] += 1;
-            self.metrics
-                .message(dir, MessageKind::Binary, payload.len());
             sender.binary_bytes = 0;
-        } else {
-            self.metrics.fragment(dir, payload.len());
         }
         sender.binary_bytes += payload.len();
         if fin {
-            self.metrics.message_size(dir, sender.binary_bytes);
+            self.metrics
+                .message_size(from.direction(), sender.binary_bytes);
         }
-        let opcode = OpCode::Data(if first { Data::Binary } else { Data::Continue });
         let to = from.other();
         if self.states[to as usize].writable() {
-            self.forward(to, opcode, fin, payload);
+            self.forward(to, data_opcode(first, false), fin, payload);
+        }
+    }
+
+    /// Counts a data frame received from `from` whose message is not text inflated whole: a
+    /// message at its first frame, a fragment after it.
+    fn count_frame(&mut self, from: Leg, kind: MessageKind, first: bool, len: usize) {
+        let dir = from.direction();
+        if first {
+            self.summary.messages[from as usize] += 1;
+            self.metrics.message(dir, kind, len);
+        } else {
+            self.metrics.fragment(dir, len);
         }
     }
 
@@ -459,24 +464,14 @@ impl Legs {
         } else {
             MessageKind::Binary
         };
-        if first {
-            self.summary.messages[from as usize] += 1;
-            self.metrics.message(dir, kind, payload.len());
-        } else {
-            self.metrics.fragment(dir, payload.len());
-        }
+        self.count_frame(from, kind, first, payload.len());
         self.summary.bytes[from as usize] += payload.len() as u64;
         let to = from.other();
         let state = &mut self.states[to as usize];
         if !state.writable() {
             return;
         }
-        let opcode = OpCode::Data(match (first, text) {
-            (false, _) => Data::Continue,
-            (true, true) => Data::Text,
-            (true, false) => Data::Binary,
-        });
-        state.pass(opcode, fin, first, payload);
+        state.pass(data_opcode(first, text), fin, first, payload);
         self.metrics.sent(dir, payload.len());
         self.metrics.passed(dir, payload.len());
     }
@@ -612,7 +607,9 @@ impl Legs {
             // a quiet connection then keeps only the inflaters its peers' context needs.
             if let Some(compression) = state.compression.as_mut() {
                 if !std::mem::take(&mut compression.deflated) && !compression.compressing {
-                    compression.deflater.release();
+                    if let Some(deflater) = compression.deflater.as_mut() {
+                        deflater.release();
+                    }
                 }
             }
             if state.done || state.close_sent {
@@ -654,6 +651,14 @@ impl Legs {
     }
 }
 
-/// Gives back an emptied buffer that grew for one large message.
+/// The opcode of a data frame: its message's type on the first frame, continuation after.
+fn data_opcode(first: bool, text: bool) -> OpCode {
+    OpCode::Data(match (first, text) {
+        (false, _) => Data::Continue,
+        (true, true) => Data::Text,
+        (true, false) => Data::Binary,
+    })
+}
+
 #[cfg(test)]
 mod tests;
