@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
-use super::extensions::{self, Agreed, BackendOffer};
-use crate::config::{Address, CompressionConfig};
+use super::extensions::{self, Agreed, DeflateOffer};
+use crate::config::Address;
 use crate::headers::{OutgoingHeaders, OwnedHeaders};
 
 /// Largest backend response head accepted.
@@ -77,8 +77,7 @@ pub struct HandshakeRequest<'a> {
     pub headers: &'a OutgoingHeaders,
     pub subprotocols: &'a [String],
     /// The permessage-deflate offer (and so what the answer may say).
-    pub deflate: Option<BackendOffer>,
-    pub compression: &'a CompressionConfig,
+    pub deflate: Option<DeflateOffer>,
 }
 
 /// An established backend WebSocket, before any frame was read.
@@ -270,12 +269,9 @@ fn verify_switch(
         .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"))
         .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
         .collect();
-    let deflate = extensions::check_backend_answer(
-        answered.iter().map(String::as_str),
-        req.deflate.as_ref(),
-        req.compression,
-    )
-    .map_err(BackendError::BadResponse)?;
+    let deflate =
+        extensions::check_backend_answer(answered.iter().map(String::as_str), req.deflate.as_ref())
+            .map_err(BackendError::BadResponse)?;
     let protocol = match resp.headers.get("sec-websocket-protocol") {
         None => None,
         Some(p) => {
@@ -378,13 +374,12 @@ mod tests {
         let offered = vec!["agent_chat".to_string()];
         let path = http::uri::PathAndQuery::from_static("/ws");
         let headers = OutgoingHeaders::default();
-        let compression = CompressionConfig::default();
+        let compression = crate::config::CompressionConfig::default();
         let req = HandshakeRequest {
             path_and_query: &path,
             headers: &headers,
             subprotocols: &offered,
             deflate: extensions::backend_offer(&compression, None),
-            compression: &compression,
         };
         let check = |extra: &str, key: &str| verify_switch(&head(extra), key, &req);
         assert_eq!(check("", key).unwrap(), (None, None));

@@ -227,10 +227,12 @@ pub fn passthrough_window(client: &Agreed) -> Option<Window> {
     (send.bits > 8).then_some(send)
 }
 
-/// What wsnorm offers the backend, and so what the backend's answer may say.
+/// The permessage-deflate offer wsnorm makes the backend, and so what its answer may say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendOffer {
+pub struct DeflateOffer {
     params: Params,
+    /// The largest window wsnorm compresses with (`window_bits`), whatever the backend allows.
+    send_bits: u8,
 }
 
 /// The backend leg's offer (`None` when compression with the backend is off). `passthrough`
@@ -241,7 +243,7 @@ pub struct BackendOffer {
 pub fn backend_offer(
     config: &CompressionConfig,
     passthrough: Option<Window>,
-) -> Option<BackendOffer> {
+) -> Option<DeflateOffer> {
     if !config.backend {
         return None;
     }
@@ -255,10 +257,13 @@ pub fn backend_offer(
         // wsnorm can compress with any window the backend asks for.
         client_max_window_bits: Some(None),
     };
-    Some(BackendOffer { params })
+    Some(DeflateOffer {
+        params,
+        send_bits: config.window_bits,
+    })
 }
 
-impl BackendOffer {
+impl DeflateOffer {
     /// The `Sec-WebSocket-Extensions` value.
     pub fn header(&self) -> String {
         self.params.render()
@@ -270,17 +275,16 @@ impl BackendOffer {
 /// offered, more than one, or parameters the offer did not allow.
 pub fn check_backend_answer<'a>(
     values: impl IntoIterator<Item = &'a str>,
-    offer: Option<&BackendOffer>,
-    config: &CompressionConfig,
+    offer: Option<&DeflateOffer>,
 ) -> Result<Option<Agreed>, String> {
     let mut extensions = parse(values);
     if extensions.len() > 1 {
         return Err("backend enabled more than one extension".into());
     }
-    let (answer, offer) = match (extensions.pop(), offer) {
+    let (answer, offer, send_bits) = match (extensions.pop(), offer) {
         (None, _) => return Ok(None),
         (Some(Some(e)), Some(offer)) if e.name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE) => {
-            (e, &offer.params)
+            (e, &offer.params, offer.send_bits)
         }
         _ => return Err("backend enabled an extension that was not offered".into()),
     };
@@ -310,7 +314,7 @@ pub fn check_backend_answer<'a>(
     let deflate = LegDeflate {
         // wsnorm is the client here: `client_*` is what it sends.
         send: Window {
-            bits: client_bits.min(config.window_bits),
+            bits: client_bits.min(send_bits),
             no_context_takeover: params.client_no_context_takeover
                 || offer.client_no_context_takeover,
         },

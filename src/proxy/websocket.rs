@@ -361,7 +361,6 @@ async fn dial(config: &Config, prepared: &Prepared) -> Result<Connected, Backend
         headers: &prepared.backend.headers,
         subprotocols: &prepared.negotiation.backend_offer,
         deflate: extensions::backend_offer(&config.websocket.compression, prepared.passthrough),
-        compression: &config.websocket.compression,
     };
     backend::handshake(
         &config.backend.address,

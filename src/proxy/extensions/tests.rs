@@ -29,7 +29,7 @@ fn answer<'a>(
     values: impl IntoIterator<Item = &'a str>,
     config: &CompressionConfig,
 ) -> Result<Option<Agreed>, String> {
-    check_backend_answer(values, backend_offer(config, None).as_ref(), config)
+    check_backend_answer(values, backend_offer(config, None).as_ref())
 }
 
 fn accept(offer: &str) -> Option<Agreed> {
@@ -262,19 +262,18 @@ fn passthrough_offers_the_backend_what_the_client_reads() {
     let agreed = check_backend_answer(
         ["permessage-deflate; server_max_window_bits=12"],
         Some(&offered),
-        &config(),
     )
     .unwrap()
     .unwrap();
     assert_eq!(agreed.deflate.receive, window(12, false));
-    assert!(check_backend_answer(["permessage-deflate"], Some(&offered), &config()).is_err());
+    assert!(check_backend_answer(["permessage-deflate"], Some(&offered)).is_err());
     // A client that asked for no context: the backend is asked the same.
     let offered = backend_offer(&config(), Some(window(15, true))).unwrap();
     assert_eq!(
         offered.header(),
         "permessage-deflate; server_no_context_takeover; client_max_window_bits"
     );
-    assert!(check_backend_answer(["permessage-deflate"], Some(&offered), &config()).is_err());
+    assert!(check_backend_answer(["permessage-deflate"], Some(&offered)).is_err());
     // A client that reads 8 bits: not passed through (zlib cannot write raw 8-bit streams).
     let eight = accept("permessage-deflate; server_max_window_bits=8").unwrap();
     assert_eq!(passthrough_window(&eight), None);
