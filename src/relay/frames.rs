@@ -428,7 +428,7 @@ fn close_payload(payload: &[u8]) -> Result<Option<(u16, &str)>, FrameError> {
 
 /// XORs `buf` with the 4-byte masking key (RFC 6455 §5.3). tungstenite keeps its own masking
 /// function private; this one is checked against tungstenite's `Frame::format` in the tests.
-pub(super) fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
+pub fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
     // Eight bytes per step (the key twice): a byte loop cost ~290 instructions per round trip.
     let [a, b, c, d] = key;
     let wide = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);

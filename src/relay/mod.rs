@@ -29,6 +29,8 @@ mod buffers;
 mod conn;
 pub mod deflate;
 mod frames;
+// The frame writer and masking, for the test tools' own WebSocket peers.
+pub use frames::{apply_mask, write_frame_rsv1};
 mod io;
 mod legs;
 pub mod metrics;

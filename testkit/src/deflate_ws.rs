@@ -24,9 +24,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use wsnorm::proxy::extensions::{deflate_elements, Params};
 use wsnorm::relay::deflate::{Deflater, Inflater, LegDeflate, Window};
+use wsnorm::relay::{apply_mask, write_frame_rsv1};
 
 /// What the client offers: what Chrome and Firefox send.
 pub const CLIENT_OFFER: &str = "permessage-deflate; client_max_window_bits";
@@ -105,13 +107,6 @@ pub fn read_answer(answer: Option<&str>) -> Result<LegDeflate> {
 // ---------------------------------------------------------------------------------------------
 // Frames
 
-/// Masks or unmasks (RFC 6455 §5.3).
-fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b ^= key[i & 3];
-    }
-}
-
 /// A frame read: its header and where its payload (unmasked) lies in the read buffer.
 struct FrameRef {
     header: FrameHeader,
@@ -128,20 +123,20 @@ struct Frames<S> {
     start: usize,
     write: Vec<u8>,
     written: usize,
-    /// The client masks what it sends.
-    client: bool,
+    /// A client masks what it sends.
+    role: Role,
     max_frame: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
-    fn new(io: S, read: Vec<u8>, client: bool, max_frame: usize) -> Self {
+    fn new(io: S, read: Vec<u8>, role: Role, max_frame: usize) -> Self {
         Frames {
             io,
             read,
             start: 0,
             write: Vec::new(),
             written: 0,
-            client,
+            role,
             max_frame,
         }
     }
@@ -149,26 +144,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     /// Queues one frame; `payload`: bytes of its own, or a range of the read buffer (to send a
     /// frame read back).
     fn queue(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: Payload<'_>) {
-        let mask = self.client.then(rand::random::<[u8; 4]>);
         let data = match payload {
             Payload::Bytes(b) => b,
             Payload::Read(range) => &self.read[range],
         };
-        let header = FrameHeader {
-            is_final: fin,
-            rsv1,
-            rsv2: false,
-            rsv3: false,
-            opcode,
-            mask,
-        };
-        // Formatting into a Vec cannot fail.
-        let _ = header.format(data.len() as u64, &mut self.write);
-        let at = self.write.len();
-        self.write.extend_from_slice(data);
-        if let Some(key) = mask {
-            apply_mask(&mut self.write[at..], key);
-        }
+        write_frame_rsv1(&mut self.write, self.role, opcode, fin, rsv1, data);
     }
 
     async fn flush(&mut self) -> Result<()> {
@@ -383,7 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> DeflateWs<S> {
         let negotiated =
             read_answer(header(response.headers, "Sec-WebSocket-Extensions")?.as_deref())?;
         buf.drain(..head_len);
-        let frames = Frames::new(io, buf, true, max_message);
+        let frames = Frames::new(io, buf, Role::Client, max_message);
         Ok(DeflateWs::new(frames, negotiated, max_message))
     }
 
@@ -412,7 +392,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> DeflateWs<S> {
             .await
             .context("sending the 101")?;
         buf.drain(..head_len);
-        let frames = Frames::new(io, buf, false, max_message);
+        let frames = Frames::new(io, buf, Role::Server, max_message);
         Ok(DeflateWs::new(frames, negotiated, max_message))
     }
 
