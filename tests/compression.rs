@@ -21,6 +21,15 @@ use common::*;
 const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
 const RSV1: u8 = 4;
 
+/// A `*_max_window_bits=N` parameter of a permessage-deflate header, 15 when absent; read here,
+/// not with wsnorm's parser, so the tests check wsnorm's header independently.
+fn window_bits(params: &str, name: &str) -> u8 {
+    params
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix(name)?.strip_prefix('='))
+        .map_or(15, |bits| bits.parse().expect("window bits are a number"))
+}
+
 /// One peer's permessage-deflate state, as the RFC describes it.
 struct Pmd {
     compress: Compress,
@@ -41,10 +50,7 @@ impl Pmd {
 
     /// The client's side of what wsnorm answered (one window, as the tests ask it).
     fn client(answer: &str) -> Pmd {
-        let bits = answer
-            .split(';')
-            .find_map(|p| p.trim().strip_prefix("server_max_window_bits="))
-            .map_or(15, |b| b.parse::<u8>().unwrap());
+        let bits = window_bits(answer, "server_max_window_bits");
         Pmd::new(
             bits,
             answer.contains("client_no_context_takeover"),
@@ -212,10 +218,7 @@ async fn serve_backend(mut stream: TcpStream, seen: mpsc::UnboundedSender<Receiv
         let offer = offer.expect("wsnorm offers permessage-deflate");
         assert!(offer.starts_with("permessage-deflate"), "{offer}");
         // What wsnorm asks of the backend it gets; the backend bounds wsnorm's window to the same.
-        let bits = offer
-            .split(';')
-            .find_map(|p| p.trim().strip_prefix("server_max_window_bits="))
-            .map_or(15, |b| b.parse::<u8>().unwrap());
+        let bits = window_bits(&offer, "server_max_window_bits");
         // Each direction's context as wsnorm asked: the backend's own, and wsnorm's hint.
         let server_reset = offer.contains("server_no_context_takeover");
         let client_reset = offer.contains("client_no_context_takeover");
@@ -343,14 +346,8 @@ async fn converse(
     let mut pmd = None;
     if client_deflate {
         let answered = answered.unwrap_or_else(|| panic!("{label}: no extension in {head}"));
-        let client_bits = answered
-            .split(';')
-            .find_map(|p| p.trim().strip_prefix("client_max_window_bits="))
-            .map_or(15, |b| b.parse::<u8>().unwrap());
-        let server_bits = answered
-            .split(';')
-            .find_map(|p| p.trim().strip_prefix("server_max_window_bits="))
-            .map_or(15, |b| b.parse::<u8>().unwrap());
+        let client_bits = window_bits(answered, "client_max_window_bits");
+        let server_bits = window_bits(answered, "server_max_window_bits");
         assert_eq!(
             (client_bits, server_bits),
             (bits, bits),
