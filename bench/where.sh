@@ -126,10 +126,9 @@ for r in $(seq 1 "$rounds"); do
   bench_targets_stop
 done
 
-jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-  --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" --argjson freq "$freq" \
+jq -s --argjson head "$(bench_header)" --argjson freq "$freq" \
   --argjson deflate "$([ -n "$deflate" ] && echo true || echo false)" \
-  '{date: $date, cpu: $cpu, sample_hz: $freq, deflate: $deflate, runs: .}' "$runs" >"$out"
+  '$head + {sample_hz: $freq, deflate: $deflate, runs: .}' "$runs" >"$out"
 echo "CPU per round trip in µs, mean of $rounds round(s), by where it went ($freq samples/s):"
 jq -r '
   def f: . * 100 | round / 100 | tostring;
