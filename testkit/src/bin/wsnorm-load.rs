@@ -18,8 +18,9 @@
 //!   the proxy has settled (after the round trips: `--touch-quiet-secs`), and prints one JSON
 //!   line per stage.
 //! * `--deflate` (the three above): permessage-deflate (RFC 7692). The handshake offers what
-//!   browsers send (or `--deflate-offer`) and fails unless the 101 accepts it; messages of 32 bytes or more go
-//!   compressed with the parameters answered, echoes are inflated and checked as without it.
+//!   browsers send (or `--deflate-offer`) and fails unless the 101 accepts it; messages of 32
+//!   bytes or more go compressed with the parameters answered, echoes are inflated and checked
+//!   as without it.
 //!   tungstenite cannot carry RSV1, so these connections take the small frame path of
 //!   `wsnorm_testkit::deflate_ws`, compressing with wsnorm's own `relay::deflate`.
 //! * `echo` — a lean echo backend: any path, no auth, no subprotocol, text and binary echoed,
